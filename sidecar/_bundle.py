@@ -1,0 +1,618 @@
+"""The bundle: preprocessing, advanced model, baseline and reference, versioned together.
+
+A bundle on disk is a directory::
+
+    manifest.json      format, name, version, parent, task, created_at, classes,
+                       and for each part: kind, framework, format, version, sha256
+    preprocessing/     the preprocessing module (its own version)
+    advanced/          the advanced model in a safe native format
+    baseline/          the baseline model
+    reference/         what "normal" looked like (see ``sidecar._reference``)
+
+Every part has its own version and sha256; the bundle's version is derived
+from the parts' hashes and its parent, so the same content always has the
+same version and any change of any part makes a new one. Loading re-hashes
+every part and refuses a bundle whose files changed after it was saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import weakref
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import BundleError, InputError
+from ._reference import Reference
+from ._shadow import ShadowRunner
+from .preprocessing import (
+    Preprocessor,
+    SklearnPreprocessor,
+    TabularPreprocessor,
+    load_preprocessing,
+    read_spec,
+    save_preprocessing,
+)
+from .runtimes import ModelOutput, Predictor, as_predictor, load_predictor
+
+__all__ = ["Bundle", "Prediction", "ShadowPrediction", "load", "wrap"]
+
+FORMAT = "sidecar.bundle/1"
+MANIFEST = "manifest.json"
+PARTS = ("preprocessing", "advanced", "baseline", "reference")
+
+Records = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The advanced model's answer for a batch of raw records.
+
+    ``request_ids`` holds one id per record (a per-batch random prefix and the
+    record's index), the key under which labels are joined later.
+    """
+
+    predictions: np.ndarray
+    probabilities: np.ndarray | None
+    classes: tuple[Any, ...] | None
+    bundle_version: str
+    preprocessing_version: str
+    batch_id: str
+    latency_ms: float
+
+    @cached_property
+    def request_ids(self) -> tuple[str, ...]:
+        prefix = self.batch_id
+        return tuple(f"{prefix}-{i}" for i in range(len(self.predictions)))
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+
+@dataclass(frozen=True)
+class ShadowPrediction:
+    """Both models' predictions for the same records (the shadow pair)."""
+
+    advanced: Prediction
+    baseline: ModelOutput | None
+    baseline_error: str | None
+    baseline_latency_ms: float | None
+
+
+@dataclass
+class BundleStats:
+    """Running counts a served bundle keeps (exposed by ``info`` and, later, as gauges)."""
+
+    requests: int = 0
+    records: int = 0
+    unknown: Counter[str] = field(default_factory=Counter)
+    missing: Counter[str] = field(default_factory=Counter)
+    shadow_disagreements: int = 0
+    shadow_compared: int = 0
+
+
+class Bundle:
+    """An advanced model, its preprocessing, a baseline and a reference, behind one ``predict``.
+
+    Make one with :func:`wrap`, or read one with :func:`load`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        task: str,
+        preprocessing: Preprocessor,
+        advanced: Predictor,
+        baseline: Predictor,
+        reference: Reference,
+        parent: str | None = None,
+        created_at: str | None = None,
+        manifest: dict[str, Any] | None = None,
+        sources: Mapping[str, tuple[Path, dict[str, Any]]] | None = None,
+        shadow_timeout: float = 1.0,
+    ) -> None:
+        self.name = name
+        self.task = task
+        self.preprocessing = preprocessing
+        self.advanced = advanced
+        self.baseline = baseline
+        self.reference = reference
+        self.parent = parent
+        self.created_at = created_at or datetime.now(UTC).isoformat(timespec="seconds")
+        self._manifest = manifest
+        self._sources = dict(sources or {})
+        self.stats = BundleStats()
+        self.shadow = ShadowRunner(timeout=shadow_timeout)
+        self.path: Path | None = None
+        self._classes = advanced.classes
+
+    # -- identity -----------------------------------------------------------------
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest; computing it for an unsaved bundle serialises the parts once."""
+        if self._manifest is None:
+            # Serialise once into a private staging directory and keep it as the
+            # parts' source, so a later save() copies the very bytes hashed here.
+            staging = Path(tempfile.mkdtemp(prefix="sidecar-bundle-"))
+            weakref.finalize(self, shutil.rmtree, staging, True)
+            self._manifest = self._write_parts(staging)
+            self._sources = _sources_of(staging, self._manifest)
+        return self._manifest
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def preprocessing_version(self) -> str:
+        return str(self.manifest["parts"]["preprocessing"]["version"])
+
+    def info(self) -> dict[str, Any]:
+        """Versions, hashes and parts, as ``sidecar info`` prints them."""
+        m = self.manifest
+        return {
+            "name": m["name"],
+            "version": m["version"],
+            "parent": m["parent"],
+            "task": m["task"],
+            "created_at": m["created_at"],
+            "classes": m["classes"],
+            "input_fields": list(self.preprocessing.input_fields),
+            "parts": m["parts"],
+            "path": str(self.path) if self.path else None,
+        }
+
+    # -- prediction ---------------------------------------------------------------
+
+    def predict(self, records: Records | Any, *, shadow: bool = False) -> Prediction:
+        """Preprocess ``records`` and return the advanced model's predictions.
+
+        With ``shadow=True`` the baseline also runs, on a background thread, so
+        it can never fail or slow this call; its errors, timeouts and
+        disagreements are counted. This is exactly what the service does.
+        """
+        return self._predict(records, shadow=shadow)[1]
+
+    def _predict(self, records: Records | Any, *, shadow: bool) -> tuple[np.ndarray, Prediction]:
+        records = as_records(records)
+        start = time.perf_counter()
+        X, report = self.preprocessing.transform_with_report(records)
+        out = self.advanced.infer(X)
+        latency = (time.perf_counter() - start) * 1000.0
+        pred = Prediction(
+            predictions=out.predictions,
+            probabilities=out.probabilities,
+            classes=self._classes,
+            bundle_version=self.version,
+            preprocessing_version=self.preprocessing_version,
+            batch_id=uuid.uuid4().hex,
+            latency_ms=latency,
+        )
+        stats = self.stats
+        stats.requests += 1
+        stats.records += report.n_records
+        for key, count in report.unknown.items():
+            if count:
+                stats.unknown[key] += count
+        if report.missing:
+            stats.missing.update(report.missing)
+        if shadow:
+            self.shadow.submit(lambda: self._run_shadow(X, pred))
+        return X, pred
+
+    def predict_proba(self, records: Records | Any) -> np.ndarray:
+        """Class probabilities of the advanced model (classifiers only)."""
+        pred = self.predict(records)
+        if pred.probabilities is None:
+            raise InputError(
+                f"predict_proba needs a classifier with probabilities; this bundle's task is "
+                f"{self.task!r}."
+            )
+        return pred.probabilities
+
+    def predict_shadow(
+        self, records: Records | Any, *, timeout: float | None = None
+    ) -> ShadowPrediction:
+        """Both models' predictions for the same records: the shadow pair.
+
+        The baseline runs on the shadow thread as in serving; if it raises or
+        takes longer than ``timeout`` (the bundle's shadow timeout by default)
+        the pair carries ``baseline=None`` and the reason, and the advanced
+        predictions are returned all the same.
+        """
+        import concurrent.futures as cf
+
+        X, pred = self._predict(records, shadow=False)
+        future: cf.Future[tuple[ModelOutput | None, str | None, float]] = cf.Future()
+        if not self.shadow.submit(lambda: future.set_result(self._run_shadow(X, pred))):
+            return ShadowPrediction(pred, None, "dropped: the shadow queue is full", None)
+        try:
+            out, error, ms = future.result(timeout=timeout or self.shadow.timeout)
+        except cf.TimeoutError:
+            return ShadowPrediction(
+                pred, None, f"timeout: no answer within {timeout or self.shadow.timeout} s", None
+            )
+        return ShadowPrediction(pred, out, error, ms)
+
+    def _run_shadow(
+        self, X: np.ndarray, pred: Prediction
+    ) -> tuple[ModelOutput | None, str | None, float]:
+        start = time.perf_counter()
+        try:
+            out: ModelOutput | None = self.baseline.infer(X)
+            error = None
+        except Exception as exc:  # the shadow must never raise
+            out, error = None, f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - start
+        self.shadow.record(error=error is not None, late=seconds > self.shadow.timeout)
+        if out is not None and self.task == "classification":
+            self.stats.shadow_compared += len(out.predictions)
+            self.stats.shadow_disagreements += int(
+                np.count_nonzero(out.predictions != pred.predictions)
+            )
+        return out, error, seconds * 1000.0
+
+    # -- new versions -------------------------------------------------------------
+
+    def with_preprocessing(self, preprocessing: Preprocessor) -> Bundle:
+        """A new bundle version with the same models and a new preprocessing version.
+
+        Nothing is retrained: the new preprocessing must emit the same features
+        (names and count) the models were trained on.
+        """
+        if isinstance(preprocessing, TabularPreprocessor) and not hasattr(
+            preprocessing, "vocabularies_"
+        ):
+            if not isinstance(self.preprocessing, TabularPreprocessor):
+                raise InputError(
+                    "an unfitted tabular preprocessing can only replace a tabular one "
+                    "(it takes over its vocabularies); fit it first."
+                )
+            preprocessing.with_state_of(self.preprocessing)
+        old, new = self.preprocessing.feature_names_out, preprocessing.feature_names_out
+        if old and new and old != new:
+            raise InputError(
+                f"the new preprocessing must emit the features the models were trained on "
+                f"{list(old)[:10]}...; got {list(new)[:10]}..."
+            )
+        if preprocessing.version is not None and preprocessing.version == self.preprocessing_version:
+            raise InputError(
+                f"the new preprocessing must have a new version; got the current one "
+                f"{preprocessing.version!r}."
+            )
+        self.manifest  # noqa: B018 - make sure the kept parts have sources to copy
+        sources = {k: v for k, v in self._sources.items() if k != "preprocessing"}
+        return Bundle(
+            name=self.name,
+            task=self.task,
+            preprocessing=preprocessing,
+            advanced=self.advanced,
+            baseline=self.baseline,
+            reference=self.reference,
+            parent=self.version,
+            sources=sources,
+            shadow_timeout=self.shadow.timeout,
+        )
+
+    # -- persistence --------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the bundle to the directory ``path`` atomically and return it."""
+        target = Path(path)
+        if target.exists() and not overwrite:
+            raise BundleError(f"{target} already exists; pass overwrite=True to replace it.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            self._manifest = self._write_parts(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.path = target
+        self._sources = _sources_of(target, self._manifest)
+        return target
+
+    def _write_parts(self, root: Path) -> dict[str, Any]:
+        parts: dict[str, dict[str, Any]] = {}
+        for part in PARTS:
+            directory = root / part
+            if part in self._sources:
+                source, meta_kept = self._sources[part]
+                shutil.copytree(source, directory)
+                parts[part] = dict(meta_kept)
+                continue
+            directory.mkdir(parents=True)
+            meta: dict[str, Any]
+            if part == "preprocessing":
+                meta = save_preprocessing(self.preprocessing, directory)
+                given = self.preprocessing.version
+            elif part == "reference":
+                self.reference.save(directory)
+                meta = {"kind": "reference", "format": self.reference.summary["format"]}
+                given = None
+            else:
+                model: Predictor = getattr(self, part)
+                meta = model.save(directory)
+                meta.update(task=self.task, classes=_jsonable(model.classes))
+                given = None
+            digest = hash_directory(directory)
+            meta.update(version=given or digest[:12], sha256=digest)
+            parts[part] = meta
+        identity = json.dumps(
+            [self.name, self.task, self.parent, [parts[p]["sha256"] for p in PARTS]]
+        )
+        manifest = {
+            "format": FORMAT,
+            "name": self.name,
+            "version": hashlib.sha256(identity.encode()).hexdigest()[:12],
+            "parent": self.parent,
+            "task": self.task,
+            "created_at": self.created_at,
+            "classes": _jsonable(self._classes),
+            "parts": parts,
+        }
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if self.preprocessing.version is None:
+            self.preprocessing.version = parts["preprocessing"]["version"]
+        return manifest
+
+    def __repr__(self) -> str:
+        version = self._manifest["version"] if self._manifest else "unsaved"
+        return f"Bundle(name={self.name!r}, task={self.task!r}, version={version!r})"
+
+
+def _sources_of(root: Path, manifest: dict[str, Any]) -> dict[str, tuple[Path, dict[str, Any]]]:
+    return {part: (root / part, manifest["parts"][part]) for part in PARTS}
+
+
+def hash_directory(directory: Path) -> str:
+    """sha256 over every file's relative path and bytes, in sorted order."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(directory).as_posix().encode() + b"\0")
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    trusted: Sequence[str] = (),
+    allow_pickle: bool = False,
+    shadow_timeout: float = 1.0,
+) -> Bundle:
+    """Read a bundle directory, checking every part's sha256 first.
+
+    ``trusted`` names extra types skops may load (beyond scikit-learn, NumPy
+    and SciPy); ``allow_pickle=True`` is needed for a bundle with a pickled
+    model, and should be given only for bundles from a trusted source.
+    """
+    root = Path(path)
+    manifest_file = root / MANIFEST
+    if not manifest_file.is_file():
+        raise BundleError(f"{root} is not a bundle: it has no {MANIFEST}.")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except ValueError as exc:
+        raise BundleError(f"{manifest_file} is not valid JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_file} must have format {FORMAT!r}; got {manifest.get('format')!r}.")
+    for part in PARTS:
+        meta = manifest.get("parts", {}).get(part)
+        directory = root / part
+        if meta is None or not directory.is_dir():
+            raise BundleError(f"{root} is missing its {part!r} part; the bundle is incomplete.")
+        actual = hash_directory(directory)
+        if actual != meta["sha256"]:
+            raise BundleError(
+                f"{root}: part {part!r} failed its hash check (manifest sha256 "
+                f"{meta['sha256'][:16]}..., files hash to {actual[:16]}...); the bundle was "
+                "changed or corrupted after it was saved."
+            )
+    trusted_t = tuple(trusted)
+    parts = manifest["parts"]
+    bundle = Bundle(
+        name=manifest["name"],
+        task=manifest["task"],
+        preprocessing=load_preprocessing(
+            root / "preprocessing", parts["preprocessing"], trusted=trusted_t
+        ),
+        advanced=load_predictor(
+            root / "advanced", parts["advanced"], trusted=trusted_t, allow_pickle=allow_pickle
+        ),
+        baseline=load_predictor(
+            root / "baseline", parts["baseline"], trusted=trusted_t, allow_pickle=allow_pickle
+        ),
+        reference=Reference.load(root / "reference"),
+        parent=manifest["parent"],
+        created_at=manifest["created_at"],
+        manifest=manifest,
+        sources=_sources_of(root, manifest),
+        shadow_timeout=shadow_timeout,
+    )
+    bundle.path = root
+    return bundle
+
+
+def wrap(
+    model: Any,
+    *,
+    task: str,
+    preprocessing: Preprocessor | Any,
+    reference: tuple[Records | Any, Any],
+    train: tuple[Records | Any, Any] | None = None,
+    baseline: str | Any = "auto",
+    name: str = "model",
+    framework: str | None = None,
+    classes: Sequence[Any] | None = None,
+    model_options: Mapping[str, Any] | None = None,
+) -> Bundle:
+    """Wrap a fitted ``model`` with its preprocessing, a baseline and a reference.
+
+    Parameters
+    ----------
+    model
+        The advanced model: a scikit-learn estimator, a ``torch.nn.Module``, an
+        ONNX model, or a callable (or its import path). See
+        :func:`sidecar.runtimes.as_predictor`.
+    task
+        ``"classification"`` or ``"regression"``.
+    preprocessing
+        A :class:`~sidecar.preprocessing.TabularPreprocessor` (fitted on
+        ``train`` if it is not yet), a spec file path, or a fitted
+        scikit-learn transformer.
+    reference
+        ``(records, labels)`` held out from training: what "normal" looks like.
+    train
+        ``(records, labels)`` the model was trained on; needed to fit the
+        preprocessing and an automatic baseline.
+    baseline
+        ``"auto"`` / ``"linear"`` / ``"tree"`` to fit one on ``train``, or a fitted
+        scikit-learn model taking the preprocessed features.
+    framework, classes, model_options
+        Passed to the runtime: the framework when it cannot be guessed, the
+        class labels of a non-scikit-learn classifier (the sorted training
+        labels by default), and options such as torch's ``factory``.
+    """
+    from ._baseline import fit_baseline
+    from .runtimes._base import check_task
+
+    checked_task = check_task(task)
+    ref_records, y_ref = as_records(reference[0]), np.asarray(reference[1])
+    if len(ref_records) != len(y_ref):
+        raise InputError(
+            f"`reference` labels must have one entry per record ({len(ref_records)}); "
+            f"got {len(y_ref)}."
+        )
+    if len(ref_records) < 2:
+        raise InputError(f"`reference` must hold at least 2 records; got {len(ref_records)}.")
+    train_records: Records | None = None
+    y_train: np.ndarray | None = None
+    if train is not None:
+        train_records, y_train = as_records(train[0]), np.asarray(train[1])
+        if len(train_records) != len(y_train):
+            raise InputError(
+                f"`train` labels must have one entry per record ({len(train_records)}); "
+                f"got {len(y_train)}."
+            )
+
+    pre = _as_preprocessor(preprocessing, train_records, ref_records)
+    if classes is None and checked_task == "classification":
+        labels = y_train if y_train is not None else y_ref
+        classes = tuple(np.unique(labels).tolist())
+    advanced = as_predictor(
+        model,
+        task=checked_task,
+        framework=framework,
+        classes=tuple(classes) if classes is not None else None,
+        **dict(model_options or {}),
+    )
+    if isinstance(baseline, str):
+        if train_records is None or y_train is None:
+            raise InputError(
+                f"`train` must be given to fit baseline={baseline!r}; got train=None "
+                "(or pass a fitted baseline model)."
+            )
+        fitted = fit_baseline(pre.transform(train_records), y_train, task=checked_task,
+                              kind=baseline)  # type: ignore[arg-type]
+        base = as_predictor(fitted, task=checked_task, framework="sklearn")
+    else:
+        base = as_predictor(baseline, task=checked_task)
+    if checked_task == "classification" and advanced.classes is not None and (
+        base.classes is not None and list(base.classes) != list(advanced.classes)
+    ):
+        raise InputError(
+            f"the baseline must know the classes of the advanced model {list(advanced.classes)}; "
+            f"got {list(base.classes)}."
+        )
+
+    X_ref, report = pre.transform_with_report(ref_records)
+    outputs = {"advanced": advanced.infer(X_ref), "baseline": base.infer(X_ref)}
+    ref = Reference.compute(
+        task=checked_task,
+        records=ref_records,
+        features=X_ref,
+        feature_names=pre.feature_names_out or [f"x{j}" for j in range(X_ref.shape[1])],
+        categorical_fields=pre.categorical_fields,
+        unknown=report.unknown,
+        y=y_ref,
+        outputs=outputs,
+        classes=advanced.classes,
+    )
+    return Bundle(
+        name=name,
+        task=checked_task,
+        preprocessing=pre,
+        advanced=advanced,
+        baseline=base,
+        reference=ref,
+    )
+
+
+def _as_preprocessor(
+    preprocessing: Any, train: Records | None, ref: Records
+) -> Preprocessor:
+    if isinstance(preprocessing, str | os.PathLike):
+        preprocessing = read_spec(preprocessing)
+    if isinstance(preprocessing, TabularPreprocessor):
+        if not hasattr(preprocessing, "vocabularies_"):
+            if train is None:
+                raise InputError(
+                    "`train` must be given to fit the preprocessing (it is not fitted yet); "
+                    "got train=None."
+                )
+            preprocessing.fit(train)
+        return preprocessing
+    if isinstance(preprocessing, SklearnPreprocessor):
+        return preprocessing
+    if hasattr(preprocessing, "transform") and hasattr(preprocessing, "fit"):
+        names = getattr(preprocessing, "feature_names_in_", None)
+        fields = None if names is not None else list((train or ref)[0].keys())
+        return SklearnPreprocessor(preprocessing, input_fields=fields)
+    if isinstance(preprocessing, Preprocessor):
+        return preprocessing
+    raise InputError(
+        "`preprocessing` must be a TabularPreprocessor, a spec file path or a fitted "
+        f"scikit-learn transformer; got {type(preprocessing).__name__}."
+    )
+
+
+def as_records(data: Any) -> Records:
+    """Accept a list of mappings, or a pandas DataFrame (turned into records)."""
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):
+        return data.to_dict(orient="records")  # type: ignore[no-any-return]
+    if isinstance(data, Mapping):
+        raise InputError(
+            "records must be a list of objects (one per example); got a single object. "
+            "Wrap it in a list: [record]."
+        )
+    if not isinstance(data, Sequence) or isinstance(data, str | bytes):
+        raise InputError(f"records must be a list of objects; got {type(data).__name__}.")
+    return data
+
+
+def _jsonable(classes: tuple[Any, ...] | None) -> list[Any] | None:
+    if classes is None:
+        return None
+    return [c.item() if isinstance(c, np.generic) else c for c in classes]

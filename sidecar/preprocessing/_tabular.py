@@ -1,0 +1,480 @@
+"""The built-in declarative tabular preprocessor.
+
+Raw records (JSON objects) go in, a float matrix comes out. Numeric columns are
+checked (finite numbers, no booleans, no strings) and optionally converted
+between units; categorical columns are encoded from a top-n vocabulary with the
+default code 0 for anything unknown -- the ``encoding.get(word, 0)`` pattern --
+and every unknown value is *counted*, because a jump in that count is how a
+spelling or code-system change shows itself.
+
+>>> pre = TabularPreprocessor(columns=[
+...     NumericColumn(name="weight", unit="kg"),
+...     CategoricalColumn(name="code", top_n=2),
+... ])
+>>> pre = pre.fit([{"weight": 70.0, "code": "a"}, {"weight": 80, "code": "b"},
+...                {"weight": 75.5, "code": "a"}])
+>>> pre.vocabularies_["code"]
+('a', 'b')
+>>> X, report = pre.transform_with_report([{"weight": 72.5, "code": "zz"}])
+>>> X.tolist(), report.unknown
+([[72.5, 0.0]], {'code': 1})
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._errors import FieldProblem, InputError, short_repr
+from ._units import affine
+
+__all__ = [
+    "CategoricalColumn",
+    "EncodingReport",
+    "NumericColumn",
+    "TabularPreprocessor",
+    "TabularSpec",
+]
+
+_MISSING = object()
+_MAX_PROBLEMS = 20
+# Batches at least this long take the column-wise fast path.
+_COLUMNAR_MIN = 8
+
+
+class NumericColumn(BaseModel):
+    """A numeric raw field.
+
+    ``unit`` is the unit the model was trained on; ``input_unit`` the unit the
+    raw field arrives in, when it differs. ``fill`` says what a missing value
+    becomes when ``allow_missing`` is true: ``"median"`` (learned at fit),
+    ``"nan"`` (for models that handle NaN), or a number.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["numeric"] = "numeric"
+    name: str = Field(min_length=1)
+    unit: str | None = None
+    input_unit: str | None = None
+    allow_missing: bool = False
+    fill: float | Literal["median", "nan"] = "median"
+
+
+class CategoricalColumn(BaseModel):
+    """A categorical raw field, encoded from a top-n vocabulary.
+
+    Code 0 is the default for anything outside the vocabulary (and for a
+    missing value when ``allow_missing``); the vocabulary's words get codes
+    1..n in order of falling frequency. ``recode`` maps raw words to
+    vocabulary words before the look-up (e.g. ICD-10 codes to the ICD-9 codes
+    the model learned). ``encoding="onehot"`` emits one 0/1 column per code,
+    the unknown code first.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["categorical"] = "categorical"
+    name: str = Field(min_length=1)
+    top_n: int = Field(default=50, ge=1)
+    min_count: int = Field(default=1, ge=1)
+    vocabulary: tuple[str, ...] | None = None
+    recode: dict[str, str] = Field(default_factory=dict)
+    encoding: Literal["ordinal", "onehot"] = "ordinal"
+    allow_missing: bool = False
+
+
+Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="type")]
+
+
+class TabularSpec(BaseModel):
+    """The declarative form of a :class:`TabularPreprocessor` (what a spec file holds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["tabular"] = "tabular"
+    version: str | None = None
+    extra_fields: Literal["forbid", "ignore"] = "forbid"
+    columns: tuple[Column, ...] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class EncodingReport:
+    """What one ``transform`` call could not encode cleanly, per column."""
+
+    n_records: int
+    unknown: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+
+
+class TabularPreprocessor:
+    """Declarative tabular preprocessing; see the module docstring.
+
+    Parameters
+    ----------
+    columns
+        The raw fields, in the order their features are emitted.
+    version
+        A version string for this preprocessing; derived from its content
+        hash when the bundle is saved if left out.
+    extra_fields
+        ``"forbid"`` rejects records with fields that are not declared;
+        ``"ignore"`` drops them.
+    """
+
+    kind = "tabular"
+
+    def __init__(
+        self,
+        *,
+        columns: Sequence[NumericColumn | CategoricalColumn],
+        version: str | None = None,
+        extra_fields: Literal["forbid", "ignore"] = "forbid",
+    ) -> None:
+        self.columns = tuple(columns)
+        self.version = version
+        self.extra_fields = extra_fields
+
+    # -- construction -------------------------------------------------------------
+
+    @classmethod
+    def from_spec(cls, spec: TabularSpec | Mapping[str, Any]) -> TabularPreprocessor:
+        """Build from a :class:`TabularSpec` or a mapping of the same form."""
+        if not isinstance(spec, TabularSpec):
+            spec = TabularSpec.model_validate(dict(spec))
+        return cls(columns=spec.columns, version=spec.version, extra_fields=spec.extra_fields)
+
+    def to_spec(self) -> TabularSpec:
+        return TabularSpec(
+            version=self.version, extra_fields=self.extra_fields, columns=self.columns
+        )
+
+    def fit(self, records: Sequence[Mapping[str, Any]]) -> TabularPreprocessor:
+        """Learn the vocabularies and fill values from training records."""
+        if not self.columns:
+            raise InputError("`columns` must list at least one column; got none.")
+        names = [c.name for c in self.columns]
+        dupes = sorted(n for n, k in Counter(names).items() if k > 1)
+        if dupes:
+            raise InputError(f"`columns` must have unique names; got duplicates {dupes}.")
+        if not records:
+            raise InputError("`records` must hold at least one training record; got none.")
+        vocabularies: dict[str, tuple[str, ...]] = {}
+        fills: dict[str, float] = {}
+        for col in self.columns:
+            values = [r.get(col.name) for r in records]
+            if isinstance(col, CategoricalColumn):
+                if col.vocabulary is not None:
+                    vocabularies[col.name] = tuple(col.vocabulary)
+                    continue
+                counts = Counter(
+                    col.recode.get(str(v), str(v)) for v in values if v is not None
+                )
+                ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                vocabularies[col.name] = tuple(
+                    w for w, k in ranked[: col.top_n] if k >= col.min_count
+                )
+            elif col.fill == "median":
+                nums = [float(v) for v in values if _is_number(v) and math.isfinite(v)]
+                fills[col.name] = float(np.median(nums)) if nums else 0.0
+            elif col.fill == "nan":
+                fills[col.name] = math.nan
+            else:
+                fills[col.name] = float(col.fill)
+        self.vocabularies_ = vocabularies
+        self.fills_ = fills
+        self._compile()
+        return self
+
+    def with_state_of(self, other: TabularPreprocessor) -> TabularPreprocessor:
+        """Take the learned state of ``other`` for every column both declare.
+
+        This is how a preprocessing swap keeps the feature layout the models
+        were trained on: a column keeps its vocabulary and fill value unless
+        the new declaration gives its own vocabulary.
+        """
+        vocabularies = {}
+        fills = {}
+        for col in self.columns:
+            if isinstance(col, CategoricalColumn):
+                if col.vocabulary is not None:
+                    vocabularies[col.name] = tuple(col.vocabulary)
+                elif col.name in other.vocabularies_:
+                    vocabularies[col.name] = other.vocabularies_[col.name]
+                else:
+                    raise InputError(
+                        f"column `{col.name}` must declare a `vocabulary` (it is new, so "
+                        "there is none to keep); got no vocabulary."
+                    )
+            elif col.name in other.fills_ and col.fill == "median":
+                fills[col.name] = other.fills_[col.name]
+            else:
+                fills[col.name] = (
+                    math.nan if col.fill == "nan" else float(col.fill) if col.fill != "median"
+                    else 0.0
+                )
+        self.vocabularies_ = vocabularies
+        self.fills_ = fills
+        self._compile()
+        return self
+
+    def set_state(self, vocabularies: Mapping[str, Sequence[str]], fills: Mapping[str, float]) -> None:
+        """Restore learned state (used when loading a bundle)."""
+        self.vocabularies_ = {k: tuple(v) for k, v in vocabularies.items()}
+        self.fills_ = {k: float(v) for k, v in fills.items()}
+        self._compile()
+
+    def state(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "vocabularies": {k: list(v) for k, v in self.vocabularies_.items()},
+            "fills": {k: (None if math.isnan(v) else v) for k, v in self.fills_.items()},
+        }
+
+    # -- description ------------------------------------------------------------
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def categorical_fields(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if isinstance(c, CategoricalColumn))
+
+    @property
+    def feature_names_out(self) -> tuple[str, ...]:
+        self._check_fitted()
+        out: list[str] = []
+        for col in self.columns:
+            if isinstance(col, CategoricalColumn) and col.encoding == "onehot":
+                words = ("<unknown>", *self.vocabularies_[col.name])
+                out.extend(f"{col.name}={w}" for w in words)
+            else:
+                out.append(col.name)
+        return tuple(out)
+
+    # -- the hot path -------------------------------------------------------------
+
+    def transform(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Validate and encode ``records``; raise :class:`InputError` naming each bad field."""
+        return self.transform_with_report(records)[0]
+
+    def transform_with_report(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, EncodingReport]:
+        """Like :meth:`transform`, and also count unknown and missing values per column."""
+        self._check_fitted()
+        n = len(records)
+        if n == 0:
+            raise InputError([FieldProblem("records", "a non-empty list of records", "[]")])
+        if n >= _COLUMNAR_MIN:
+            fast = self._transform_columnar(records)
+            if fast is not None:
+                return fast
+        return self._transform_rows(records)
+
+    def _transform_rows(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, EncodingReport]:
+        problems: list[FieldProblem] = []
+        unknown = [0] * len(self._plan)
+        missing = [0] * len(self._plan)
+        rows: list[list[float]] = []
+        n_fields = len(self._plan)
+        forbid = self.extra_fields == "forbid"
+        for i, rec in enumerate(records):
+            if type(rec) is not dict and not isinstance(rec, Mapping):
+                problems.append(FieldProblem(f"records[{i}]", "an object", short_repr(rec)))
+                continue
+            row: list[float] = []
+            seen = 0
+            for j, (name, kind, a, b, index, recode, width, allow_missing, fill) in enumerate(
+                self._plan
+            ):
+                v = rec.get(name, _MISSING)
+                if v is _MISSING or v is None:
+                    if v is None:
+                        seen += 1
+                    if not allow_missing:
+                        what = "a value" if v is _MISSING else "not null"
+                        problems.append(
+                            FieldProblem(
+                                f"records[{i}].{name}",
+                                f"{what} ({'a finite number' if kind == 0 else 'a string'})",
+                                "nothing (the field is missing)" if v is _MISSING else "null",
+                            )
+                        )
+                        continue
+                    missing[j] += 1
+                    if kind == 0:
+                        row.append(fill)
+                    elif width:
+                        row.extend(_onehot(0, width))
+                    else:
+                        row.append(0.0)
+                    continue
+                seen += 1
+                t = type(v)
+                if kind == 0:
+                    if (t is float or t is int or (t is not bool and isinstance(v, int | float)))\
+                            and math.isfinite(v):
+                        row.append(a * v + b)
+                    else:
+                        problems.append(
+                            FieldProblem(f"records[{i}].{name}", "a finite number", short_repr(v))
+                        )
+                else:
+                    if t is not str:
+                        if t is int:
+                            v = str(v)
+                        else:
+                            problems.append(
+                                FieldProblem(f"records[{i}].{name}", "a string", short_repr(v))
+                            )
+                            continue
+                    if recode:
+                        v = recode.get(v, v)
+                    code = index.get(v, 0)
+                    if code == 0:
+                        unknown[j] += 1
+                    if width:
+                        row.extend(_onehot(code, width))
+                    else:
+                        row.append(float(code))
+            if len(rec) > seen and forbid:
+                extra = sorted(str(k) for k in rec if k not in self._field_set)
+                problems.append(
+                    FieldProblem(
+                        f"records[{i}]",
+                        f"only the fields {list(self.input_fields)}",
+                        f"unexpected fields {extra}",
+                    )
+                )
+            if len(problems) >= _MAX_PROBLEMS:
+                break
+            rows.append(row)
+        if problems:
+            raise InputError(problems)
+        X = np.array(rows, dtype=np.float64)
+        if X.ndim != 2:  # pragma: no cover - every row has the same width by construction
+            X = X.reshape(len(rows), -1)
+        return X, self._report(len(records), unknown, missing, n_fields)
+
+    def _transform_columnar(
+        self, records: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, EncodingReport] | None:
+        """Column-wise encoding for clean batches; ``None`` sends the batch to the row path.
+
+        The row path finds and names every problem; this path only has to be
+        sure there are none, which it checks with whole-column operations.
+        """
+        n_fields = len(self._plan)
+        try:
+            if self.extra_fields == "forbid" and any(len(r) != n_fields for r in records):
+                return None
+            blocks: list[np.ndarray] = []
+            unknown = [0] * n_fields
+            for j, (name, kind, a, b, index, recode, width, _allow, _fill) in enumerate(
+                self._plan
+            ):
+                values = [r[name] for r in records]
+                types = set(map(type, values))
+                if kind == 0:
+                    if not types <= _NUMBER_TYPES:
+                        return None
+                    col = np.asarray(values, dtype=np.float64)
+                    if not np.isfinite(col).all():
+                        return None
+                    if a != 1.0 or b != 0.0:
+                        col = col * a + b
+                    blocks.append(col[:, None])
+                else:
+                    if types != _STR_TYPE:
+                        return None
+                    if recode:
+                        values = [recode.get(v, v) for v in values]
+                    codes = np.fromiter(
+                        (index.get(v, 0) for v in values), dtype=np.int64, count=len(values)
+                    )
+                    unknown[j] = int(len(values) - np.count_nonzero(codes))
+                    if width:
+                        blocks.append(np.eye(width, dtype=np.float64)[codes])
+                    else:
+                        blocks.append(codes.astype(np.float64)[:, None])
+        except (KeyError, TypeError, AttributeError):
+            return None
+        X = np.hstack(blocks) if len(blocks) > 1 else blocks[0]
+        return X, self._report(len(records), unknown, [0] * n_fields, n_fields)
+
+    def _report(
+        self, n: int, unknown: list[int], missing: list[int], n_fields: int
+    ) -> EncodingReport:
+        names = self._names
+        return EncodingReport(
+            n_records=n,
+            unknown={names[j]: unknown[j] for j in self._cat_idx},
+            missing={names[j]: missing[j] for j in range(n_fields) if missing[j]},
+        )
+
+    # -- internals ----------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "vocabularies_"):
+            raise InputError(
+                "this TabularPreprocessor must be fitted before use; call `.fit(records)` "
+                "(or pass `train=` to `sidecar.wrap`)."
+            )
+
+    def _compile(self) -> None:
+        """Precompute one tuple per column so the hot path does no look-ups."""
+        plan = []
+        for col in self.columns:
+            if isinstance(col, NumericColumn):
+                a, b = (1.0, 0.0)
+                if col.input_unit is not None and col.input_unit != col.unit:
+                    if col.unit is None:
+                        raise InputError(
+                            f"column `{col.name}` must declare `unit` when it declares "
+                            f"`input_unit`; got input_unit={col.input_unit!r} and no unit."
+                        )
+                    a, b = affine(col.input_unit, col.unit)
+                elif col.unit is not None:
+                    affine(col.unit, col.unit)  # validates the unit name
+                plan.append(
+                    (col.name, 0, a, b, None, None, 0, col.allow_missing, self.fills_[col.name])
+                )
+            else:
+                vocab = self.vocabularies_[col.name]
+                index = {w: k + 1 for k, w in enumerate(vocab)}
+                width = len(vocab) + 1 if col.encoding == "onehot" else 0
+                plan.append(
+                    (col.name, 1, 1.0, 0.0, index, dict(col.recode), width, col.allow_missing,
+                     0.0)
+                )
+        self._plan = plan
+        self._names = [c.name for c in self.columns]
+        self._field_set = frozenset(self._names)
+        self._cat_idx = [j for j, c in enumerate(self.columns) if isinstance(c, CategoricalColumn)]
+
+    def __repr__(self) -> str:
+        return f"TabularPreprocessor(columns={len(self.columns)}, version={self.version!r})"
+
+
+_NUMBER_TYPES = frozenset({int, float})
+_STR_TYPE = frozenset({str})
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) is not bool and isinstance(v, int | float)
+
+
+def _onehot(code: int, width: int) -> list[float]:
+    row = [0.0] * width
+    row[code] = 1.0
+    return row

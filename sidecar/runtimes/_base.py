@@ -1,0 +1,86 @@
+"""The one Predictor protocol that every framework runtime implements."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from .._errors import BundleError, InputError
+
+__all__ = ["ModelOutput", "Predictor", "Task", "import_object", "labels_from_proba"]
+
+Task = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What a model said about a batch.
+
+    ``predictions`` holds class labels for a classifier and values for a
+    regressor; ``probabilities`` is ``(n, n_classes)`` in the order of the
+    predictor's ``classes``, or ``None`` for a regressor.
+    """
+
+    predictions: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A model behind one interface, whatever framework made it.
+
+    ``infer`` takes the preprocessed float matrix and returns labels *and*
+    probabilities from one pass; ``save`` writes the model in its safe native
+    format and returns its manifest entry (``framework``, ``format`` and
+    whatever the loader needs).
+    """
+
+    framework: str
+    task: Task
+
+    @property
+    def classes(self) -> tuple[Any, ...] | None: ...
+
+    def infer(self, X: np.ndarray) -> ModelOutput: ...
+
+    def save(self, directory: Path) -> dict[str, Any]: ...
+
+
+def labels_from_proba(proba: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Labels of the most probable class, ties to the first (as scikit-learn does)."""
+    return classes.take(proba.argmax(axis=1))
+
+
+def check_task(task: str) -> Task:
+    if task not in ("classification", "regression"):
+        raise InputError(f"`task` must be 'classification' or 'regression'; got {task!r}.")
+    return task  # type: ignore[return-value]
+
+
+def import_object(path: str) -> Any:
+    """Import ``"package.module:attribute"`` (or ``"package.module.attribute"``)."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise BundleError(f"an import path must look like 'package.module:name'; got {path!r}.")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise BundleError(f"cannot import {path!r}: {exc}") from exc
+    return obj
+
+
+def object_path(obj: Any) -> str | None:
+    """The ``module:qualname`` import path of a module-level function or class, if it has one."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        return None
+    return f"{module}:{qualname}"

@@ -1,0 +1,49 @@
+"""scikit-learn estimators, saved with skops (trusted types only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._safe import skops_dump, skops_load
+from ._base import ModelOutput, Task, labels_from_proba
+
+_FILE = "model.skops"
+
+
+class SklearnPredictor:
+    """A fitted scikit-learn estimator (or pipeline).
+
+    A classifier with ``predict_proba`` is asked once for probabilities and
+    its labels are the most probable classes, so labels and probabilities
+    always agree and the model runs one pass, not two.
+    """
+
+    framework = "sklearn"
+
+    def __init__(self, estimator: Any, *, task: Task) -> None:
+        self.estimator = estimator
+        self.task = task
+        self._proba = task == "classification" and hasattr(estimator, "predict_proba")
+        self._classes = np.asarray(estimator.classes_) if task == "classification" else None
+
+    @property
+    def classes(self) -> tuple[Any, ...] | None:
+        return None if self._classes is None else tuple(self._classes.tolist())
+
+    def infer(self, X: np.ndarray) -> ModelOutput:
+        if self._proba:
+            proba = self.estimator.predict_proba(X)
+            assert self._classes is not None
+            return ModelOutput(labels_from_proba(proba, self._classes), proba)
+        return ModelOutput(np.asarray(self.estimator.predict(X)))
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        skops_dump(self.estimator, directory / _FILE)
+        return {"framework": "sklearn", "format": "skops", "file": _FILE}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any], trusted: tuple[str, ...]) -> SklearnPredictor:
+        return cls(skops_load(directory / meta["file"], trusted), task=meta["task"])

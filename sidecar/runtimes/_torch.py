@@ -1,0 +1,137 @@
+"""PyTorch modules: TorchScript, or a state dict plus an importable factory.
+
+torch is imported only here, and only when a torch model is used; without it
+the error names the extra to install.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .._errors import BundleError
+from ._base import ModelOutput, Task, import_object, labels_from_proba
+
+_STATE = "state_dict.pt"
+_SCRIPT = "model.torchscript.pt"
+
+
+def require_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise BundleError(
+            "this model needs PyTorch; install it with `pip install 'model-sidecar[torch]'`."
+        ) from exc
+    return torch
+
+
+class TorchPredictor:
+    """An ``nn.Module`` in inference mode on the CPU.
+
+    For a classifier the module's output is ``logits`` (softmax is applied) or
+    ``probabilities``; ``classes`` names the columns (``0..k-1`` by default).
+    A regressor's output is flattened to one value per row.
+
+    Saved as TorchScript when the module is a ``ScriptModule``; otherwise as a
+    state dict with ``factory`` -- an importable ``"module:function"`` that
+    builds the architecture from ``factory_kwargs`` -- and loaded with
+    ``torch.load(weights_only=True)``, so a bundle never unpickles code.
+    """
+
+    framework = "torch"
+
+    def __init__(
+        self,
+        module: Any,
+        *,
+        task: Task,
+        classes: tuple[Any, ...] | None = None,
+        output: Literal["logits", "probabilities"] = "logits",
+        factory: str | None = None,
+        factory_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        torch = require_torch()
+        self.module = module.eval()
+        self.task = task
+        self.output = output
+        self.factory = factory
+        self.factory_kwargs = dict(factory_kwargs or {})
+        self._scripted = isinstance(module, torch.jit.ScriptModule)
+        if not self._scripted and factory is None:
+            raise BundleError(
+                "a PyTorch module must be a TorchScript `ScriptModule` or come with "
+                "`factory='package.module:function'` that rebuilds it (its weights are then "
+                "saved as a state dict); got a plain nn.Module and no factory."
+            )
+        self._classes = np.asarray(classes) if classes is not None else None
+        self._torch = torch
+
+    @property
+    def classes(self) -> tuple[Any, ...] | None:
+        return None if self._classes is None else tuple(self._classes.tolist())
+
+    def infer(self, X: np.ndarray) -> ModelOutput:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
+        values = out.detach().cpu().numpy().astype(np.float64)
+        if self.task == "regression":
+            return ModelOutput(values.reshape(len(X), -1)[:, 0])
+        if self.output == "logits":
+            values = values - values.max(axis=1, keepdims=True)
+            np.exp(values, out=values)
+            values /= values.sum(axis=1, keepdims=True)
+        if self._classes is None:
+            self._classes = np.arange(values.shape[1])
+        return ModelOutput(labels_from_proba(values, self._classes), values)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        torch = self._torch
+        meta: dict[str, Any] = {"framework": "torch", "output": self.output}
+        if self._scripted:
+            with warnings.catch_warnings():
+                # TorchScript is deprecated upstream but still the format users hand us.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(self.module, str(directory / _SCRIPT))
+            meta.update(format="torchscript", file=_SCRIPT)
+        else:
+            torch.save(self.module.state_dict(), directory / _STATE)
+            meta.update(
+                format="state_dict",
+                file=_STATE,
+                factory=self.factory,
+                factory_kwargs=json.loads(json.dumps(self.factory_kwargs)),
+            )
+        return meta
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> TorchPredictor:
+        torch = require_torch()
+        path = directory / meta["file"]
+        if meta["format"] == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
+            factory = None
+        else:
+            factory = meta["factory"]
+            module = import_object(factory)(**meta.get("factory_kwargs", {}))
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                module.load_state_dict(state)
+            except Exception as exc:
+                raise BundleError(f"cannot load the state dict {path}: {exc}") from exc
+        classes = tuple(meta["classes"]) if meta.get("classes") is not None else None
+        return cls(
+            module,
+            task=meta["task"],
+            classes=classes,
+            output=meta.get("output", "logits"),
+            factory=factory,
+            factory_kwargs=meta.get("factory_kwargs"),
+        )
