@@ -43,6 +43,9 @@ class ShadowRunner:
         self._queue: queue.Queue[Callable[[], Any] | None] = queue.Queue(maxsize=max_pending)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        #: called with "completed", "error", "timeout" or "dropped" for each outcome
+        #: (the service feeds Prometheus counters from it); must not raise.
+        self.on_outcome: Callable[[str], None] | None = None
 
     def submit(self, job: Callable[[], Any]) -> bool:
         """Queue ``job`` without ever blocking; ``False`` (and counted) when it was dropped."""
@@ -53,6 +56,7 @@ class ShadowRunner:
         except queue.Full:
             with self._lock:
                 self.counters.dropped += 1
+            self._notify("dropped")
             return False
         with self._lock:
             self.counters.submitted += 1
@@ -73,6 +77,19 @@ class ShadowRunner:
             self.counters.completed += 1
             self.counters.errors += error
             self.counters.timeouts += late
+        self._notify("completed")
+        if error:
+            self._notify("error")
+        if late:
+            self._notify("timeout")
+
+    def _notify(self, outcome: str) -> None:
+        hook = self.on_outcome
+        if hook is not None:
+            try:
+                hook(outcome)
+            except Exception:  # a broken hook must not break the shadow
+                pass
 
     def _start(self) -> None:
         with self._lock:
@@ -92,5 +109,6 @@ class ShadowRunner:
             except BaseException:  # a job must never kill the shadow thread
                 with self._lock:
                     self.counters.errors += 1
+                self._notify("error")
             finally:
                 self._queue.task_done()

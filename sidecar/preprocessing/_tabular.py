@@ -302,7 +302,7 @@ class TabularPreprocessor:
                     if v is None:
                         seen += 1
                     if not allow_missing:
-                        what = "a value" if v is _MISSING else "not null"
+                        what = "present" if v is _MISSING else "not null"
                         problems.append(
                             FieldProblem(
                                 f"records[{i}].{name}",
@@ -348,14 +348,10 @@ class TabularPreprocessor:
                     else:
                         row.append(float(code))
             if len(rec) > seen and forbid:
-                extra = sorted(str(k) for k in rec if k not in self._field_set)
-                problems.append(
-                    FieldProblem(
-                        f"records[{i}]",
-                        f"only the fields {list(self.input_fields)}",
-                        f"unexpected fields {extra}",
+                for key in sorted(str(k) for k in rec if k not in self._field_set):
+                    problems.append(
+                        FieldProblem(f"records[{i}].{key}", self._declared, "an undeclared field")
                     )
-                )
             if len(problems) >= _MAX_PROBLEMS:
                 break
             rows.append(row)
@@ -460,6 +456,8 @@ class TabularPreprocessor:
         self._plan = plan
         self._names = [c.name for c in self.columns]
         self._field_set = frozenset(self._names)
+        shown = ", ".join(self._names[:8]) + (", ..." if len(self._names) > 8 else "")
+        self._declared = f"absent: the declared fields are {len(self._names)} ({shown})"
         self._cat_idx = [j for j, c in enumerate(self.columns) if isinstance(c, CategoricalColumn)]
 
     def __repr__(self) -> str:

@@ -1,0 +1,63 @@
+"""Reading CSV and Parquet files into records, for the CLI."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from ._errors import InputError
+
+__all__ = ["read_table", "split_labels"]
+
+
+def read_table(path: str | Path) -> list[dict[str, Any]]:
+    """Read ``path`` (``.csv`` or ``.parquet``) as a list of records.
+
+    CSV cells that parse as numbers become numbers and empty cells become
+    missing (``None``); Parquet keeps its types and needs pyarrow
+    (``pip install 'model-sidecar[parquet]'``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data file {path} must exist; got no such file.")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    if suffix in (".parquet", ".pq"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise InputError(
+                "reading Parquet needs pyarrow; install it with "
+                "`pip install 'model-sidecar[parquet]'`."
+            ) from exc
+        return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
+    raise InputError(f"data file {path} must end in .csv or .parquet; got {suffix or 'none'!r}.")
+
+
+def split_labels(
+    records: list[dict[str, Any]], label_column: str, *, source: str
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Take ``label_column`` out of every record; an absent column is a clear error."""
+    if records and label_column not in records[0]:
+        raise InputError(
+            f"--label-column must name a column of {source}; got {label_column!r}, the columns "
+            f"are {list(records[0])}."
+        )
+    labels = [r.pop(label_column) for r in records]
+    return records, labels
+
+
+def _cell(text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text

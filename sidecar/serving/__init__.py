@@ -1,0 +1,1 @@
+"""The BentoML service (``sidecar.serving.service:Sidecar``); imported only when serving."""

@@ -1,0 +1,20 @@
+"""Prometheus metrics of the service (BentoML serves them on ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+__all__ = ["INVALID", "RECORDS", "SHADOW", "UNKNOWN"]
+
+RECORDS = Counter("sidecar_records", "Records predicted by the advanced model.")
+INVALID = Counter("sidecar_invalid_requests", "Requests refused as bad input (4xx).")
+SHADOW = Counter(
+    "sidecar_shadow_outcomes",
+    "Shadow (baseline) computations by outcome: completed, error, timeout, dropped.",
+    ["outcome"],
+)
+UNKNOWN = Counter(
+    "sidecar_unknown_category_values",
+    "Categorical values encoded to the default code because they were unknown.",
+    ["feature"],
+)

@@ -1,0 +1,164 @@
+"""The BentoML service: one class, one ``POST /predict``; thin by design.
+
+Serve it with ``bentoml serve`` from the repository root (``bentofile.yaml``
+names this class) or with ``sidecar serve BUNDLE``; the bundle comes from the
+``SIDECAR_BUNDLE`` setting. Everything it does is ``Bundle.predict(records,
+shadow=True)``: the baseline runs on the bundle's shadow thread, so it can
+never fail or slow a response.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from typing import Any
+
+import bentoml
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._errors import FieldProblem, InputError, SidecarError, short_repr
+from .._settings import settings_from_env
+from ._middleware import BodyLimitMiddleware
+
+__all__ = ["ErrorResponse", "PredictResponse", "Sidecar"]
+
+logger = logging.getLogger("sidecar.serving")
+_settings = settings_from_env()
+
+
+class PredictRequest(BaseModel):
+    """The body of ``POST /predict``. ``records`` is checked by the bundle's preprocessing,
+    which names each bad field; a top-level field other than ``records`` is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: Any = Field(
+        description="A non-empty list of raw records (JSON objects), one per example.",
+        json_schema_extra={"examples": [[{"feature": 1.0}]]},
+    )
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Any] = Field(description="The advanced model's prediction per record.")
+    probabilities: list[list[float]] | None = Field(
+        default=None, description="Class probabilities per record, in the order of `classes`."
+    )
+    classes: list[Any] | None = None
+    request_ids: list[str] = Field(description="One id per record; send labels for it later.")
+    bundle_version: str
+    preprocessing_version: str
+
+
+class Problem(BaseModel):
+    field: str
+    expected: str
+    got: str
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="The error class, e.g. InputError.")
+    message: str
+    problems: list[Problem] = Field(default_factory=list)
+
+
+@bentoml.service(
+    name="sidecar",
+    envs=[{"name": "OMP_NUM_THREADS", "value": "1"}],
+    traffic={"timeout": _settings.traffic_timeout},
+    workers=_settings.workers,
+    logging={"access": {"enabled": False}},
+)
+class Sidecar:
+    """The advanced model, its preprocessing and its shadow baseline behind one endpoint."""
+
+    def __init__(self) -> None:
+        import sidecar
+        from sidecar.serving._metrics import SHADOW
+
+        settings = settings_from_env()
+        if not settings.bundle:
+            raise SidecarError(
+                "SIDECAR_BUNDLE must name the bundle directory to serve; got nothing. "
+                "Example: SIDECAR_BUNDLE=./my-bundle bentoml serve"
+            )
+        self.settings = settings
+        self.bundle = sidecar.load(
+            settings.bundle,
+            trusted=settings.trusted,
+            allow_pickle=settings.allow_pickle,
+            shadow_timeout=settings.shadow_timeout,
+        )
+        if self.bundle.advanced.framework == "torch":
+            import torch
+
+            torch.set_num_threads(1)
+        self.bundle.shadow.on_outcome = lambda outcome: SHADOW.labels(outcome).inc()
+        logger.info("serving bundle %s version %s", self.bundle.name, self.bundle.version)
+
+    @bentoml.on_startup
+    def _freeze_heap(self) -> None:
+        # Everything loaded so far lives for the life of the worker: keep the
+        # collector from scanning it on every full collection (BENTOML_NOTES).
+        gc.collect()
+        gc.freeze()
+
+    @bentoml.api(input_spec=PredictRequest)
+    async def predict(
+        self, records: Any, ctx: bentoml.Context
+    ) -> PredictResponse | ErrorResponse:
+        """Predict a batch of raw records: ``{"records": [{...}, ...]}``."""
+        from sidecar.serving._metrics import INVALID, RECORDS, UNKNOWN
+
+        try:
+            _check_batch(records, self.settings.max_batch)
+            before = dict(self.bundle.stats.unknown)
+            pred = self.bundle.predict(records, shadow=True)
+        except SidecarError as exc:
+            if isinstance(exc, InputError):
+                INVALID.inc()
+            ctx.response.status_code = exc.http_status
+            return _error(exc)
+        except Exception as exc:  # a model that breaks on valid input
+            logger.exception("prediction failed")
+            ctx.response.status_code = 500
+            return ErrorResponse(error=type(exc).__name__, message=f"prediction failed: {exc}")
+        RECORDS.inc(len(pred))
+        for feature, total in self.bundle.stats.unknown.items():
+            delta = total - before.get(feature, 0)
+            if delta:
+                UNKNOWN.labels(feature).inc(delta)
+        return PredictResponse(
+            predictions=pred.predictions.tolist(),
+            probabilities=None if pred.probabilities is None else pred.probabilities.tolist(),
+            classes=None if pred.classes is None else list(pred.classes),
+            request_ids=list(pred.request_ids),
+            bundle_version=pred.bundle_version,
+            preprocessing_version=pred.preprocessing_version,
+        )
+
+
+def _check_batch(records: Any, max_batch: int) -> None:
+    if not isinstance(records, list):
+        raise InputError([FieldProblem("records", "a list of record objects", short_repr(records))])
+    if not records:
+        raise InputError([FieldProblem("records", "a non-empty list of records", "[]")])
+    if len(records) > max_batch:
+        raise InputError(
+            [FieldProblem("records", f"at most {max_batch} records", f"{len(records)} records")]
+        )
+
+
+def _error(exc: SidecarError) -> ErrorResponse:
+    problems = getattr(exc, "problems", [])
+    return ErrorResponse(
+        error=type(exc).__name__,
+        message=str(exc),
+        problems=[Problem(**p.to_dict()) for p in problems],
+    )
+
+
+Sidecar.add_asgi_middleware(BodyLimitMiddleware, max_bytes=_settings.max_body_bytes)  # type: ignore[attr-defined]
+
+# BentoML workers inherit this; the supervisor reads it before it forks them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
