@@ -9,6 +9,7 @@ import numpy as np
 
 from .._safe import skops_dump, skops_load
 from ._base import ModelOutput, Task, labels_from_proba
+from ._compiled import compile_estimator
 
 _FILE = "model.skops"
 
@@ -18,7 +19,9 @@ class SklearnPredictor:
 
     A classifier with ``predict_proba`` is asked once for probabilities and
     its labels are the most probable classes, so labels and probabilities
-    always agree and the model runs one pass, not two.
+    always agree and the model runs one pass, not two. Small linear models and
+    shallow trees are evaluated with NumPy directly (see ``_compiled``), which
+    skips scikit-learn's per-call validation; the result is the same.
     """
 
     framework = "sklearn"
@@ -28,12 +31,19 @@ class SklearnPredictor:
         self.task = task
         self._proba = task == "classification" and hasattr(estimator, "predict_proba")
         self._classes = np.asarray(estimator.classes_) if task == "classification" else None
+        self._fast = compile_estimator(estimator, task)
 
     @property
     def classes(self) -> tuple[Any, ...] | None:
         return None if self._classes is None else tuple(self._classes.tolist())
 
     def infer(self, X: np.ndarray) -> ModelOutput:
+        fast = self._fast
+        if fast is not None:
+            if self._classes is not None:
+                proba = fast(X)
+                return ModelOutput(labels_from_proba(proba, self._classes), proba)
+            return ModelOutput(fast(X))
         if self._proba:
             proba = self.estimator.predict_proba(X)
             assert self._classes is not None
