@@ -29,7 +29,9 @@ def fit_baseline(
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
     if kind not in ("auto", "linear", "tree"):
-        raise InputError(f"`baseline` must be 'auto', 'linear', 'tree' or a fitted model; got {kind!r}.")
+        raise InputError(
+            f"`baseline` must be 'auto', 'linear', 'tree' or a fitted model; got {kind!r}."
+        )
     if len(X) != len(y):
         raise InputError(
             f"the training labels must have one entry per record ({len(X)}); got {len(y)}."

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -290,7 +290,10 @@ class Bundle:
                 f"the new preprocessing must emit the features the models were trained on "
                 f"{list(old)[:10]}...; got {list(new)[:10]}..."
             )
-        if preprocessing.version is not None and preprocessing.version == self.preprocessing_version:
+        if (
+            preprocessing.version is not None
+            and preprocessing.version == self.preprocessing_version
+        ):
             raise InputError(
                 f"the new preprocessing must have a new version; got the current one "
                 f"{preprocessing.version!r}."
@@ -417,7 +420,9 @@ def load(
     except ValueError as exc:
         raise BundleError(f"{manifest_file} is not valid JSON: {exc}") from exc
     if manifest.get("format") != FORMAT:
-        raise BundleError(f"{manifest_file} must have format {FORMAT!r}; got {manifest.get('format')!r}.")
+        raise BundleError(
+            f"{manifest_file} must have format {FORMAT!r}; got {manifest.get('format')!r}."
+        )
     for part in PARTS:
         meta = manifest.get("parts", {}).get(part)
         directory = root / part
@@ -495,7 +500,7 @@ def wrap(
         class labels of a non-scikit-learn classifier (the sorted training
         labels by default), and options such as torch's ``factory``.
     """
-    from ._baseline import fit_baseline
+    from ._baseline import BaselineKind, fit_baseline
     from .runtimes._base import check_task
 
     checked_task = check_task(task)
@@ -534,13 +539,19 @@ def wrap(
                 f"`train` must be given to fit baseline={baseline!r}; got train=None "
                 "(or pass a fitted baseline model)."
             )
-        fitted = fit_baseline(pre.transform(train_records), y_train, task=checked_task,
-                              kind=baseline)  # type: ignore[arg-type]
+        fitted = fit_baseline(
+            pre.transform(train_records),
+            y_train,
+            task=checked_task,
+            kind=cast(BaselineKind, baseline),
+        )
         base = as_predictor(fitted, task=checked_task, framework="sklearn")
     else:
         base = as_predictor(baseline, task=checked_task)
-    if checked_task == "classification" and advanced.classes is not None and (
-        base.classes is not None and list(base.classes) != list(advanced.classes)
+    if (
+        checked_task == "classification"
+        and advanced.classes is not None
+        and (base.classes is not None and list(base.classes) != list(advanced.classes))
     ):
         raise InputError(
             f"the baseline must know the classes of the advanced model {list(advanced.classes)}; "
@@ -570,9 +581,7 @@ def wrap(
     )
 
 
-def _as_preprocessor(
-    preprocessing: Any, train: Records | None, ref: Records
-) -> Preprocessor:
+def _as_preprocessor(preprocessing: Any, train: Records | None, ref: Records) -> Preprocessor:
     if isinstance(preprocessing, str | os.PathLike):
         preprocessing = read_spec(preprocessing)
     if isinstance(preprocessing, TabularPreprocessor):

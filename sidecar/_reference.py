@@ -101,7 +101,7 @@ class Reference:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / _JSON).write_text(json.dumps(self.summary, indent=1, sort_keys=True))
         with open(directory / _ARRAYS, "wb") as fh:
-            np.savez_compressed(fh, **self.arrays)
+            np.savez_compressed(fh, **self.arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, directory: Path) -> Reference:

@@ -52,7 +52,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     for key, raw in env.items():
         if not key.startswith(_PREFIX):
             continue
-        name = key[len(_PREFIX):].lower()
+        name = key[len(_PREFIX) :].lower()
         if name not in known:
             raise InputError(
                 f"environment variable {key} is not a model-sidecar setting; the settings are "

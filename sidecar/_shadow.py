@@ -10,6 +10,7 @@ later jobs pile up to the bound and are then dropped, and counted.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -86,10 +87,8 @@ class ShadowRunner:
     def _notify(self, outcome: str) -> None:
         hook = self.on_outcome
         if hook is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken hook must not break the shadow
                 hook(outcome)
-            except Exception:  # a broken hook must not break the shadow
-                pass
 
     def _start(self) -> None:
         with self._lock:

@@ -47,19 +47,26 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("quickstart", help="train, wrap, save and serve a real example model")
-    p.add_argument("--dir", default="sidecar-quickstart", help="where to write (default: %(default)s)")
+    p.add_argument(
+        "--dir", default="sidecar-quickstart", help="where to write (default: %(default)s)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--no-serve", action="store_true", help="stop after saving the bundle")
     p.set_defaults(func=_quickstart)
 
     p = sub.add_parser("wrap", help="wrap a saved model with preprocessing, baseline and reference")
-    p.add_argument("--model", required=True,
-                   help="model file (.skops, .onnx, TorchScript .pt, state dict .pt) or import path")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model file (.skops, .onnx, TorchScript .pt, state dict .pt) or import path",
+    )
     p.add_argument("--framework", choices=["sklearn", "torch", "onnx", "callable", "pickle"])
     p.add_argument("--task", required=True, choices=["classification", "regression"])
     p.add_argument("--preprocessing", required=True, help="spec file (.json, .toml, .yaml)")
-    p.add_argument("--train", help="training data (.csv or .parquet); fits preprocessing and baseline")
+    p.add_argument(
+        "--train", help="training data (.csv or .parquet); fits preprocessing and baseline"
+    )
     p.add_argument("--reference", required=True, help="held-out reference data (.csv or .parquet)")
     p.add_argument("--label-column", required=True)
     p.add_argument("--baseline", default="auto", choices=["auto", "linear", "tree"])
@@ -67,8 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", nargs="+", help="class labels of a non-scikit-learn classifier")
     p.add_argument("--factory", help="torch: 'module:function' that rebuilds the architecture")
     p.add_argument("--trusted", nargs="*", default=[], help="extra types skops may load")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="allow a pickled model file (only for files you trust)")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow a pickled model file (only for files you trust)",
+    )
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_wrap)
@@ -109,8 +119,10 @@ def _quickstart(args: argparse.Namespace) -> int:
         return 0
     print(f"serving on http://{args.host}:{args.port} (records: {store}); try:")
     example = json.dumps({"records": [load_quickstart_data()[2][0]]})
-    print(f"  curl -s -X POST http://{args.host}:{args.port}/predict "
-          f"-H 'content-type: application/json' -d '{example}'")
+    print(
+        f"  curl -s -X POST http://{args.host}:{args.port}/predict "
+        f"-H 'content-type: application/json' -d '{example}'"
+    )
     return _run_bentoml(directory / "bundle", args.host, args.port, None, store)
 
 
@@ -121,7 +133,8 @@ def _wrap(args: argparse.Namespace) -> int:
     reference = split_labels(read_table(args.reference), args.label_column, source=args.reference)
     train = (
         split_labels(read_table(args.train), args.label_column, source=args.train)
-        if args.train else None
+        if args.train
+        else None
     )
     model, framework, options = _read_model(args)
     bundle = wrap(
@@ -147,8 +160,14 @@ def _read_model(args: argparse.Namespace) -> tuple[Any, str | None, dict[str, An
     path = Path(source)
     framework = args.framework
     if framework is None:
-        framework = {".skops": "sklearn", ".onnx": "onnx", ".pt": "torch", ".pth": "torch",
-                     ".pkl": "pickle", ".pickle": "pickle"}.get(path.suffix.lower(), "callable")
+        framework = {
+            ".skops": "sklearn",
+            ".onnx": "onnx",
+            ".pt": "torch",
+            ".pth": "torch",
+            ".pkl": "pickle",
+            ".pickle": "pickle",
+        }.get(path.suffix.lower(), "callable")
     if framework != "callable" and not path.is_file():
         raise InputError(f"--model must be an existing model file; got {source!r}.")
     if framework == "sklearn":
@@ -180,7 +199,7 @@ def _read_model(args: argparse.Namespace) -> tuple[Any, str | None, dict[str, An
         import pickle
 
         with open(path, "rb") as fh:
-            return pickle.load(fh), "pickle", {}  # noqa: S301 - asked for by name
+            return pickle.load(fh), "pickle", {}
     return source, "callable", {}
 
 
@@ -209,8 +228,10 @@ def _info(args: argparse.Namespace) -> int:
     for part in ("preprocessing", "advanced", "baseline", "reference"):
         meta = info["parts"][part]
         kind = meta.get("framework") or meta.get("kind")
-        print(f"{part:<15}{kind:<11}{meta.get('format', ''):<22}version {meta['version']}  "
-              f"sha256 {meta['sha256'][:16]}...")
+        print(
+            f"{part:<15}{kind:<11}{meta.get('format', ''):<22}version {meta['version']}  "
+            f"sha256 {meta['sha256'][:16]}..."
+        )
     return 0
 
 
@@ -227,9 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
     return _run_bentoml(Path(args.bundle), args.host, args.port, args.workers, args.store)
 
 
-def _run_bentoml(
-    bundle: Path, host: str, port: int, workers: int | None, store: str | None
-) -> int:
+def _run_bentoml(bundle: Path, host: str, port: int, workers: int | None, store: str | None) -> int:
     env = dict(os.environ, SIDECAR_BUNDLE=str(bundle.resolve()), OMP_NUM_THREADS="1")
     if workers:
         env["SIDECAR_WORKERS"] = str(workers)

@@ -66,18 +66,36 @@ def main() -> None:
 
     # 4. The same bundle predicts in Python, alone or with its shadow baseline.
     pair = bundle.predict_shadow(reference[:3])
-    print("advanced:", pair.advanced.predictions.tolist(),
-          "baseline:", None if pair.baseline is None else pair.baseline.predictions.tolist())
+    print(
+        "advanced:",
+        pair.advanced.predictions.tolist(),
+        "baseline:",
+        None if pair.baseline is None else pair.baseline.predictions.tolist(),
+    )
     if args.no_serve:
         return
 
     # 5. Serve it with BentoML on 127.0.0.1 and call it over HTTP.
-    env = dict(os.environ, SIDECAR_BUNDLE=str(path), OMP_NUM_THREADS="1",
-               SIDECAR_STORE=f"sqlite:///{Path(args.dir).resolve() / 'records.db'}")
+    env = dict(
+        os.environ,
+        SIDECAR_BUNDLE=str(path),
+        OMP_NUM_THREADS="1",
+        SIDECAR_STORE=f"sqlite:///{Path(args.dir).resolve() / 'records.db'}",
+    )
     server = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "sidecar.serving.service:Sidecar",
-         "--host", "127.0.0.1", "--port", str(args.port)],
-        env=env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "sidecar.serving.service:Sidecar",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.port),
+        ],
+        env=env,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{args.port}"
     try:

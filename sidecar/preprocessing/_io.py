@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ _STATE_FILE = "preprocessing.json"
 _TRANSFORMER_FILE = "transformer.skops"
 
 
-def read_spec(path: str | Path) -> TabularPreprocessor:
+def read_spec(path: str | os.PathLike[str]) -> TabularPreprocessor:
     """Read a declarative tabular spec from a JSON, TOML or YAML file (unfitted)."""
     path = Path(path)
     try:
@@ -50,7 +51,9 @@ def read_spec(path: str | Path) -> TabularPreprocessor:
     except Exception as exc:  # yaml.YAMLError and friends
         raise InputError(f"preprocessing spec {path} is not valid {suffix[1:]}: {exc}") from exc
     if not isinstance(data, dict):
-        raise InputError(f"preprocessing spec {path} must hold a mapping; got {type(data).__name__}.")
+        raise InputError(
+            f"preprocessing spec {path} must hold a mapping; got {type(data).__name__}."
+        )
     try:
         spec = TabularSpec.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -70,7 +73,7 @@ def save_preprocessing(pre: Preprocessor, directory: Path) -> dict[str, Any]:
     """Write ``pre`` into ``directory``; return its manifest entry (without hash)."""
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(pre, TabularPreprocessor):
-        doc = {"spec": pre.to_spec().model_dump(mode="json"), "state": pre.state()}
+        doc: dict[str, Any] = {"spec": pre.to_spec().model_dump(mode="json"), "state": pre.state()}
         (directory / _STATE_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True))
         return {"kind": "tabular", "framework": "sidecar", "format": "json"}
     if isinstance(pre, SklearnPreprocessor):

@@ -84,23 +84,31 @@ class SklearnPreprocessor:
             extra = sorted(str(k) for k in rec if k not in missing)
             if extra:
                 problems.append(
-                    FieldProblem(f"records[{i}]", f"only the fields {list(fields)}",
-                                 f"unexpected fields {extra}")
+                    FieldProblem(
+                        f"records[{i}]",
+                        f"only the fields {list(fields)}",
+                        f"unexpected fields {extra}",
+                    )
                 )
             for name in fields:
                 v = rec.get(name)
                 if v is None:
                     if name not in rec:
-                        problems.append(FieldProblem(f"records[{i}].{name}", "a value",
-                                                     "nothing (the field is missing)"))
+                        problems.append(
+                            FieldProblem(
+                                f"records[{i}].{name}", "a value", "nothing (the field is missing)"
+                            )
+                        )
                     missing[name] += 1
                 elif name in cats:
                     if not isinstance(v, str | int) or isinstance(v, bool):
                         problems.append(
                             FieldProblem(f"records[{i}].{name}", "a string", short_repr(v))
                         )
-                elif isinstance(v, bool) or not isinstance(v, int | float) or (
-                    not self.allow_nan and not np.isfinite(v)
+                elif (
+                    isinstance(v, bool)
+                    or not isinstance(v, int | float)
+                    or (not self.allow_nan and not np.isfinite(v))
                 ):
                     problems.append(
                         FieldProblem(f"records[{i}].{name}", "a finite number", short_repr(v))
@@ -117,8 +125,9 @@ class SklearnPreprocessor:
                 ) from exc
             data: Any = pd.DataFrame.from_records(list(records), columns=list(fields))
         else:
-            data = np.array([[r[f] for f in fields] for r in records],
-                            dtype=object if cats else np.float64)
+            data = np.array(
+                [[r[f] for f in fields] for r in records], dtype=object if cats else np.float64
+            )
         try:
             X = self.transformer.transform(data)
         except ValueError as exc:

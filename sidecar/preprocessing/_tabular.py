@@ -168,20 +168,18 @@ class TabularPreprocessor:
         vocabularies: dict[str, tuple[str, ...]] = {}
         fills: dict[str, float] = {}
         for col in self.columns:
-            values = [r.get(col.name) for r in records]
+            values: list[Any] = [r.get(col.name) for r in records]
             if isinstance(col, CategoricalColumn):
                 if col.vocabulary is not None:
                     vocabularies[col.name] = tuple(col.vocabulary)
                     continue
-                counts = Counter(
-                    col.recode.get(str(v), str(v)) for v in values if v is not None
-                )
+                counts = Counter(col.recode.get(str(v), str(v)) for v in values if v is not None)
                 ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
                 vocabularies[col.name] = tuple(
                     w for w, k in ranked[: col.top_n] if k >= col.min_count
                 )
             elif col.fill == "median":
-                nums = [float(v) for v in values if _is_number(v) and math.isfinite(v)]
+                nums = [x for x in (float(v) for v in values if _is_number(v)) if math.isfinite(x)]
                 fills[col.name] = float(np.median(nums)) if nums else 0.0
             elif col.fill == "nan":
                 fills[col.name] = math.nan
@@ -216,7 +214,10 @@ class TabularPreprocessor:
                 fills[col.name] = other.fills_[col.name]
             else:
                 fills[col.name] = (
-                    math.nan if col.fill == "nan" else float(col.fill) if col.fill != "median"
+                    math.nan
+                    if col.fill == "nan"
+                    else float(col.fill)
+                    if col.fill != "median"
                     else 0.0
                 )
         self.vocabularies_ = vocabularies
@@ -224,7 +225,9 @@ class TabularPreprocessor:
         self._compile()
         return self
 
-    def set_state(self, vocabularies: Mapping[str, Sequence[str]], fills: Mapping[str, float]) -> None:
+    def set_state(
+        self, vocabularies: Mapping[str, Sequence[str]], fills: Mapping[str, float]
+    ) -> None:
         """Restore learned state (used when loading a bundle)."""
         self.vocabularies_ = {k: tuple(v) for k, v in vocabularies.items()}
         self.fills_ = {k: float(v) for k, v in fills.items()}
@@ -322,8 +325,9 @@ class TabularPreprocessor:
                 seen += 1
                 t = type(v)
                 if kind == 0:
-                    if (t is float or t is int or (t is not bool and isinstance(v, int | float)))\
-                            and math.isfinite(v):
+                    if (
+                        t is float or t is int or (t is not bool and isinstance(v, int | float))
+                    ) and math.isfinite(v):
                         row.append(a * v + b)
                     else:
                         problems.append(
@@ -376,9 +380,7 @@ class TabularPreprocessor:
                 return None
             blocks: list[np.ndarray] = []
             unknown = [0] * n_fields
-            for j, (name, kind, a, b, index, recode, width, _allow, _fill) in enumerate(
-                self._plan
-            ):
+            for j, (name, kind, a, b, index, recode, width, _allow, _fill) in enumerate(self._plan):
                 values = [r[name] for r in records]
                 types = set(map(type, values))
                 if kind == 0:
@@ -429,7 +431,7 @@ class TabularPreprocessor:
 
     def _compile(self) -> None:
         """Precompute one tuple per column so the hot path does no look-ups."""
-        plan = []
+        plan: list[tuple[Any, ...]] = []
         for col in self.columns:
             if isinstance(col, NumericColumn):
                 a, b = (1.0, 0.0)
@@ -450,8 +452,7 @@ class TabularPreprocessor:
                 index = {w: k + 1 for k, w in enumerate(vocab)}
                 width = len(vocab) + 1 if col.encoding == "onehot" else 0
                 plan.append(
-                    (col.name, 1, 1.0, 0.0, index, dict(col.recode), width, col.allow_missing,
-                     0.0)
+                    (col.name, 1, 1.0, 0.0, index, dict(col.recode), width, col.allow_missing, 0.0)
                 )
         self._plan = plan
         self._names = [c.name for c in self.columns]

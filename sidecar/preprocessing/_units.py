@@ -47,9 +47,7 @@ def affine(source: str, target: str) -> tuple[float, float]:
     """Return ``(a, b)`` such that ``value_in_target = a * value_in_source + b``."""
     for unit in (source, target):
         if unit not in UNITS:
-            raise InputError(
-                f"unit must be one of {sorted(UNITS)}; got {unit!r}."
-            )
+            raise InputError(f"unit must be one of {sorted(UNITS)}; got {unit!r}.")
     dim_s, scale_s, off_s = UNITS[source]
     dim_t, scale_t, off_t = UNITS[target]
     if dim_s != dim_t:

@@ -52,7 +52,7 @@ class Predictor(Protocol):
 
 def labels_from_proba(proba: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Labels of the most probable class, ties to the first (as scikit-learn does)."""
-    return classes.take(proba.argmax(axis=1))
+    return np.asarray(classes.take(proba.argmax(axis=1)))
 
 
 def check_task(task: str) -> Task:

@@ -100,4 +100,4 @@ class PicklePredictor:
                 "only if you trust its source, with sidecar.load(..., allow_pickle=True)."
             )
         with open(directory / meta["file"], "rb") as fh:
-            return cls(pickle.load(fh), task=meta["task"])  # noqa: S301 - asked for by name
+            return cls(pickle.load(fh), task=meta["task"])

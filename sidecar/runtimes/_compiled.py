@@ -62,7 +62,7 @@ def _build(estimator: Any, task: str) -> Fast | None:
         WT = np.ascontiguousarray(W.T)
 
         def softmax(X: np.ndarray) -> np.ndarray:
-            z = X @ WT + b
+            z: np.ndarray = X @ WT + b
             z -= z.max(axis=1, keepdims=True)
             np.exp(z, out=z)
             z /= z.sum(axis=1, keepdims=True)
@@ -111,5 +111,7 @@ def _agrees(estimator: Any, fast: Fast, task: str) -> bool:
     n_features = int(estimator.n_features_in_)
     rng = np.random.default_rng(0)
     probe = rng.normal(size=(64, n_features)) * 3.0
-    expected = estimator.predict_proba(probe) if task == "classification" else estimator.predict(probe)
+    expected = (
+        estimator.predict_proba(probe) if task == "classification" else estimator.predict(probe)
+    )
     return bool(np.allclose(fast(probe), expected, rtol=1e-9, atol=1e-12))

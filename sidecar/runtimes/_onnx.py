@@ -55,7 +55,11 @@ class OnnxPredictor:
     framework = "onnx"
 
     def __init__(
-        self, model: Any, *, task: Task, classes: tuple[Any, ...] | None = None,
+        self,
+        model: Any,
+        *,
+        task: Task,
+        classes: tuple[Any, ...] | None = None,
         threads: int | None = None,
     ) -> None:
         ort = _require_ort()

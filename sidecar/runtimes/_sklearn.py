@@ -55,5 +55,7 @@ class SklearnPredictor:
         return {"framework": "sklearn", "format": "skops", "file": _FILE}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any], trusted: tuple[str, ...]) -> SklearnPredictor:
+    def load(
+        cls, directory: Path, meta: dict[str, Any], trusted: tuple[str, ...]
+    ) -> SklearnPredictor:
         return cls(skops_load(directory / meta["file"], trusted), task=meta["task"])

@@ -104,9 +104,7 @@ class Sidecar:
         gc.freeze()
 
     @bentoml.api(input_spec=PredictRequest)
-    async def predict(
-        self, records: Any, ctx: bentoml.Context
-    ) -> PredictResponse | ErrorResponse:
+    async def predict(self, records: Any, ctx: bentoml.Context) -> PredictResponse | ErrorResponse:
         """Predict a batch of raw records: ``{"records": [{...}, ...]}``."""
         from sidecar.serving._metrics import INVALID, RECORDS, UNKNOWN
 

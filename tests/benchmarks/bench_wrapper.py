@@ -18,10 +18,10 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import json
-import statistics
 import cProfile
+import json
 import pstats
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -61,8 +61,13 @@ def pandas_on_path(fn: Callable[[], Any]) -> list[str]:
     profile = cProfile.Profile()
     profile.runcall(fn)
     stats = pstats.Stats(profile)
-    return sorted({f"{file}:{name}" for (file, _, name) in stats.stats  # type: ignore[attr-defined]
-                   if "pandas" in file})
+    return sorted(
+        {
+            f"{file}:{name}"
+            for (file, _, name) in stats.stats  # type: ignore[attr-defined]
+            if "pandas" in file
+        }
+    )
 
 
 def main() -> int:
@@ -86,8 +91,11 @@ def main() -> int:
         "batch_1000": [pool[i] for i in rng.integers(0, len(pool), size=1000)],
     }
 
-    results: dict[str, Any] = {"model": "quickstart HistGradientBoostingClassifier, 30 fields",
-                               "rounds": args.rounds, "omp_threads": os.environ["OMP_NUM_THREADS"]}
+    results: dict[str, Any] = {
+        "model": "quickstart HistGradientBoostingClassifier, 30 fields",
+        "rounds": args.rounds,
+        "omp_threads": os.environ["OMP_NUM_THREADS"],
+    }
     checks: list[bool] = []
     for label, records in batches.items():
         X = pre.transform(records)
@@ -101,8 +109,10 @@ def main() -> int:
         shadow_times = compare(
             {
                 "advanced_alone": lambda X=X: bundle.advanced.infer(X),
-                "advanced_and_baseline": lambda X=X: (bundle.advanced.infer(X),
-                                                      bundle.baseline.infer(X)),
+                "advanced_and_baseline": lambda X=X: (
+                    bundle.advanced.infer(X),
+                    bundle.baseline.infer(X),
+                ),
             },
             args.rounds,
         )
@@ -121,8 +131,9 @@ def main() -> int:
             "advanced_alone_us": round(adv * 1e6, 2),
             "advanced_and_baseline_us": round(both * 1e6, 2),
             "baseline_share_of_advanced": round(shadow_share, 4),
-            "baseline_us_per_row": round(per_call_seconds(lambda X=X: bundle.baseline.infer(X))
-                                         * 1e6 / len(records), 3),
+            "baseline_us_per_row": round(
+                per_call_seconds(lambda X=X: bundle.baseline.infer(X)) * 1e6 / len(records), 3
+            ),
             "advanced_us_per_row": round(adv * 1e6 / len(records), 3),
         }
         if label == "single_row":
