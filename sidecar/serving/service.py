@@ -12,10 +12,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
 
 from .._errors import FieldProblem, InputError, SidecarError, short_repr
 from .._settings import settings_from_env
@@ -104,7 +105,7 @@ class Sidecar:
         gc.freeze()
 
     @bentoml.api(input_spec=PredictRequest)
-    async def predict(self, records: Any, ctx: bentoml.Context) -> PredictResponse | ErrorResponse:
+    async def predict(self, records: Any, ctx: bentoml.Context) -> PredictResponse:
         """Predict a batch of raw records: ``{"records": [{...}, ...]}``."""
         from sidecar.serving._metrics import INVALID, RECORDS, UNKNOWN
 
@@ -120,7 +121,9 @@ class Sidecar:
         except Exception as exc:  # a model that breaks on valid input
             logger.exception("prediction failed")
             ctx.response.status_code = 500
-            return ErrorResponse(error=type(exc).__name__, message=f"prediction failed: {exc}")
+            return _respond(
+                500, ErrorResponse(error=type(exc).__name__, message=f"prediction failed: {exc}")
+            )
         RECORDS.inc(len(pred))
         for feature, total in self.bundle.stats.unknown.items():
             delta = total - before.get(feature, 0)
@@ -147,13 +150,21 @@ def _check_batch(records: Any, max_batch: int) -> None:
         )
 
 
-def _error(exc: SidecarError) -> ErrorResponse:
+def _error(exc: SidecarError) -> PredictResponse:
     problems = getattr(exc, "problems", [])
-    return ErrorResponse(
+    body = ErrorResponse(
         error=type(exc).__name__,
         message=str(exc),
         problems=[Problem(**p.to_dict()) for p in problems],
     )
+    return _respond(exc.http_status, body)
+
+
+def _respond(status: int, body: ErrorResponse) -> PredictResponse:
+    # BentoML passes a Starlette response through (with the status set on the
+    # context). The API is annotated with the success model alone because a
+    # union breaks `bentoml build`'s OpenAPI generation (1.4.40).
+    return cast(PredictResponse, JSONResponse(body.model_dump(), status_code=status))
 
 
 Sidecar.add_asgi_middleware(BodyLimitMiddleware, max_bytes=_settings.max_body_bytes)  # type: ignore[attr-defined]
