@@ -10,9 +10,10 @@ A bundle on disk is a directory::
     reference/         what "normal" looked like (see ``sidecar._reference``)
 
 Every part has its own version and sha256; the bundle's version is derived
-from the parts' hashes and its parent, so the same content always has the
-same version and any change of any part makes a new one. Loading re-hashes
-every part and refuses a bundle whose files changed after it was saved.
+from the parts' hashes and its parent, so any change of any part makes a new
+version, and saving a loaded bundle again keeps it (its parts are copied, not
+re-serialised). Loading re-hashes every part, recomputes the version, and
+refuses a bundle whose files or manifest changed after it was saved.
 """
 
 from __future__ import annotations
@@ -124,7 +125,9 @@ class Bundle:
         manifest: dict[str, Any] | None = None,
         sources: Mapping[str, tuple[Path, dict[str, Any]]] | None = None,
         shadow_timeout: float = 1.0,
+        keep_alive: object = None,
     ) -> None:
+        self._keep_alive = keep_alive
         self.name = name
         self.task = task
         self.preprocessing = preprocessing
@@ -241,12 +244,11 @@ class Bundle:
         future: cf.Future[tuple[ModelOutput | None, str | None, float]] = cf.Future()
         if not self.shadow.submit(lambda: future.set_result(self._run_shadow(X, pred))):
             return ShadowPrediction(pred, None, "dropped: the shadow queue is full", None)
+        wait = self.shadow.timeout if timeout is None else timeout
         try:
-            out, error, ms = future.result(timeout=timeout or self.shadow.timeout)
+            out, error, ms = future.result(timeout=wait)
         except cf.TimeoutError:
-            return ShadowPrediction(
-                pred, None, f"timeout: no answer within {timeout or self.shadow.timeout} s", None
-            )
+            return ShadowPrediction(pred, None, f"timeout: no answer within {wait} s", None)
         return ShadowPrediction(pred, out, error, ms)
 
     def _run_shadow(
@@ -300,6 +302,8 @@ class Bundle:
             )
         self.manifest  # noqa: B018 - make sure the kept parts have sources to copy
         sources = {k: v for k, v in self._sources.items() if k != "preprocessing"}
+        # The kept parts may live in this bundle's private staging directory,
+        # which goes when this object does: the child keeps its parent alive.
         return Bundle(
             name=self.name,
             task=self.task,
@@ -310,6 +314,7 @@ class Bundle:
             parent=self.version,
             sources=sources,
             shadow_timeout=self.shadow.timeout,
+            keep_alive=self,
         )
 
     # -- persistence --------------------------------------------------------------
@@ -359,13 +364,10 @@ class Bundle:
             digest = hash_directory(directory)
             meta.update(version=given or digest[:12], sha256=digest)
             parts[part] = meta
-        identity = json.dumps(
-            [self.name, self.task, self.parent, [parts[p]["sha256"] for p in PARTS]]
-        )
         manifest = {
             "format": FORMAT,
             "name": self.name,
-            "version": hashlib.sha256(identity.encode()).hexdigest()[:12],
+            "version": _bundle_version(self.name, self.task, self.parent, parts),
             "parent": self.parent,
             "task": self.task,
             "created_at": self.created_at,
@@ -373,13 +375,19 @@ class Bundle:
             "parts": parts,
         }
         (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        if self.preprocessing.version is None:
-            self.preprocessing.version = parts["preprocessing"]["version"]
         return manifest
 
     def __repr__(self) -> str:
         version = self._manifest["version"] if self._manifest else "unsaved"
         return f"Bundle(name={self.name!r}, task={self.task!r}, version={version!r})"
+
+
+def _bundle_version(
+    name: str, task: str, parent: str | None, parts: Mapping[str, Mapping[str, Any]]
+) -> str:
+    """The content-derived bundle version: its identity and every part's sha256."""
+    identity = json.dumps([name, task, parent, [parts[p]["sha256"] for p in PARTS]])
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
 def _sources_of(root: Path, manifest: dict[str, Any]) -> dict[str, tuple[Path, dict[str, Any]]]:
@@ -435,8 +443,14 @@ def load(
                 f"{meta['sha256'][:16]}..., files hash to {actual[:16]}...); the bundle was "
                 "changed or corrupted after it was saved."
             )
-    trusted_t = tuple(trusted)
     parts = manifest["parts"]
+    expected = _bundle_version(manifest["name"], manifest["task"], manifest["parent"], parts)
+    if manifest.get("version") != expected:
+        raise BundleError(
+            f"{manifest_file}: version {manifest.get('version')!r} does not match its parts "
+            f"(they make version {expected!r}); the manifest was edited after the bundle was saved."
+        )
+    trusted_t = tuple(trusted)
     bundle = Bundle(
         name=manifest["name"],
         task=manifest["task"],
@@ -563,6 +577,7 @@ def wrap(
     ref = Reference.compute(
         task=checked_task,
         records=ref_records,
+        input_fields=pre.input_fields,
         features=X_ref,
         feature_names=pre.feature_names_out or [f"x{j}" for j in range(X_ref.shape[1])],
         categorical_fields=pre.categorical_fields,

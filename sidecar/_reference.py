@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import BundleError
+from ._safe import normalise_zip
 from .runtimes import ModelOutput
 
 __all__ = ["FORMAT", "Reference", "per_example_losses"]
@@ -57,6 +58,7 @@ class Reference:
         *,
         task: str,
         records: Sequence[Mapping[str, Any]],
+        input_fields: Sequence[str],
         features: np.ndarray,
         feature_names: Sequence[str],
         categorical_fields: Sequence[str],
@@ -65,7 +67,7 @@ class Reference:
         outputs: Mapping[str, ModelOutput],
         classes: Sequence[Any] | None,
     ) -> Reference:
-        fields = list(records[0].keys()) if records else []
+        fields = list(input_fields)
         raw: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {"y": _storable(y), "features": features}
         n = len(records)
@@ -102,6 +104,7 @@ class Reference:
         (directory / _JSON).write_text(json.dumps(self.summary, indent=1, sort_keys=True))
         with open(directory / _ARRAYS, "wb") as fh:
             np.savez_compressed(fh, **self.arrays)  # type: ignore[arg-type]
+        normalise_zip(directory / _ARRAYS)
 
     @classmethod
     def load(cls, directory: Path) -> Reference:
@@ -129,7 +132,8 @@ def per_example_losses(
     lookup = {c: i for i, c in enumerate(classes)}
     idx = np.array([lookup.get(v, -1) for v in np.asarray(y).tolist()])
     p = np.where(idx >= 0, out.probabilities[np.arange(len(idx)), np.maximum(idx, 0)], 0.0)
-    return -np.log(np.clip(p, 1e-15, 1.0)), error
+    # Clipped at machine epsilon, as scikit-learn's log_loss does.
+    return -np.log(np.clip(p, np.finfo(np.float64).eps, 1.0)), error
 
 
 def _numeric_sketch(col: np.ndarray) -> dict[str, Any]:

@@ -9,6 +9,8 @@ an error that lists it, unless the caller names it in ``trusted``.
 
 from __future__ import annotations
 
+import os
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,29 @@ def skops_dump(obj: Any, path: Path) -> None:
     import skops.io as sio
 
     sio.dump(obj, path)
+
+
+def normalise_zip(path: Path) -> None:
+    """Rewrite a zip with fixed timestamps and sorted entries, so equal content hashes equal.
+
+    ``np.savez`` stamps each entry with the current time; the bundle's versions
+    are hashes of the saved bytes, so equal arrays should give equal bytes.
+    (skops names its entries after object ids, so its files differ from one
+    process to the next whatever their timestamps; a loaded bundle keeps its
+    bytes, and so its version, because saving it copies its parts.)
+    """
+    with zipfile.ZipFile(path) as src:
+        entries = sorted(
+            (info.filename, src.read(info), info.compress_type) for info in src.infolist()
+        )
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with zipfile.ZipFile(tmp, "w") as dst:
+        for name, data, compression in entries:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            info.external_attr = 0o644 << 16
+            dst.writestr(info, data)
+    os.replace(tmp, path)
 
 
 def skops_load(path: Path, trusted: Iterable[str] = ()) -> Any:
