@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,12 @@ from ._errors import InputError
 __all__ = ["read_table", "split_labels"]
 
 
-def read_table(path: str | Path) -> list[dict[str, Any]]:
+def read_table(path: str | Path, *, text_columns: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Read ``path`` (``.csv`` or ``.parquet``) as a list of records.
 
-    CSV cells that parse as numbers become numbers and empty cells become
-    missing (``None``); Parquet keeps its types and needs pyarrow
+    CSV cells that parse as numbers become numbers, except in ``text_columns``
+    (categorical codes such as ``"250.00"`` or ``"02134"`` stay text), and empty
+    cells become missing (``None``); Parquet keeps its types and needs pyarrow
     (``pip install 'model-sidecar[parquet]'``).
     """
     path = Path(path)
@@ -24,7 +26,11 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as fh:
-            return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+            text = frozenset(text_columns)
+            return [
+                {k: (v if v != "" else None) if k in text else _cell(v) for k, v in row.items()}
+                for row in csv.DictReader(fh)
+            ]
     if suffix in (".parquet", ".pq"):
         try:
             import pyarrow.parquet as pq

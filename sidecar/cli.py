@@ -129,10 +129,17 @@ def _quickstart(args: argparse.Namespace) -> int:
 def _wrap(args: argparse.Namespace) -> int:
     from ._bundle import wrap
     from ._tables import read_table, split_labels
+    from .preprocessing import read_spec
 
-    reference = split_labels(read_table(args.reference), args.label_column, source=args.reference)
+    preprocessing = read_spec(args.preprocessing)
+    text = preprocessing.categorical_fields
+    reference = split_labels(
+        read_table(args.reference, text_columns=text), args.label_column, source=args.reference
+    )
     train = (
-        split_labels(read_table(args.train), args.label_column, source=args.train)
+        split_labels(
+            read_table(args.train, text_columns=text), args.label_column, source=args.train
+        )
         if args.train
         else None
     )
@@ -140,7 +147,7 @@ def _wrap(args: argparse.Namespace) -> int:
     bundle = wrap(
         model,
         task=args.task,
-        preprocessing=args.preprocessing,
+        preprocessing=preprocessing,
         train=train,
         reference=reference,
         baseline=args.baseline,

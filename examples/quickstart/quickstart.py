@@ -30,10 +30,11 @@ import sidecar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default=tempfile.mkdtemp(prefix="sidecar-quickstart-"))
+    parser.add_argument("--dir", help="where to save the bundle (default: a new temporary folder)")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--no-serve", action="store_true")
     args = parser.parse_args()
+    args.dir = args.dir or tempfile.mkdtemp(prefix="sidecar-quickstart-")
 
     # 1. Your data and your model: records are plain dicts, as they arrive in requests.
     data = load_breast_cancer()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -96,8 +98,12 @@ class SklearnPreprocessor:
                     if name not in rec:
                         problems.append(
                             FieldProblem(
-                                f"records[{i}].{name}", "a value", "nothing (the field is missing)"
+                                f"records[{i}].{name}", "present", "nothing (the field is missing)"
                             )
+                        )
+                    elif name not in cats and not self.allow_nan:
+                        problems.append(
+                            FieldProblem(f"records[{i}].{name}", "a finite number", "null")
                         )
                     missing[name] += 1
                 elif name in cats:
@@ -105,11 +111,7 @@ class SklearnPreprocessor:
                         problems.append(
                             FieldProblem(f"records[{i}].{name}", "a string", short_repr(v))
                         )
-                elif (
-                    isinstance(v, bool)
-                    or not isinstance(v, int | float)
-                    or (not self.allow_nan and not np.isfinite(v))
-                ):
+                elif not _number_ok(v, self.allow_nan):
                     problems.append(
                         FieldProblem(f"records[{i}].{name}", "a finite number", short_repr(v))
                     )
@@ -143,3 +145,12 @@ class SklearnPreprocessor:
 
     def __repr__(self) -> str:
         return f"SklearnPreprocessor({type(self.transformer).__name__}, version={self.version!r})"
+
+
+def _number_ok(v: Any, allow_nan: bool) -> bool:
+    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+        return False
+    try:
+        return allow_nan or math.isfinite(v)
+    except OverflowError:
+        return False

@@ -23,6 +23,7 @@ spelling or code-system change shows itself.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,8 +180,10 @@ class TabularPreprocessor:
                     w for w, k in ranked[: col.top_n] if k >= col.min_count
                 )
             elif col.fill == "median":
-                nums = [x for x in (float(v) for v in values if _is_number(v)) if math.isfinite(x)]
-                fills[col.name] = float(np.median(nums)) if nums else 0.0
+                nums = [x for x in map(_finite_number, values) if x is not None]
+                # Learned from raw values; emitted in the model's unit like every value.
+                a, b = _conversion(col)
+                fills[col.name] = a * float(np.median(nums)) + b if nums else 0.0
             elif col.fill == "nan":
                 fills[col.name] = math.nan
             else:
@@ -325,17 +328,18 @@ class TabularPreprocessor:
                 seen += 1
                 t = type(v)
                 if kind == 0:
-                    if (
-                        t is float or t is int or (t is not bool and isinstance(v, int | float))
-                    ) and math.isfinite(v):
-                        row.append(a * v + b)
+                    x = _finite_float(v) if t is float or t is int else _finite_number(v)
+                    if x is not None:
+                        row.append(a * x + b)
                     else:
                         problems.append(
                             FieldProblem(f"records[{i}].{name}", "a finite number", short_repr(v))
                         )
                 else:
                     if t is not str:
-                        if t is int:
+                        if isinstance(v, str):  # a str subclass such as numpy.str_
+                            v = str(v)
+                        elif t is int or isinstance(v, numbers.Integral) and t is not bool:
                             v = str(v)
                         else:
                             problems.append(
@@ -405,7 +409,7 @@ class TabularPreprocessor:
                         blocks.append(np.eye(width, dtype=np.float64)[codes])
                     else:
                         blocks.append(codes.astype(np.float64)[:, None])
-        except (KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError, OverflowError):
             return None
         X = np.hstack(blocks) if len(blocks) > 1 else blocks[0]
         return X, self._report(len(records), unknown, [0] * n_fields, n_fields)
@@ -434,16 +438,7 @@ class TabularPreprocessor:
         plan: list[tuple[Any, ...]] = []
         for col in self.columns:
             if isinstance(col, NumericColumn):
-                a, b = (1.0, 0.0)
-                if col.input_unit is not None and col.input_unit != col.unit:
-                    if col.unit is None:
-                        raise InputError(
-                            f"column `{col.name}` must declare `unit` when it declares "
-                            f"`input_unit`; got input_unit={col.input_unit!r} and no unit."
-                        )
-                    a, b = affine(col.input_unit, col.unit)
-                elif col.unit is not None:
-                    affine(col.unit, col.unit)  # validates the unit name
+                a, b = _conversion(col)
                 plan.append(
                     (col.name, 0, a, b, None, None, 0, col.allow_missing, self.fills_[col.name])
                 )
@@ -469,8 +464,33 @@ _NUMBER_TYPES = frozenset({int, float})
 _STR_TYPE = frozenset({str})
 
 
-def _is_number(v: Any) -> bool:
-    return type(v) is not bool and isinstance(v, int | float)
+def _finite_float(v: float) -> float | None:
+    """``v`` as a float if it is finite (an int too large for a float is not)."""
+    try:
+        x = float(v)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _finite_number(v: Any) -> float | None:
+    """A real number that is not a bool (NumPy's too), as a finite float; else None."""
+    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
+        return None
+    return _finite_float(v)  # type: ignore[arg-type]
+
+
+def _conversion(col: NumericColumn) -> tuple[float, float]:
+    if col.input_unit is not None and col.input_unit != col.unit:
+        if col.unit is None:
+            raise InputError(
+                f"column `{col.name}` must declare `unit` when it declares "
+                f"`input_unit`; got input_unit={col.input_unit!r} and no unit."
+            )
+        return affine(col.input_unit, col.unit)
+    if col.unit is not None:
+        affine(col.unit, col.unit)  # validates the unit's name
+    return (1.0, 0.0)
 
 
 def _onehot(code: int, width: int) -> list[float]:

@@ -32,6 +32,7 @@ def compile_estimator(estimator: Any, task: str) -> Fast | None:
 
 
 def _build(estimator: Any, task: str) -> Fast | None:
+    from scipy.special import expit
     from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -55,7 +56,7 @@ def _build(estimator: Any, task: str) -> Fast | None:
             w, c = W[0], float(b[0])
 
             def binary(X: np.ndarray) -> np.ndarray:
-                p = 1.0 / (1.0 + np.exp(-(X @ w + c)))
+                p = expit(X @ w + c)
                 return np.column_stack((1.0 - p, p))
 
             return binary
