@@ -37,6 +37,7 @@ from typing import Any, cast
 import numpy as np
 
 from ._errors import BundleError, InputError
+from ._labels import check_labels
 from ._reference import Reference
 from ._shadow import ShadowRunner
 from .preprocessing import (
@@ -47,6 +48,7 @@ from .preprocessing import (
     read_spec,
     save_preprocessing,
 )
+from .recording import FeedbackResult, Recorder, RecordPolicy, Store, dumps
 from .runtimes import ModelOutput, Predictor, as_predictor, load_predictor
 
 __all__ = ["Bundle", "Prediction", "ShadowPrediction", "load", "wrap"]
@@ -73,6 +75,7 @@ class Prediction:
     preprocessing_version: str
     batch_id: str
     latency_ms: float
+    ts: float = 0.0
 
     @cached_property
     def request_ids(self) -> tuple[str, ...]:
@@ -142,6 +145,8 @@ class Bundle:
         self.shadow = ShadowRunner(timeout=shadow_timeout)
         self.path: Path | None = None
         self._classes = advanced.classes
+        self.recorder: Recorder | None = None
+        self._policy = RecordPolicy()
 
     # -- identity -----------------------------------------------------------------
 
@@ -182,21 +187,55 @@ class Bundle:
 
     # -- prediction ---------------------------------------------------------------
 
-    def predict(self, records: Records | Any, *, shadow: bool = False) -> Prediction:
+    def attach_recorder(
+        self, recorder: Recorder | None, *, policy: RecordPolicy | None = None
+    ) -> None:
+        """Record every prediction from now on (``None`` detaches).
+
+        With a recorder attached, :meth:`predict` runs the baseline in shadow and
+        hands one row per record to the recorder -- exactly what the service does.
+        ``policy`` drops or hashes raw fields before they are stored.
+        """
+        self.recorder = recorder
+        self._policy = policy or RecordPolicy()
+
+    def predict(
+        self,
+        records: Records | Any,
+        *,
+        shadow: bool | None = None,
+        timestamps: Sequence[float] | None = None,
+    ) -> Prediction:
         """Preprocess ``records`` and return the advanced model's predictions.
 
-        With ``shadow=True`` the baseline also runs, on a background thread, so
-        it can never fail or slow this call; its errors, timeouts and
-        disagreements are counted. This is exactly what the service does.
+        With ``shadow=True`` -- the default when a recorder is attached -- the
+        baseline also runs, on the shadow thread, so it can never fail or slow
+        this call; its errors, timeouts and disagreements are counted, and the
+        recorder (if any) gets the records with both models' answers.
+        ``timestamps`` (epoch seconds, one per record) replace "now" in the
+        record, for replaying history.
         """
-        return self._predict(records, shadow=shadow)[1]
-
-    def _predict(self, records: Records | Any, *, shadow: bool) -> tuple[np.ndarray, Prediction]:
+        if shadow is None:
+            shadow = self.recorder is not None
         records = as_records(records)
+        X, pred = self._predict(records, timestamps)
+        if shadow:
+            self.shadow.submit(lambda: self._run_shadow(records, X, pred, timestamps))
+        return pred
+
+    def _predict(
+        self, records: Records, timestamps: Sequence[float] | None = None
+    ) -> tuple[np.ndarray, Prediction]:
+        ts = time.time()
         start = time.perf_counter()
         X, report = self.preprocessing.transform_with_report(records)
         out = self.advanced.infer(X)
         latency = (time.perf_counter() - start) * 1000.0
+        if timestamps is not None and len(timestamps) != len(records):
+            raise InputError(
+                f"`timestamps` must have one entry per record ({len(records)}); "
+                f"got {len(timestamps)}."
+            )
         pred = Prediction(
             predictions=out.predictions,
             probabilities=out.probabilities,
@@ -205,6 +244,7 @@ class Bundle:
             preprocessing_version=self.preprocessing_version,
             batch_id=uuid.uuid4().hex,
             latency_ms=latency,
+            ts=ts,
         )
         stats = self.stats
         stats.requests += 1
@@ -214,13 +254,11 @@ class Bundle:
                 stats.unknown[key] += count
         if report.missing:
             stats.missing.update(report.missing)
-        if shadow:
-            self.shadow.submit(lambda: self._run_shadow(X, pred))
         return X, pred
 
     def predict_proba(self, records: Records | Any) -> np.ndarray:
         """Class probabilities of the advanced model (classifiers only)."""
-        pred = self.predict(records)
+        pred = self.predict(records, shadow=False)
         if pred.probabilities is None:
             raise InputError(
                 f"predict_proba needs a classifier with probabilities; this bundle's task is "
@@ -233,41 +271,106 @@ class Bundle:
     ) -> ShadowPrediction:
         """Both models' predictions for the same records: the shadow pair.
 
-        The baseline runs on the shadow thread as in serving; if it raises or
-        takes longer than ``timeout`` (the bundle's shadow timeout by default)
-        the pair carries ``baseline=None`` and the reason, and the advanced
-        predictions are returned all the same.
+        The baseline runs on the shadow model thread as in serving, and is
+        waited for at most ``timeout`` seconds (the bundle's shadow timeout by
+        default); if it raises or overruns, the pair carries ``baseline=None``
+        and the reason, and the advanced predictions all the same. With a
+        recorder attached the records are recorded too.
         """
-        import concurrent.futures as cf
-
-        X, pred = self._predict(records, shadow=False)
-        future: cf.Future[tuple[ModelOutput | None, str | None, float]] = cf.Future()
-        if not self.shadow.submit(lambda: future.set_result(self._run_shadow(X, pred))):
-            return ShadowPrediction(pred, None, "dropped: the shadow queue is full", None)
-        wait = self.shadow.timeout if timeout is None else timeout
-        try:
-            out, error, ms = future.result(timeout=wait)
-        except cf.TimeoutError:
-            return ShadowPrediction(pred, None, f"timeout: no answer within {wait} s", None)
+        records = as_records(records)
+        X, pred = self._predict(records)
+        out, error, ms = self._run_shadow(records, X, pred, None, timeout)
         return ShadowPrediction(pred, out, error, ms)
 
     def _run_shadow(
-        self, X: np.ndarray, pred: Prediction
-    ) -> tuple[ModelOutput | None, str | None, float]:
+        self,
+        records: Records,
+        X: np.ndarray,
+        pred: Prediction,
+        timestamps: Sequence[float] | None,
+        timeout: float | None = None,
+    ) -> tuple[ModelOutput | None, str | None, float | None]:
         start = time.perf_counter()
-        try:
-            out: ModelOutput | None = self.baseline.infer(X)
-            error = None
-        except Exception as exc:  # the shadow must never raise
-            out, error = None, f"{type(exc).__name__}: {exc}"
-        seconds = time.perf_counter() - start
-        self.shadow.record(error=error is not None, late=seconds > self.shadow.timeout)
+        out, error = self.shadow.call(lambda: self.baseline.infer(X), timeout)
+        ms = (time.perf_counter() - start) * 1000.0
         if out is not None and self.task == "classification":
             self.stats.shadow_compared += len(out.predictions)
             self.stats.shadow_disagreements += int(
                 np.count_nonzero(out.predictions != pred.predictions)
             )
-        return out, error, seconds * 1000.0
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.enqueue(self._rows(records, pred, out, error, ms, timestamps))
+        return out, error, ms
+
+    def feedback(
+        self, labels: Sequence[Mapping[str, Any]], *, store: Store | None = None
+    ) -> FeedbackResult:
+        """Join ground truth to recorded predictions: ``[{"request_id": ..., "label": ...}]``.
+
+        An idempotent upsert into ``store`` (the attached recorder's by default):
+        a later label for the same request replaces the earlier one; a label for
+        a request id the store does not know is reported back, not stored. A
+        label of the wrong type is an :class:`InputError` naming it, and then
+        nothing is written. An item may carry ``ts`` (epoch seconds) for when
+        the label was observed.
+        """
+        target = store if store is not None else getattr(self.recorder, "store", None)
+        if target is None:
+            raise InputError(
+                "feedback needs a store: attach a recorder (bundle.attach_recorder) or pass "
+                "store=sidecar.recording.open_store(url)."
+            )
+        checked = check_labels(labels, task=self.task, classes=self._classes)
+        if self.recorder is not None and target is self.recorder.store:
+            self.recorder.flush(timeout=5.0)  # labels for just-served requests find them
+        return target.upsert_labels(checked)
+
+    def _rows(
+        self,
+        records: Records,
+        pred: Prediction,
+        base: ModelOutput | None,
+        error: str | None,
+        base_ms: float | None,
+        timestamps: Sequence[float] | None,
+    ) -> list[tuple[Any, ...]]:
+        """One store row per record, in :data:`sidecar.recording.COLUMNS` order."""
+        parts = self.manifest["parts"]
+        head = (
+            pred.bundle_version,
+            pred.preprocessing_version,
+            parts["advanced"]["version"],
+            parts["baseline"]["version"],
+            None,  # candidate_version: the retraining path fills the candidate slots
+        )
+        apply = self._policy.apply
+        adv = [dumps(v) for v in pred.predictions.tolist()]
+        adv_p = _json_rows(pred.probabilities, len(adv))
+        base_v = (
+            [None] * len(adv) if base is None else [dumps(v) for v in base.predictions.tolist()]
+        )
+        base_p = _json_rows(None if base is None else base.probabilities, len(adv))
+        ts = [pred.ts] * len(adv) if timestamps is None else [float(t) for t in timestamps]
+        return [
+            (
+                rid,
+                ts[i],
+                *head,
+                dumps(apply(records[i])),
+                adv[i],
+                adv_p[i],
+                base_v[i],
+                base_p[i],
+                None,
+                None,
+                pred.latency_ms,
+                base_ms,
+                None,
+                error,
+            )
+            for i, rid in enumerate(pred.request_ids)
+        ]
 
     # -- new versions -------------------------------------------------------------
 
@@ -380,6 +483,12 @@ class Bundle:
     def __repr__(self) -> str:
         version = self._manifest["version"] if self._manifest else "unsaved"
         return f"Bundle(name={self.name!r}, task={self.task!r}, version={version!r})"
+
+
+def _json_rows(matrix: np.ndarray | None, n: int) -> list[str | None]:
+    if matrix is None:
+        return [None] * n
+    return [dumps(row) for row in matrix.tolist()]
 
 
 def _bundle_version(

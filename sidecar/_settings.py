@@ -13,6 +13,12 @@ variable                       meaning                                      defa
 ``SIDECAR_WORKERS``            BentoML worker processes                     1
 ``SIDECAR_TRUSTED``            comma-separated extra types skops may load   (none)
 ``SIDECAR_ALLOW_PICKLE``       ``1`` to load bundles holding pickles        0
+``SIDECAR_RECORD_EXCLUDE``     comma-separated raw fields never recorded    (none)
+``SIDECAR_RECORD_HASH``        raw fields recorded only as a keyed hash     (none)
+``SIDECAR_HASH_KEY``           the secret key of those hashes               (none)
+``SIDECAR_FEEDBACK_TOKEN``     bearer token ``/feedback`` requires          (none: open)
+``SIDECAR_RECORDER_QUEUE``     most records waiting to be written           200000
+``SIDECAR_RECORDER_LINGER``    seconds the writer waits to batch commits    0.05
 =============================  ===========================================  ==========
 """
 
@@ -28,6 +34,7 @@ from ._errors import InputError
 __all__ = ["Settings", "settings_from_env"]
 
 _PREFIX = "SIDECAR_"
+_LISTS = frozenset({"trusted", "record_exclude", "record_hash"})
 
 
 class Settings(BaseModel):
@@ -42,6 +49,12 @@ class Settings(BaseModel):
     workers: int = Field(default=1, gt=0)
     trusted: tuple[str, ...] = ()
     allow_pickle: bool = False
+    record_exclude: tuple[str, ...] = ()
+    record_hash: tuple[str, ...] = ()
+    hash_key: str | None = None
+    feedback_token: str | None = None
+    recorder_queue: int = Field(default=200_000, gt=0)
+    recorder_linger: float = Field(default=0.05, ge=0)
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,7 +71,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
                 f"environment variable {key} is not a model-sidecar setting; the settings are "
                 f"{sorted(_PREFIX + k.upper() for k in known)}."
             )
-        values[name] = tuple(t for t in raw.split(",") if t) if name == "trusted" else raw
+        values[name] = tuple(t for t in raw.split(",") if t) if name in _LISTS else raw
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:

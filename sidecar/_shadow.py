@@ -1,11 +1,17 @@
-"""Running the shadow model(s) off the response path.
+"""Running the shadow model(s) off the response path, with a timeout.
 
-One daemon thread per bundle runs shadow jobs from a bounded queue, so a slow
-or hung baseline can never slow the primary response: when the queue is full
-the job is dropped and counted. A job that raises is counted as an error; one
-that finishes after ``timeout`` seconds is counted as a timeout (its result is
-still delivered, marked late). A job stuck for good blocks only the shadow:
-later jobs pile up to the bound and are then dropped, and counted.
+Two kinds of daemon thread keep a slow or broken baseline away from the
+primary response:
+
+- the *shadow thread* takes jobs from a bounded queue (``submit`` never
+  blocks; a full queue drops the job and counts it) and runs them in order;
+- each shadow model call inside a job (``call``) runs on a *model thread* and
+  is waited for at most ``timeout`` seconds. An exception is counted as an
+  error, an overrun as a timeout; either way the job goes on without that
+  model's answer (so the record is still written, with the reason). A model
+  thread that overran is abandoned -- Python cannot stop a thread -- and a
+  fresh one takes its place; after ``max_abandoned`` of them the shadow model
+  is switched off (counted), since something in it hangs for good.
 """
 
 from __future__ import annotations
@@ -16,37 +22,72 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["ShadowCounters", "ShadowRunner"]
+
+T = TypeVar("T")
 
 
 @dataclass
 class ShadowCounters:
-    """Running totals of what happened to shadow jobs (read them, do not write them)."""
+    """Running totals of what happened to shadow work (read them, do not write them)."""
 
     submitted: int = 0
     completed: int = 0
     errors: int = 0
     timeouts: int = 0
     dropped: int = 0
+    abandoned_threads: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.__dict__)
 
 
-class ShadowRunner:
-    """A bounded queue drained by one daemon thread."""
+class _ModelThread:
+    """One daemon thread that runs calls handed to it, one at a time."""
 
-    def __init__(self, *, timeout: float = 1.0, max_pending: int = 1024) -> None:
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[tuple[Callable[[], Any], _Slot]] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="sidecar-shadow-model", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            fn, slot = self.inbox.get()
+            try:
+                slot.value = fn()
+            except BaseException as exc:
+                slot.error = exc
+            slot.done.set()
+
+
+class _Slot:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class ShadowRunner:
+    """A bounded job queue, one shadow thread, and timed model calls."""
+
+    def __init__(
+        self, *, timeout: float = 1.0, max_pending: int = 1024, max_abandoned: int = 4
+    ) -> None:
         self.timeout = timeout
+        self.max_abandoned = max_abandoned
         self.counters = ShadowCounters()
-        self._queue: queue.Queue[Callable[[], Any] | None] = queue.Queue(maxsize=max_pending)
+        self._queue: queue.Queue[Callable[[], Any]] = queue.Queue(maxsize=max_pending)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._model: _ModelThread | None = None
         #: called with "completed", "error", "timeout" or "dropped" for each outcome
         #: (the service feeds Prometheus counters from it); must not raise.
         self.on_outcome: Callable[[str], None] | None = None
+
+    # -- jobs ---------------------------------------------------------------------
 
     def submit(self, job: Callable[[], Any]) -> bool:
         """Queue ``job`` without ever blocking; ``False`` (and counted) when it was dropped."""
@@ -72,23 +113,63 @@ class ShadowRunner:
             time.sleep(0.001)
         return True
 
-    def record(self, *, error: bool = False, late: bool = False) -> None:
-        """Count the outcome of one shadow computation."""
+    # -- timed model calls ----------------------------------------------------------
+
+    def call(
+        self, fn: Callable[[], T], timeout: float | None = None
+    ) -> tuple[T | None, str | None]:
+        """Run ``fn`` on the model thread; ``(result, None)`` or ``(None, reason)``.
+
+        Never raises and never waits longer than ``timeout`` (the runner's by default).
+        """
+        wait = self.timeout if timeout is None else timeout
         with self._lock:
+            if self.counters.abandoned_threads >= self.max_abandoned:
+                disabled = True
+            else:
+                disabled = False
+                if self._model is None:
+                    self._model = _ModelThread()
+                model = self._model
+        if disabled:
+            self._count("error")
+            return None, (
+                f"disabled: the shadow model overran its {wait} s timeout "
+                f"{self.max_abandoned} times and is switched off until restart"
+            )
+        slot = _Slot()
+        model.inbox.put((fn, slot))
+        if not slot.done.wait(wait):
+            with self._lock:
+                self.counters.abandoned_threads += 1
+                if self._model is model:
+                    self._model = None  # the next call gets a fresh thread
+            self._count("timeout")
+            return None, f"timeout: no answer within {wait} s"
+        if slot.error is not None:
+            self._count("error")
+            return None, f"{type(slot.error).__name__}: {slot.error}"
+        self._count("completed")
+        return slot.value, None
+
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            if outcome == "error":
+                self.counters.errors += 1
+            elif outcome == "timeout":
+                self.counters.timeouts += 1
             self.counters.completed += 1
-            self.counters.errors += error
-            self.counters.timeouts += late
-        self._notify("completed")
-        if error:
-            self._notify("error")
-        if late:
-            self._notify("timeout")
+        self._notify(outcome)
+        if outcome != "completed":
+            self._notify("completed")
 
     def _notify(self, outcome: str) -> None:
         hook = self.on_outcome
         if hook is not None:
             with contextlib.suppress(Exception):  # a broken hook must not break the shadow
                 hook(outcome)
+
+    # -- the shadow thread ------------------------------------------------------------
 
     def _start(self) -> None:
         with self._lock:
@@ -102,8 +183,6 @@ class ShadowRunner:
         while True:
             job = self._queue.get()
             try:
-                if job is None:
-                    return
                 job()
             except BaseException:  # a job must never kill the shadow thread
                 with self._lock:

@@ -337,9 +337,10 @@ class TabularPreprocessor:
                         )
                 else:
                     if t is not str:
-                        if isinstance(v, str):  # a str subclass such as numpy.str_
-                            v = str(v)
-                        elif t is int or isinstance(v, numbers.Integral) and t is not bool:
+                        # a str subclass (numpy.str_) or an integer code is taken as text
+                        if isinstance(v, str) or (
+                            isinstance(v, numbers.Integral) and t is not bool
+                        ):
                             v = str(v)
                         else:
                             problems.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-__all__ = ["INVALID", "RECORDS", "SHADOW", "UNKNOWN"]
+__all__ = ["INVALID", "RECORDER", "RECORDS", "SHADOW", "UNKNOWN"]
 
 RECORDS = Counter("sidecar_records", "Records predicted by the advanced model.")
 INVALID = Counter("sidecar_invalid_requests", "Requests refused as bad input (4xx).")
@@ -17,4 +17,10 @@ UNKNOWN = Counter(
     "sidecar_unknown_category_values",
     "Categorical values encoded to the default code because they were unknown.",
     ["feature"],
+)
+RECORDER = Counter(
+    "sidecar_recorder_rows",
+    "Prediction records by what the recorder did with them: written, dropped; and failed "
+    "(commit attempts that failed and will be retried).",
+    ["event"],
 )

@@ -9,9 +9,12 @@ never fail or slow a response.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import hmac
 import logging
 import os
+import re
 from typing import Any, cast
 
 import bentoml
@@ -20,6 +23,7 @@ from starlette.responses import JSONResponse
 
 from .._errors import FieldProblem, InputError, SidecarError, short_repr
 from .._settings import settings_from_env
+from ..recording import Recorder, RecordPolicy, open_store
 from ._middleware import BodyLimitMiddleware
 
 __all__ = ["ErrorResponse", "PredictResponse", "Sidecar"]
@@ -49,6 +53,24 @@ class PredictResponse(BaseModel):
     request_ids: list[str] = Field(description="One id per record; send labels for it later.")
     bundle_version: str
     preprocessing_version: str
+
+
+class FeedbackRequest(BaseModel):
+    """The body of ``POST /feedback``; each label is checked against the bundle's task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: Any = Field(
+        description="A non-empty list of {request_id, label} (and optionally ts, epoch seconds).",
+        json_schema_extra={"examples": [[{"request_id": "0f1e...-0", "label": "benign"}]]},
+    )
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int = Field(description="Labels stored (a repeat replaces the earlier label).")
+    unknown_request_ids: list[str] = Field(
+        description="Request ids the store does not know; their labels were not stored."
+    )
 
 
 class Problem(BaseModel):
@@ -95,7 +117,46 @@ class Sidecar:
 
             torch.set_num_threads(1)
         self.bundle.shadow.on_outcome = lambda outcome: SHADOW.labels(outcome).inc()
-        logger.info("serving bundle %s version %s", self.bundle.name, self.bundle.version)
+        self.recorder = _recorder(settings)
+        policy = RecordPolicy(
+            exclude=settings.record_exclude,
+            hash=settings.record_hash,
+            key=settings.hash_key.encode() if settings.hash_key else None,
+        )
+        self.bundle.attach_recorder(self.recorder, policy=policy)
+        logger.info(
+            "serving bundle %s version %s, recording to %s",
+            self.bundle.name,
+            self.bundle.version,
+            _redacted(settings.store),
+        )
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
+    async def feedback(self, labels: Any, ctx: bentoml.Context) -> FeedbackResponse:
+        """Join ground truth to served requests: ``{"labels": [{"request_id", "label"}]}``."""
+        token = self.settings.feedback_token
+        if token is not None:
+            given = ctx.request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                ctx.response.status_code = 401
+                return cast(
+                    FeedbackResponse,
+                    JSONResponse(
+                        ErrorResponse(
+                            error="Unauthorized",
+                            message="`Authorization` must be `Bearer <the feedback token>`; "
+                            + ("got a wrong token." if given else "got no Authorization header."),
+                        ).model_dump(),
+                        status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    ),
+                )
+        try:
+            result = await asyncio.to_thread(self.bundle.feedback, labels)
+        except SidecarError as exc:
+            ctx.response.status_code = exc.http_status
+            return cast(FeedbackResponse, _error(exc))
+        return FeedbackResponse(**result.to_dict())
 
     @bentoml.on_startup
     def _freeze_heap(self) -> None:
@@ -103,6 +164,13 @@ class Sidecar:
         # collector from scanning it on every full collection (BENTOML_NOTES).
         gc.collect()
         gc.freeze()
+
+    @bentoml.on_shutdown
+    def _flush(self) -> None:
+        # SIGTERM: finish the shadow jobs, then write every queued record.
+        self.bundle.shadow.drain(timeout=10.0)
+        if not self.recorder.close(timeout=30.0):
+            logger.error("shutdown left records unwritten: %s", self.recorder.counters.snapshot())
 
     @bentoml.api(input_spec=PredictRequest)
     async def predict(self, records: Any, ctx: bentoml.Context) -> PredictResponse:
@@ -137,6 +205,22 @@ class Sidecar:
             bundle_version=pred.bundle_version,
             preprocessing_version=pred.preprocessing_version,
         )
+
+
+def _recorder(settings: Any) -> Recorder:
+    from sidecar.serving._metrics import RECORDER
+
+    # Not migrated here: a store that is down at start-up must not stop serving;
+    # the recorder migrates before its first write and retries until it can.
+    store = open_store(settings.store, migrate=False)
+    recorder = Recorder(store, max_queue=settings.recorder_queue, linger=settings.recorder_linger)
+    recorder.on_event = lambda event, n: RECORDER.labels(event).inc(n)
+    return recorder
+
+
+def _redacted(url: str) -> str:
+    """A store URL without its password, for logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _check_batch(records: Any, max_batch: int) -> None:

@@ -1,0 +1,243 @@
+"""The recorder: a bounded queue and one writer thread that commits in batches.
+
+``enqueue`` never blocks: when the queue is full the rows are dropped and
+counted. The writer waits for the first rows, lingers briefly so light
+traffic commits a few rows at a time rather than row by row, and writes up to
+``batch_size`` rows in one transaction. A failing store is retried with
+exponential backoff while serving goes on (new rows queue up to the bound and
+are then dropped and counted). ``close`` writes everything still queued.
+A crash loses at most what was queued -- one linger interval plus one commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .._errors import StoreError
+from ._store import PredictionRow, Store, WriterStats, default_writer_identity
+
+__all__ = ["Recorder", "RecorderCounters"]
+
+logger = logging.getLogger("sidecar.recording")
+
+
+@dataclass
+class RecorderCounters:
+    """Running totals of one recorder (read them; only the recorder writes them)."""
+
+    enqueued: int = 0
+    written: int = 0
+    dropped: int = 0
+    batches: int = 0
+    failed_commits: int = 0
+    last_error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def snapshot(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class Recorder:
+    """Write prediction rows to a :class:`Store` off the request path.
+
+    Parameters
+    ----------
+    store
+        Where rows go.
+    max_queue
+        Most rows waiting at once; beyond it rows are dropped and counted.
+    batch_size
+        Most rows in one transaction.
+    linger
+        Seconds the writer waits for more rows after the first before it commits.
+    max_backoff
+        Longest wait between two attempts at a failing store.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_queue: int = 200_000,
+        batch_size: int = 5_000,
+        linger: float = 0.05,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.linger = linger
+        self.max_backoff = max_backoff
+        self.counters = RecorderCounters()
+        host, pid = default_writer_identity()
+        self._identity = (f"{host}:{pid}:{uuid.uuid4().hex[:8]}", host, pid)
+        self._rows: deque[PredictionRow] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self._migrated = False
+        #: called with ("dropped" | "written" | "failed", n) -- feeds Prometheus; must not raise
+        self.on_event: Callable[[str, int], None] | None = None
+        self._thread = threading.Thread(target=self._run, name="sidecar-recorder", daemon=True)
+        self._thread.start()
+
+    # -- producer side ------------------------------------------------------------
+
+    def enqueue(self, rows: Sequence[PredictionRow]) -> bool:
+        """Queue rows for writing; never blocks. ``False`` (and counted) when dropped."""
+        n = len(rows)
+        with self._cond:
+            if self._closing or len(self._rows) + n > self.max_queue:
+                self.counters.dropped += n
+                dropped = True
+            else:
+                self._rows.extend(rows)
+                self.counters.enqueued += n
+                dropped = False
+                if len(self._rows) >= self.batch_size or len(self._rows) == n:
+                    self._cond.notify()
+        if dropped:
+            self._emit("dropped", n)
+        return not dropped
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._rows) + (1 if self._busy else 0)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued row is written (or ``timeout`` passes); ``True`` if all were."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._rows or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop taking rows, write what is queued, stop the writer; ``True`` if all were written."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        with self._cond:
+            left = len(self._rows)
+            if left:
+                self.counters.dropped += left
+                self._rows.clear()
+        if left:
+            self._emit("dropped", left)
+            logger.error(
+                "recorder closed with %d rows unwritten (store: %s)", left, self.counters.last_error
+            )
+        return left == 0
+
+    def stats(self) -> WriterStats:
+        c = self.counters
+        writer_id, host, pid = self._identity
+        return WriterStats(
+            writer_id,
+            host,
+            pid,
+            c.started_at,
+            time.time(),
+            c.enqueued,
+            c.written,
+            c.dropped,
+            c.failed_commits,
+        )
+
+    # -- writer thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.0
+        close_attempts = 0
+        while True:
+            with self._cond:
+                while not self._rows and not self._closing:
+                    self._cond.wait()
+                if not self._rows and self._closing:
+                    return
+                if not self._closing and len(self._rows) < self.batch_size:
+                    # Linger: let a light trickle of requests share one commit.
+                    deadline = time.monotonic() + self.linger
+                    while len(self._rows) < self.batch_size and not self._closing:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                take = min(len(self._rows), self.batch_size)
+                batch = [self._rows.popleft() for _ in range(take)]
+                self._busy = True
+            ok = self._write(batch)
+            with self._cond:
+                if not ok:
+                    self._rows.extendleft(reversed(batch))  # keep order; retry after backoff
+                self._busy = False
+                self._cond.notify_all()
+            if ok:
+                backoff = 0.0
+                continue
+            backoff = min(self.max_backoff, max(0.05, backoff * 2))
+            with self._cond:
+                if self._closing:
+                    # On shutdown, give a failing store a few short tries, not forever.
+                    backoff = min(backoff, 0.2)
+                    close_attempts += 1
+                    if close_attempts > 10:
+                        return
+                self._cond.wait(backoff)
+
+    def _write(self, batch: list[PredictionRow]) -> bool:
+        try:
+            if not self._migrated:  # a store that was down at start-up gets its schema now
+                self.store.migrate()
+                self._migrated = True
+            written = self.store.write_predictions(batch, _with_written(self.stats(), len(batch)))
+        except StoreError as exc:
+            self.counters.failed_commits += 1
+            self.counters.last_error = str(exc)
+            self._emit("failed", 1)
+            logger.warning("recording failed, will retry: %s", exc)
+            return False
+        except Exception as exc:  # a bug must not kill the writer thread
+            self.counters.failed_commits += 1
+            self.counters.last_error = f"{type(exc).__name__}: {exc}"
+            self._emit("failed", 1)
+            logger.exception("recording failed, will retry")
+            return False
+        self.counters.written += written
+        self.counters.batches += 1
+        self._emit("written", written)
+        return True
+
+    def _emit(self, event: str, n: int) -> None:
+        hook = self.on_event
+        if hook is not None:
+            try:
+                hook(event, n)
+            except Exception:
+                logger.exception("recorder event hook failed")
+
+
+def _with_written(stats: WriterStats, n: int) -> WriterStats:
+    """The stats as they will be once this batch commits (stored in the same transaction)."""
+    return WriterStats(
+        stats.writer_id,
+        stats.host,
+        stats.pid,
+        stats.started_at,
+        stats.updated_at,
+        stats.enqueued,
+        stats.written + n,
+        stats.dropped,
+        stats.failed_commits,
+    )
