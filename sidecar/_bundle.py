@@ -267,7 +267,11 @@ class Bundle:
         return pred.probabilities
 
     def predict_shadow(
-        self, records: Records | Any, *, timeout: float | None = None
+        self,
+        records: Records | Any,
+        *,
+        timeout: float | None = None,
+        timestamps: Sequence[float] | None = None,
     ) -> ShadowPrediction:
         """Both models' predictions for the same records: the shadow pair.
 
@@ -278,8 +282,8 @@ class Bundle:
         recorder attached the records are recorded too.
         """
         records = as_records(records)
-        X, pred = self._predict(records)
-        out, error, ms = self._run_shadow(records, X, pred, None, timeout)
+        X, pred = self._predict(records, timestamps)
+        out, error, ms = self._run_shadow(records, X, pred, timestamps, timeout)
         return ShadowPrediction(pred, out, error, ms)
 
     def _run_shadow(

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._errors import InputError
 
-__all__ = ["read_table", "split_labels"]
+__all__ = ["parse_timestamp", "pop_column", "read_table", "split_labels"]
 
 
 def read_table(path: str | Path, *, text_columns: Iterable[str] = ()) -> list[dict[str, Any]]:
@@ -67,3 +67,36 @@ def _cell(text: str | None) -> Any:
         return float(text)
     except ValueError:
         return text
+
+
+def pop_column(records: list[dict[str, Any]], column: str, *, flag: str, source: str) -> list[Any]:
+    """Take ``column`` out of every record; an absent column is a clear error naming ``flag``."""
+    if records and column not in records[0]:
+        raise InputError(
+            f"{flag} must name a column of {source}; got {column!r}, the columns are "
+            f"{list(records[0])}."
+        )
+    return [r.pop(column, None) for r in records]
+
+
+def parse_timestamp(value: Any, *, where: str) -> float:
+    """Epoch seconds from a number or an ISO 8601 string (UTC when no zone is given)."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InputError(
+                f"`{where}` must be epoch seconds or an ISO 8601 time such as "
+                f"2026-11-26T12:00:00Z; got {value!r}."
+            ) from exc
+    else:
+        raise InputError(f"`{where}` must be epoch seconds or an ISO 8601 time; got {value!r}.")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

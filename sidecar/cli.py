@@ -96,6 +96,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="where to record predictions (sets SIDECAR_STORE)")
     p.set_defaults(func=_serve)
 
+    p = sub.add_parser("replay", help="run a data set through the serving path and record it")
+    p.add_argument("bundle")
+    p.add_argument("--data", required=True, help="records to replay (.csv or .parquet)")
+    p.add_argument("--store", required=True, help="store URL, e.g. sqlite:///records.db")
+    p.add_argument("--label-column", help="column holding the ground truth (joined as labels)")
+    p.add_argument("--timestamp-column", help="column holding each record's time")
+    p.add_argument("--label-timestamp-column", help="column holding when each label arrived")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_replay)
+
+    p = sub.add_parser("feedback", help="join ground-truth labels to recorded predictions")
+    p.add_argument("bundle")
+    p.add_argument("--data", required=True, help="labels (.csv or .parquet)")
+    p.add_argument("--store", required=True)
+    p.add_argument("--id-column", default="request_id")
+    p.add_argument("--label-column", default="label")
+    p.set_defaults(func=_feedback)
+
+    p = sub.add_parser("export", help="export recorded predictions and labels to Parquet")
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True, help="the .parquet file to write")
+    p.add_argument("--since", help="epoch seconds or ISO time (inclusive)")
+    p.add_argument("--until", help="epoch seconds or ISO time (exclusive)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("status", help="what a store holds and what each recorder wrote or dropped")
+    p.add_argument("--store", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_status)
+
     pre = sub.add_parser("preprocessing", help="work on a bundle's preprocessing")
     presub = pre.add_subparsers(title="preprocessing commands", metavar="COMMAND")
     p = presub.add_parser("swap", help="new bundle version with a new preprocessing, same models")
@@ -267,6 +298,135 @@ def _run_bentoml(bundle: Path, host: str, port: int, workers: int | None, store:
         return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from ._bundle import load
+    from ._replay import replay
+    from ._tables import parse_timestamp, pop_column, read_table
+    from .recording import open_store
+
+    bundle = load(args.bundle, trusted=_trusted_env())
+    records = read_table(args.data, text_columns=bundle.preprocessing.categorical_fields)
+    labels = stamps = label_stamps = None
+    if args.label_column:
+        labels = pop_column(records, args.label_column, flag="--label-column", source=args.data)
+    if args.timestamp_column:
+        raw = pop_column(
+            records, args.timestamp_column, flag="--timestamp-column", source=args.data
+        )
+        stamps = [
+            parse_timestamp(v, where=f"{args.timestamp_column}[{i}]") for i, v in enumerate(raw)
+        ]
+    if args.label_timestamp_column:
+        raw = pop_column(
+            records, args.label_timestamp_column, flag="--label-timestamp-column", source=args.data
+        )
+        label_stamps = [
+            parse_timestamp(v, where=f"{args.label_timestamp_column}[{i}]")
+            for i, v in enumerate(raw)
+        ]
+    store = open_store(args.store)
+    try:
+        result = replay(
+            bundle,
+            records,
+            store=store,
+            labels=labels,
+            timestamps=stamps,
+            label_timestamps=label_stamps,
+            batch_size=args.batch_size,
+        )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(
+            f"replayed {result.records} records into {args.store} in {result.seconds} s; "
+            f"labels joined {result.labels_accepted}, unknown {result.labels_unknown}, "
+            f"dropped {result.dropped}"
+        )
+    return 0
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from ._bundle import load
+    from ._tables import pop_column, read_table
+    from .recording import open_store
+
+    bundle = load(args.bundle, trusted=_trusted_env())
+    rows = read_table(
+        args.data,
+        text_columns=[args.id_column]
+        + (
+            [args.label_column]
+            if bundle.task == "classification"
+            and all(isinstance(c, str) for c in bundle.advanced.classes or ())
+            else []
+        ),
+    )
+    ids = pop_column(rows, args.id_column, flag="--id-column", source=args.data)
+    labels = pop_column(rows, args.label_column, flag="--label-column", source=args.data)
+    store = open_store(args.store)
+    try:
+        result = bundle.feedback(
+            [{"request_id": i, "label": y} for i, y in zip(ids, labels, strict=True)], store=store
+        )
+    finally:
+        store.close()
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ._export import export_parquet
+    from ._tables import parse_timestamp
+    from .recording import open_store
+
+    since = parse_timestamp(_number_or_text(args.since), where="--since") if args.since else None
+    until = parse_timestamp(_number_or_text(args.until), where="--until") if args.until else None
+    store = open_store(args.store)
+    try:
+        n = export_parquet(store, args.out, since=since, until=until)
+    finally:
+        store.close()
+    print(f"exported {n} records to {args.out}")
+    return 0
+
+
+def _number_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .recording import open_store
+
+    store = open_store(args.store)
+    try:
+        status = {
+            "store": args.store,
+            **store.count(),
+            "writers": [w.__dict__ for w in store.writers()],
+        }
+    finally:
+        store.close()
+    status["dropped"] = sum(w["dropped"] for w in status["writers"])
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"store       {args.store}")
+    print(f"records     {status['predictions']}  (labelled {status['labels']})")
+    print(f"dropped     {status['dropped']}")
+    for w in status["writers"]:
+        print(
+            f"writer      {w['writer_id']}  enqueued {w['enqueued']}  written {w['written']}  "
+            f"dropped {w['dropped']}  failed commits {w['failed_commits']}"
+        )
+    return 0
 
 
 def _swap(args: argparse.Namespace) -> int:
