@@ -76,6 +76,8 @@ class Prediction:
     batch_id: str
     latency_ms: float
     ts: float = 0.0
+    #: values per categorical field this batch encoded to the unknown code (non-zero only)
+    unknown: Mapping[str, int] = field(default_factory=dict)
 
     @cached_property
     def request_ids(self) -> tuple[str, ...]:
@@ -143,6 +145,7 @@ class Bundle:
         self._sources = dict(sources or {})
         self.stats = BundleStats()
         self.shadow = ShadowRunner(timeout=shadow_timeout)
+        self.shadow.handler = self._shadow_batch
         self.path: Path | None = None
         self._classes = advanced.classes
         self.recorder: Recorder | None = None
@@ -220,7 +223,7 @@ class Bundle:
         records = as_records(records)
         X, pred = self._predict(records, timestamps)
         if shadow:
-            self.shadow.submit(lambda: self._run_shadow(records, X, pred, timestamps))
+            self.shadow.submit((records, X, pred, timestamps))
         return pred
 
     def _predict(
@@ -245,13 +248,13 @@ class Bundle:
             batch_id=uuid.uuid4().hex,
             latency_ms=latency,
             ts=ts,
+            unknown={k: n for k, n in report.unknown.items() if n},
         )
         stats = self.stats
         stats.requests += 1
         stats.records += report.n_records
-        for key, count in report.unknown.items():
-            if count:
-                stats.unknown[key] += count
+        if pred.unknown:
+            stats.unknown.update(pred.unknown)
         if report.missing:
             stats.missing.update(report.missing)
         return X, pred
@@ -283,29 +286,42 @@ class Bundle:
         """
         records = as_records(records)
         X, pred = self._predict(records, timestamps)
-        out, error, ms = self._run_shadow(records, X, pred, timestamps, timeout)
+        ((out, error, ms),) = self._shadow_batch([(records, X, pred, timestamps)], timeout)
         return ShadowPrediction(pred, out, error, ms)
 
-    def _run_shadow(
+    def _shadow_batch(
         self,
-        records: Records,
-        X: np.ndarray,
-        pred: Prediction,
-        timestamps: Sequence[float] | None,
+        items: list[tuple[Records, np.ndarray, Prediction, Sequence[float] | None]],
         timeout: float | None = None,
-    ) -> tuple[ModelOutput | None, str | None, float | None]:
+    ) -> list[tuple[ModelOutput | None, str | None, float | None]]:
+        """Run the baseline once over the records of many requests, then record them all."""
+        X = items[0][1] if len(items) == 1 else np.vstack([it[1] for it in items])
         start = time.perf_counter()
         out, error = self.shadow.call(lambda: self.baseline.infer(X), timeout)
         ms = (time.perf_counter() - start) * 1000.0
-        if out is not None and self.task == "classification":
-            self.stats.shadow_compared += len(out.predictions)
-            self.stats.shadow_disagreements += int(
-                np.count_nonzero(out.predictions != pred.predictions)
-            )
+        results: list[tuple[ModelOutput | None, str | None, float | None]] = []
+        rows: list[tuple[Any, ...]] = []
         recorder = self.recorder
+        lo = 0
+        for records, _, pred, timestamps in items:
+            hi = lo + len(pred)
+            part = None
+            if out is not None:
+                proba = out.probabilities
+                part = ModelOutput(out.predictions[lo:hi], None if proba is None else proba[lo:hi])
+            share = ms * (hi - lo) / len(X)  # the batch's baseline time, shared by its records
+            results.append((part, error, share))
+            if recorder is not None:
+                rows.extend(self._rows(records, pred, part, error, share, timestamps))
+            if part is not None and self.task == "classification":
+                self.stats.shadow_compared += hi - lo
+                self.stats.shadow_disagreements += int(
+                    np.count_nonzero(part.predictions != pred.predictions)
+                )
+            lo = hi
         if recorder is not None:
-            recorder.enqueue(self._rows(records, pred, out, error, ms, timestamps))
-        return out, error, ms
+            recorder.enqueue(rows)
+        return results
 
     def feedback(
         self, labels: Sequence[Mapping[str, Any]], *, store: Store | None = None

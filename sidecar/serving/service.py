@@ -179,7 +179,6 @@ class Sidecar:
 
         try:
             _check_batch(records, self.settings.max_batch)
-            before = dict(self.bundle.stats.unknown)
             pred = self.bundle.predict(records, shadow=True)
         except SidecarError as exc:
             if isinstance(exc, InputError):
@@ -193,10 +192,8 @@ class Sidecar:
                 500, ErrorResponse(error=type(exc).__name__, message=f"prediction failed: {exc}")
             )
         RECORDS.inc(len(pred))
-        for feature, total in self.bundle.stats.unknown.items():
-            delta = total - before.get(feature, 0)
-            if delta:
-                UNKNOWN.labels(feature).inc(delta)
+        for feature, count in pred.unknown.items():
+            UNKNOWN.labels(feature).inc(count)
         return PredictResponse(
             predictions=pred.predictions.tolist(),
             probabilities=None if pred.probabilities is None else pred.probabilities.tolist(),

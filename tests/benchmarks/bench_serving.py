@@ -1,0 +1,196 @@
+"""Benchmark: the sidecar endpoint against a bare BentoML service, over loopback.
+
+Both services serve the quickstart's model with the same tuning (one worker):
+the sidecar does preprocessing + advanced + baseline in shadow + recording
+into SQLite; the bare one (``bare_service.py``) does the model alone. A load
+generator in a second process keeps 1 and then 16 connections busy with
+single-record requests (keep-alive HTTP/1.1, one request in flight per
+connection). The two services are measured alternately, ``--rounds`` times
+each, and the medians compared. After the load the sidecar is stopped with
+SIGTERM and the store must hold one record for every request answered 200.
+
+    python tests/benchmarks/bench_serving.py [--seconds 8] [--rounds 3]
+
+Targets: sidecar throughput >= 0.9x the bare service's, p99 <= 1.25x, zero records lost.
+Prints one JSON object; exits 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(target: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=env.get("CWD", str(ROOT)), env=env, start_new_session=True,
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise RuntimeError(f"{target} did not become ready; see {log}")
+
+
+async def _client(port: int, request: bytes, stop: float, out: dict[str, Any]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            out["lat"].append(time.perf_counter() - t0)
+            if b" 200 " in status_line:
+                out["ok"] += 1
+            else:
+                out["errors"] += 1
+    finally:
+        writer.close()
+
+
+def _load(port: int, body: bytes, clients: int, seconds: float, queue: Any) -> None:
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    out: dict[str, Any] = {"lat": [], "ok": 0, "errors": 0}
+
+    async def main() -> None:
+        stop = time.perf_counter() + seconds
+        await asyncio.gather(*(_client(port, request, stop, out) for _ in range(clients)))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    elapsed = time.perf_counter() - started
+    lat = sorted(out["lat"])
+    queue.put({
+        "requests_per_s": len(lat) / elapsed,
+        "p50_ms": lat[len(lat) // 2] * 1e3,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
+        "ok": out["ok"],
+        "errors": out["errors"],
+    })
+
+
+def load(port: int, body: bytes, clients: int, seconds: float) -> dict[str, float]:
+    """Run the load generator in a second process and return its figures."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_load, args=(port, body, clients, seconds, queue))
+    proc.start()
+    result: dict[str, float] = queue.get(timeout=seconds + 120)
+    proc.join()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    from sidecar._quickstart import build_quickstart, load_quickstart_data
+
+    tmp = Path(tempfile.mkdtemp(prefix="sidecar-bench-serving-"))
+    bundle = build_quickstart(tmp / "bundle")
+    fields = list(bundle.preprocessing.input_fields)
+    record = load_quickstart_data()[2][0]
+    body = json.dumps({"records": [record]}).encode()
+    db = tmp / "records.db"
+    base_env = dict(os.environ, OMP_NUM_THREADS="1", BENTOML_DO_NOT_TRACK="1")
+    side_env = dict(base_env, SIDECAR_BUNDLE=str(tmp / "bundle"), SIDECAR_STORE=f"sqlite:///{db}")
+    bare_env = dict(base_env, BARE_MODEL=str(tmp / "bundle" / "advanced" / "model.skops"),
+                    BARE_FIELDS=",".join(fields), CWD=str(HERE),
+                    PYTHONPATH=str(HERE) + os.pathsep + base_env.get("PYTHONPATH", ""))
+    side_port, bare_port = free_port(), free_port()
+    side = start("sidecar.serving.service:Sidecar", side_port, side_env, tmp / "sidecar.log")
+    bare = start("bare_service:Bare", bare_port, bare_env, tmp / "bare.log")
+    acked = 0
+    results: dict[str, Any] = {"model": "quickstart HistGradientBoostingClassifier",
+                               "seconds_per_run": args.seconds, "rounds": args.rounds,
+                               "workers": 1, "record_store": "sqlite"}
+    ok = True
+    try:
+        for clients in (1, 16):
+            runs: dict[str, list[dict[str, float]]] = {"sidecar": [], "bare": []}
+            for r in range(args.rounds):
+                order = [("sidecar", side_port), ("bare", bare_port)]
+                for name, port in order if r % 2 == 0 else order[::-1]:
+                    figures = load(port, body, clients, args.seconds)
+                    runs[name].append(figures)
+                    if name == "sidecar":
+                        acked += int(figures["ok"])
+            med = {name: {k: statistics.median(f[k] for f in fs)
+                          for k in ("requests_per_s", "p50_ms", "p99_ms")}
+                   for name, fs in runs.items()}
+            ratio = med["sidecar"]["requests_per_s"] / med["bare"]["requests_per_s"]
+            p99_ratio = med["sidecar"]["p99_ms"] / med["bare"]["p99_ms"]
+            errors = sum(f["errors"] for fs in runs.values() for f in fs)
+            results[f"clients_{clients}"] = {
+                "sidecar": {k: round(v, 3) for k, v in med["sidecar"].items()},
+                "bare": {k: round(v, 3) for k, v in med["bare"].items()},
+                "throughput_ratio": round(ratio, 3),
+                "target_throughput_ratio": 0.9,
+                "p99_ratio": round(p99_ratio, 3),
+                "target_p99_ratio": 1.25,
+                "non_200_responses": errors,
+                "ok": ratio >= 0.9 and p99_ratio <= 1.25 and errors == 0,
+            }
+            ok = ok and results[f"clients_{clients}"]["ok"]
+    finally:
+        for proc in (side, bare):
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in (side, bare):
+            proc.wait(timeout=60)
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT COUNT(*) FROM sidecar_predictions").fetchone()[0]
+    results["records"] = {"acknowledged": acked, "stored": stored, "lost": acked - stored,
+                          "target_lost": 0, "ok": stored >= acked}
+    ok = ok and stored >= acked
+    results["all_targets_met"] = ok
+    print(json.dumps(results, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
