@@ -16,6 +16,8 @@ from ._errors import (
     SidecarError,
     StoreError,
 )
+from ._export import export_parquet
+from ._replay import ReplayResult, replay
 from .preprocessing import (
     CategoricalColumn,
     NumericColumn,
@@ -39,12 +41,15 @@ __all__ = [
     "PlanError",
     "Prediction",
     "Predictor",
+    "ReplayResult",
     "ShadowPrediction",
     "SidecarError",
     "SklearnPreprocessor",
     "StoreError",
     "TabularPreprocessor",
+    "export_parquet",
     "load",
     "read_spec",
+    "replay",
     "wrap",
 ]
