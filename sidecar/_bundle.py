@@ -343,7 +343,10 @@ class Bundle:
             )
         checked = check_labels(labels, task=self.task, classes=self._classes)
         if self.recorder is not None and target is self.recorder.store:
-            self.recorder.flush(timeout=5.0)  # labels for just-served requests find them
+            # Labels for just-served requests must find their records: finish the
+            # shadow work that builds them, then write what is queued.
+            self.shadow.drain(timeout=5.0)
+            self.recorder.flush(timeout=5.0)
         return target.upsert_labels(checked)
 
     def _rows(

@@ -10,8 +10,9 @@ primary response:
   error, an overrun as a timeout; either way the job goes on without that
   model's answer (so the record is still written, with the reason). A model
   thread that overran is abandoned -- Python cannot stop a thread -- and a
-  fresh one takes its place; after ``max_abandoned`` of them the shadow model
-  is switched off (counted), since something in it hangs for good.
+  fresh one takes its place; while ``max_abandoned`` of them are still stuck
+  the shadow model is switched off (counted), since something in it hangs; it
+  comes back as soon as one of them returns.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class ShadowCounters:
     timeouts: int = 0
     dropped: int = 0
     abandoned_threads: int = 0
+    hung_threads: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -48,8 +50,9 @@ class ShadowCounters:
 class _ModelThread:
     """One daemon thread that runs calls handed to it, one at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_late_return: Callable[[], None]) -> None:
         self.inbox: queue.SimpleQueue[tuple[Callable[[], Any], _Slot]] = queue.SimpleQueue()
+        self._on_late_return = on_late_return
         threading.Thread(target=self._run, name="sidecar-shadow-model", daemon=True).start()
 
     def _run(self) -> None:
@@ -59,14 +62,23 @@ class _ModelThread:
                 slot.value = fn()
             except BaseException as exc:
                 slot.error = exc
-            slot.done.set()
+            with slot.lock:
+                slot.done.set()
+                abandoned = slot.abandoned
+            if abandoned:
+                # It was slow, not stuck: it no longer counts against the shadow,
+                # and this thread is idle now (its successor took over; it exits).
+                self._on_late_return()
+                return
 
 
 class _Slot:
-    __slots__ = ("done", "error", "value")
+    __slots__ = ("abandoned", "done", "error", "lock", "value")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.abandoned = False
         self.value: Any = None
         self.error: BaseException | None = None
 
@@ -146,33 +158,42 @@ class ShadowRunner:
         """
         wait = self.timeout if timeout is None else timeout
         with self._lock:
-            if self.counters.abandoned_threads >= self.max_abandoned:
+            if self.counters.hung_threads >= self.max_abandoned:
                 disabled = True
             else:
                 disabled = False
                 if self._model is None:
-                    self._model = _ModelThread()
+                    self._model = _ModelThread(self._late_return)
                 model = self._model
         if disabled:
             self._count("error")
             return None, (
-                f"disabled: the shadow model overran its {wait} s timeout "
-                f"{self.max_abandoned} times and is switched off until restart"
+                f"disabled: {self.max_abandoned} calls of the shadow model are stuck past "
+                f"their {wait} s timeout; it is off until one of them returns"
             )
         slot = _Slot()
         model.inbox.put((fn, slot))
         if not slot.done.wait(wait):
-            with self._lock:
-                self.counters.abandoned_threads += 1
-                if self._model is model:
-                    self._model = None  # the next call gets a fresh thread
-            self._count("timeout")
-            return None, f"timeout: no answer within {wait} s"
+            with slot.lock:
+                late = not slot.done.is_set()
+                slot.abandoned = late
+            if late:
+                with self._lock:
+                    self.counters.abandoned_threads += 1
+                    self.counters.hung_threads += 1
+                    if self._model is model:
+                        self._model = None  # the next call gets a fresh thread
+                self._count("timeout")
+                return None, f"timeout: no answer within {wait} s"
         if slot.error is not None:
             self._count("error")
             return None, f"{type(slot.error).__name__}: {slot.error}"
         self._count("completed")
         return slot.value, None
+
+    def _late_return(self) -> None:
+        with self._lock:
+            self.counters.hung_threads -= 1
 
     def _count(self, outcome: str) -> None:
         with self._lock:

@@ -133,6 +133,7 @@ class SQLStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[Any] = []
+        self._migrated = False
 
     # -- dialect hooks ------------------------------------------------------------
 
@@ -173,8 +174,14 @@ class SQLStore:
     def _begin(self, cur: Any, write: bool) -> None:
         """Start a transaction explicitly (dialects whose driver does not)."""
 
-    def _run(self, work: Any, *, write: bool = False) -> Any:
-        """Run ``work(cursor)`` in one transaction; a broken connection is reopened next time."""
+    def _run(self, work: Any, *, write: bool = False, migrating: bool = False) -> Any:
+        """Run ``work(cursor)`` in one transaction; a broken connection is reopened next time.
+
+        The schema is migrated before the first piece of work, so a store opened
+        with ``migrate=False`` (say, while its server was down) heals itself.
+        """
+        if not self._migrated and not migrating:
+            self.migrate()
         try:
             conn = self._conn()
             with _transaction(conn) as cur:
@@ -226,7 +233,9 @@ class SQLStore:
                     )
             return LATEST
 
-        return int(self._run(work, write=True))
+        version = int(self._run(work, write=True, migrating=True))
+        self._migrated = True
+        return version
 
     def _lock_for_migration(self, cur: Any) -> None:
         """Serialise concurrent migrations (dialects override)."""

@@ -7,7 +7,11 @@ from prometheus_client import Counter
 __all__ = ["INVALID", "RECORDER", "RECORDS", "SHADOW", "UNKNOWN"]
 
 RECORDS = Counter("sidecar_records", "Records predicted by the advanced model.")
-INVALID = Counter("sidecar_invalid_requests", "Requests refused as bad input (4xx).")
+INVALID = Counter(
+    "sidecar_invalid_requests",
+    "Requests the sidecar's own input checks refused with 400 (bodies too large are 413s and "
+    "malformed JSON is refused by BentoML before the sidecar sees it).",
+)
 SHADOW = Counter(
     "sidecar_shadow_outcomes",
     "Shadow (baseline) computations by outcome: completed, error, timeout, dropped.",

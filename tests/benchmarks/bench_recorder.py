@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sidecar.recording import COLUMNS, Recorder, dumps, open_store
+from sidecar.recording import Recorder, dumps, open_store
 
 TARGETS = {"sqlite": 50_000.0, "postgresql": 20_000.0}
 
@@ -38,8 +38,26 @@ def make_rows(n: int) -> list[tuple[Any, ...]]:
     now = time.time()
     prefix = uuid.uuid4().hex
     return [
-        (f"{prefix}-{i}", now + i * 1e-3, "b1", "p1", "a1", "l1", None, raws[i % 100],
-         '"benign"', "[0.9,0.1]", '"benign"', "[0.8,0.2]", None, None, 1.2, 0.1, None, None)
+        (
+            f"{prefix}-{i}",
+            now + i * 1e-3,
+            "b1",
+            "p1",
+            "a1",
+            "l1",
+            None,
+            raws[i % 100],
+            '"benign"',
+            "[0.9,0.1]",
+            '"benign"',
+            "[0.8,0.2]",
+            None,
+            None,
+            1.2,
+            0.1,
+            None,
+            None,
+        )
         for i in range(n)
     ]
 
@@ -49,7 +67,7 @@ def through_recorder(url: str, rows: list[tuple[Any, ...]], request: int) -> dic
     recorder = Recorder(store, max_queue=len(rows) + 1)
     start = time.perf_counter()
     for lo in range(0, len(rows), request):
-        recorder.enqueue(rows[lo:lo + request])
+        recorder.enqueue(rows[lo : lo + request])
     enqueue_s = time.perf_counter() - start
     assert recorder.flush(timeout=600)
     seconds = time.perf_counter() - start
@@ -58,8 +76,11 @@ def through_recorder(url: str, rows: list[tuple[Any, ...]], request: int) -> dic
     assert recorder.counters.dropped == 0
     assert store.count()["predictions"] == len(rows), store.count()
     store.close()
-    return {"records_per_s": len(rows) / seconds, "batches": batches,
-            "enqueue_us_per_request": enqueue_s / (len(rows) / request) * 1e6}
+    return {
+        "records_per_s": len(rows) / seconds,
+        "batches": batches,
+        "enqueue_us_per_request": enqueue_s / (len(rows) / request) * 1e6,
+    }
 
 
 def through_driver(url: str, rows: list[tuple[Any, ...]]) -> float:
@@ -90,8 +111,11 @@ def main() -> int:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
 
-    results: dict[str, Any] = {"rows": args.rows, "runs": args.runs,
-                               "rows_per_request": args.request}
+    results: dict[str, Any] = {
+        "rows": args.rows,
+        "runs": args.runs,
+        "rows_per_request": args.request,
+    }
     ok = True
     for kind in ("sqlite", "postgresql"):
         recorder_runs, driver_runs, batches, enqueue = [], [], [], []

@@ -45,12 +45,25 @@ def free_port() -> int:
 
 
 def start(target: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=env.get("CWD", str(ROOT)), env=env, start_new_session=True,
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-    )
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bentoml",
+                "serve",
+                target,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=env.get("CWD", str(ROOT)),
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -103,13 +116,15 @@ def _load(port: int, body: bytes, clients: int, seconds: float, queue: Any) -> N
     asyncio.run(main())
     elapsed = time.perf_counter() - started
     lat = sorted(out["lat"])
-    queue.put({
-        "requests_per_s": len(lat) / elapsed,
-        "p50_ms": lat[len(lat) // 2] * 1e3,
-        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
-        "ok": out["ok"],
-        "errors": out["errors"],
-    })
+    queue.put(
+        {
+            "requests_per_s": len(lat) / elapsed,
+            "p50_ms": lat[len(lat) // 2] * 1e3,
+            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
+            "ok": out["ok"],
+            "errors": out["errors"],
+        }
+    )
 
 
 def load(port: int, body: bytes, clients: int, seconds: float) -> dict[str, float]:
@@ -139,16 +154,24 @@ def main() -> int:
     db = tmp / "records.db"
     base_env = dict(os.environ, OMP_NUM_THREADS="1", BENTOML_DO_NOT_TRACK="1")
     side_env = dict(base_env, SIDECAR_BUNDLE=str(tmp / "bundle"), SIDECAR_STORE=f"sqlite:///{db}")
-    bare_env = dict(base_env, BARE_MODEL=str(tmp / "bundle" / "advanced" / "model.skops"),
-                    BARE_FIELDS=",".join(fields), CWD=str(HERE),
-                    PYTHONPATH=str(HERE) + os.pathsep + base_env.get("PYTHONPATH", ""))
+    bare_env = dict(
+        base_env,
+        BARE_MODEL=str(tmp / "bundle" / "advanced" / "model.skops"),
+        BARE_FIELDS=",".join(fields),
+        CWD=str(HERE),
+        PYTHONPATH=str(HERE) + os.pathsep + base_env.get("PYTHONPATH", ""),
+    )
     side_port, bare_port = free_port(), free_port()
     side = start("sidecar.serving.service:Sidecar", side_port, side_env, tmp / "sidecar.log")
     bare = start("bare_service:Bare", bare_port, bare_env, tmp / "bare.log")
     acked = 0
-    results: dict[str, Any] = {"model": "quickstart HistGradientBoostingClassifier",
-                               "seconds_per_run": args.seconds, "rounds": args.rounds,
-                               "workers": 1, "record_store": "sqlite"}
+    results: dict[str, Any] = {
+        "model": "quickstart HistGradientBoostingClassifier",
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
+        "workers": 1,
+        "record_store": "sqlite",
+    }
     ok = True
     try:
         for clients in (1, 16):
@@ -160,9 +183,13 @@ def main() -> int:
                     runs[name].append(figures)
                     if name == "sidecar":
                         acked += int(figures["ok"])
-            med = {name: {k: statistics.median(f[k] for f in fs)
-                          for k in ("requests_per_s", "p50_ms", "p99_ms")}
-                   for name, fs in runs.items()}
+            med = {
+                name: {
+                    k: statistics.median(f[k] for f in fs)
+                    for k in ("requests_per_s", "p50_ms", "p99_ms")
+                }
+                for name, fs in runs.items()
+            }
             ratio = med["sidecar"]["requests_per_s"] / med["bare"]["requests_per_s"]
             p99_ratio = med["sidecar"]["p99_ms"] / med["bare"]["p99_ms"]
             errors = sum(f["errors"] for fs in runs.values() for f in fs)
@@ -184,8 +211,13 @@ def main() -> int:
             proc.wait(timeout=60)
     with sqlite3.connect(db) as conn:
         stored = conn.execute("SELECT COUNT(*) FROM sidecar_predictions").fetchone()[0]
-    results["records"] = {"acknowledged": acked, "stored": stored, "lost": acked - stored,
-                          "target_lost": 0, "ok": stored >= acked}
+    results["records"] = {
+        "acknowledged": acked,
+        "stored": stored,
+        "lost": acked - stored,
+        "target_lost": 0,
+        "ok": stored >= acked,
+    }
     ok = ok and stored >= acked
     results["all_targets_met"] = ok
     print(json.dumps(results, indent=2))
