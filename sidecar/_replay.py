@@ -38,7 +38,7 @@ def replay(
     store: Store,
     labels: Sequence[Any] | None = None,
     timestamps: Sequence[float] | None = None,
-    label_timestamps: Sequence[float] | None = None,
+    label_timestamps: Sequence[float | None] | None = None,
     batch_size: int = 1000,
     policy: RecordPolicy | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -47,7 +47,8 @@ def replay(
 
     ``timestamps`` (epoch seconds) become the records' times; labels are
     stamped ``label_timestamps`` (the record's time when not given). A record
-    whose label is ``None`` stays unlabelled.
+    whose label, or whose label timestamp, is ``None`` stays unlabelled: its
+    label never arrived.
     """
     n = len(records)
     for name, seq in (
@@ -85,11 +86,12 @@ def replay(
             for i, label in enumerate(labels):
                 if label is None:
                     continue
-                when = (
-                    label_timestamps[i]
-                    if label_timestamps is not None
-                    else (timestamps[i] if timestamps is not None else None)
-                )
+                if label_timestamps is not None:
+                    when = label_timestamps[i]
+                    if when is None:  # this label never arrived
+                        continue
+                else:
+                    when = timestamps[i] if timestamps is not None else None
                 items.append({"request_id": ids[i], "label": label, "ts": when})
             for lo in range(0, len(items), 5000):
                 result = bundle.feedback(items[lo : lo + 5000], store=store)

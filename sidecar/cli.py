@@ -322,8 +322,8 @@ def _replay(args: argparse.Namespace) -> int:
         raw = pop_column(
             records, args.label_timestamp_column, flag="--label-timestamp-column", source=args.data
         )
-        label_stamps = [
-            parse_timestamp(v, where=f"{args.label_timestamp_column}[{i}]")
+        label_stamps = [  # an empty cell: that label never arrived
+            None if v is None else parse_timestamp(v, where=f"{args.label_timestamp_column}[{i}]")
             for i, v in enumerate(raw)
         ]
     store = open_store(args.store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 
 import sidecar
+from sidecar.recording import open_store
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 QUICKSTART = EXAMPLES / "quickstart" / "quickstart.py"
+BACKTEST = EXAMPLES / "backtest" / "backtest.py"
 
 
-@pytest.mark.skipif(not QUICKSTART.is_file(), reason=f"{QUICKSTART} is not there")
 def test_quickstart_example_without_serving(tmp_path: Path) -> None:
     # TMPDIR: the example's default --dir is a fresh temporary directory; keep it in tmp_path.
     # One OpenMP thread: the gradient boosting is small, and oversubscription only slows it.
@@ -35,3 +37,56 @@ def test_quickstart_example_without_serving(tmp_path: Path) -> None:
     bundle = sidecar.load(saved.group(2))
     assert bundle.version == saved.group(1)
     assert Path(saved.group(2)).resolve().is_relative_to(tmp_path.resolve())
+
+
+def test_backtest_example_replays_history_with_delayed_labels(tmp_path: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, str(BACKTEST), "--dir", str(tmp_path), "--days", "28"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    summary = json.loads(done.stdout.splitlines()[0])
+    assert summary["dropped"] == 0 and summary["labels_unknown"] == 0
+    # About 10% of the labels never arrive; the rest are joined.
+    assert 0.8 * summary["records"] < summary["labels_accepted"] < summary["records"]
+    store = open_store(summary["store"])
+    counts = store.count()
+    rows = [row for chunk in store.iter_joined() for row in chunk]
+    store.close()
+    assert counts == {"predictions": summary["records"], "labels": summary["labels_accepted"]}
+    labelled = [r for r in rows if r["label"] is not None]
+    assert all(r["label_ts"] > r["ts"] for r in labelled)  # labels came later
+    assert all(r["baseline_prediction"] is not None for r in rows)
+    # The CSV it wrote replays the same way from the shell.
+    db = tmp_path / "cli.db"
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sidecar.cli",
+            "replay",
+            str(tmp_path / "bundle"),
+            "--data",
+            str(tmp_path / "history.csv"),
+            "--store",
+            f"sqlite:///{db}",
+            "--label-column",
+            "churned",
+            "--timestamp-column",
+            "ts",
+            "--label-timestamp-column",
+            "label_ts",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["records"] == summary["records"]
