@@ -40,6 +40,7 @@ from ._errors import BundleError, InputError
 from ._labels import check_labels
 from ._reference import Reference
 from ._shadow import ShadowRunner
+from .monitoring._plan import MonitoringPlan, default_plan
 from .preprocessing import (
     Preprocessor,
     SklearnPreprocessor,
@@ -55,6 +56,7 @@ __all__ = ["Bundle", "Prediction", "ShadowPrediction", "load", "wrap"]
 
 FORMAT = "sidecar.bundle/1"
 MANIFEST = "manifest.json"
+PLAN = "plan.json"
 PARTS = ("preprocessing", "advanced", "baseline", "reference")
 
 Records = Sequence[Mapping[str, Any]]
@@ -125,6 +127,7 @@ class Bundle:
         advanced: Predictor,
         baseline: Predictor,
         reference: Reference,
+        plan: MonitoringPlan | None = None,
         parent: str | None = None,
         created_at: str | None = None,
         manifest: dict[str, Any] | None = None,
@@ -139,6 +142,7 @@ class Bundle:
         self.advanced = advanced
         self.baseline = baseline
         self.reference = reference
+        self.plan = plan if plan is not None else _default_plan_for(task, reference)
         self.parent = parent
         self.created_at = created_at or datetime.now(UTC).isoformat(timespec="seconds")
         self._manifest = manifest
@@ -437,8 +441,30 @@ class Bundle:
             advanced=self.advanced,
             baseline=self.baseline,
             reference=self.reference,
+            plan=self.plan,
             parent=self.version,
             sources=sources,
+            shadow_timeout=self.shadow.timeout,
+            keep_alive=self,
+        )
+
+    def with_plan(self, plan: MonitoringPlan) -> Bundle:
+        """A new bundle version with the same parts and a new monitoring plan."""
+        if plan.task != self.task:
+            raise InputError(f"the plan's task must be {self.task!r}; got {plan.task!r}.")
+        if plan.sha256 == self.plan.sha256:
+            raise InputError("the new plan must differ from the current one; got the same plan.")
+        self.manifest  # noqa: B018 - make sure the kept parts have sources to copy
+        return Bundle(
+            name=self.name,
+            task=self.task,
+            preprocessing=self.preprocessing,
+            advanced=self.advanced,
+            baseline=self.baseline,
+            reference=self.reference,
+            plan=plan,
+            parent=self.version,
+            sources=dict(self._sources),
             shadow_timeout=self.shadow.timeout,
             keep_alive=self,
         )
@@ -490,10 +516,14 @@ class Bundle:
             digest = hash_directory(directory)
             meta.update(version=given or digest[:12], sha256=digest)
             parts[part] = meta
+        plan_text = self.plan.canonical_json()
+        (root / PLAN).write_text(plan_text)
+        plan_sha = hashlib.sha256(plan_text.encode()).hexdigest()
         manifest = {
             "format": FORMAT,
             "name": self.name,
-            "version": _bundle_version(self.name, self.task, self.parent, parts),
+            "version": _bundle_version(self.name, self.task, self.parent, parts, plan_sha),
+            "plan_sha256": plan_sha,
             "parent": self.parent,
             "task": self.task,
             "created_at": self.created_at,
@@ -508,6 +538,15 @@ class Bundle:
         return f"Bundle(name={self.name!r}, task={self.task!r}, version={version!r})"
 
 
+def _default_plan_for(task: str, reference: Reference) -> MonitoringPlan:
+    """The task's default plan, its bounds set around the advanced model's reference value."""
+    error = reference.arrays.get("advanced:error")
+    value = None
+    if error is not None and len(error):
+        value = float(1.0 - error.mean()) if task == "classification" else float(error.mean())
+    return default_plan(task, reference_metric=value)
+
+
 def _json_rows(matrix: np.ndarray | None, n: int) -> list[str | None]:
     if matrix is None:
         return [None] * n
@@ -515,10 +554,14 @@ def _json_rows(matrix: np.ndarray | None, n: int) -> list[str | None]:
 
 
 def _bundle_version(
-    name: str, task: str, parent: str | None, parts: Mapping[str, Mapping[str, Any]]
+    name: str,
+    task: str,
+    parent: str | None,
+    parts: Mapping[str, Mapping[str, Any]],
+    plan_sha256: str,
 ) -> str:
-    """The content-derived bundle version: its identity and every part's sha256."""
-    identity = json.dumps([name, task, parent, [parts[p]["sha256"] for p in PARTS]])
+    """The content-derived bundle version: its identity, every part's sha256 and the plan's."""
+    identity = json.dumps([name, task, parent, [parts[p]["sha256"] for p in PARTS], plan_sha256])
     return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
@@ -576,7 +619,24 @@ def load(
                 "changed or corrupted after it was saved."
             )
     parts = manifest["parts"]
-    expected = _bundle_version(manifest["name"], manifest["task"], manifest["parent"], parts)
+    plan_file = root / PLAN
+    if not plan_file.is_file():
+        raise BundleError(
+            f"{root} is missing its monitoring plan {PLAN}; the bundle is incomplete."
+        )
+    plan_text = plan_file.read_text()
+    plan_sha = hashlib.sha256(plan_text.encode()).hexdigest()
+    if plan_sha != manifest.get("plan_sha256"):
+        raise BundleError(
+            f"{root}: {PLAN} failed its hash check (manifest sha256 "
+            f"{str(manifest.get('plan_sha256'))[:16]}..., file hashes to {plan_sha[:16]}...); the "
+            "plan was changed after the bundle was saved. A new plan makes a new bundle version: "
+            "use Bundle.with_plan(...)."
+        )
+    plan = MonitoringPlan.from_mapping(json.loads(plan_text), source=str(plan_file))
+    expected = _bundle_version(
+        manifest["name"], manifest["task"], manifest["parent"], parts, plan_sha
+    )
     if manifest.get("version") != expected:
         raise BundleError(
             f"{manifest_file}: version {manifest.get('version')!r} does not match its parts "
@@ -596,6 +656,7 @@ def load(
             root / "baseline", parts["baseline"], trusted=trusted_t, allow_pickle=allow_pickle
         ),
         reference=Reference.load(root / "reference"),
+        plan=plan,
         parent=manifest["parent"],
         created_at=manifest["created_at"],
         manifest=manifest,
@@ -618,6 +679,7 @@ def wrap(
     framework: str | None = None,
     classes: Sequence[Any] | None = None,
     model_options: Mapping[str, Any] | None = None,
+    plan: MonitoringPlan | str | os.PathLike[str] | None = None,
 ) -> Bundle:
     """Wrap a fitted ``model`` with its preprocessing, a baseline and a reference.
 
@@ -641,6 +703,9 @@ def wrap(
     baseline
         ``"auto"`` / ``"linear"`` / ``"tree"`` to fit one on ``train``, or a fitted
         scikit-learn model taking the preprocessed features.
+    plan
+        The monitoring plan (a :class:`~sidecar.monitoring.MonitoringPlan` or a
+        plan file); the task's default plan when left out.
     framework, classes, model_options
         Passed to the runtime: the framework when it cannot be guessed, the
         class labels of a non-scikit-learn classifier (the sorted training
@@ -718,6 +783,12 @@ def wrap(
         outputs=outputs,
         classes=advanced.classes,
     )
+    if plan is not None and not isinstance(plan, MonitoringPlan):
+        from .monitoring._plan import read_plan
+
+        plan = read_plan(plan)
+    if plan is not None and plan.task != checked_task:
+        raise InputError(f"the plan's task must be {checked_task!r}; got {plan.task!r}.")
     return Bundle(
         name=name,
         task=checked_task,
@@ -725,6 +796,7 @@ def wrap(
         advanced=advanced,
         baseline=base,
         reference=ref,
+        plan=plan,
     )
 
 

@@ -278,7 +278,7 @@ class TestSaveAndVersion:
         bundle.save(tmp_path / "b", overwrite=True)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
         assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
-            [*PARTS, "manifest.json"]
+            [*PARTS, "manifest.json", "plan.json"]
         )
 
     def test_version_is_content_derived(self, saved: Path, tmp_path: Path) -> None:

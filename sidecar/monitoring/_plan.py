@@ -1,0 +1,286 @@
+"""The monitoring plan: every statistical choice, declared before monitoring starts.
+
+A plan is frozen into the bundle (``plan.json``); its sha256 is in the
+manifest and in every diagnosis, and changing it makes a new bundle version,
+so nobody can move the goalposts after seeing the data.
+
+>>> plan = default_plan("classification", reference_metric=0.95)
+>>> plan.primary_metric, plan.alpha, plan.bounds.lower
+('accuracy', 0.05, 0.9)
+>>> MonitoringPlan.from_mapping({**plan.model_dump(), "alpah": 0.1})
+Traceback (most recent call last):
+...
+sidecar._errors.PlanError: the monitoring plan is invalid: `alpah`: Extra inputs ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .._errors import PlanError
+
+__all__ = [
+    "Bounds",
+    "MonitoringPlan",
+    "PlanTests",
+    "default_plan",
+    "parse_window",
+    "read_plan",
+]
+
+Task = Literal["classification", "regression"]
+
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1", "log_loss", "brier", "roc_auc")
+REGRESSION_METRICS = (
+    "mse",
+    "rmse",
+    "mae",
+    "median_absolute_error",
+    "trimmed_mse",
+    "huber",
+    "pinball",
+)
+#: metrics that are the mean of a per-example loss, so paired tests apply directly
+LOSS_METRICS = {
+    "accuracy": "zero_one",
+    "log_loss": "log_loss",
+    "brier": "brier",
+    "mse": "mse",
+    "mae": "mae",
+    "huber": "huber",
+    "pinball": "pinball",
+    "trimmed_mse": "mse",
+    "rmse": "mse",
+    "median_absolute_error": "mae",
+    "balanced_accuracy": "zero_one",
+    "f1": "zero_one",
+    "roc_auc": "log_loss",
+}
+HIGHER_IS_BETTER = frozenset({"accuracy", "balanced_accuracy", "f1", "roc_auc"})
+
+
+class Bounds(BaseModel):
+    """Acceptable values of the primary metric: outside either bound is an alert.
+
+    Below the acceptable range (for a metric where higher is better) is
+    decay; *above* it is just as suspicious -- it usually means leakage or a
+    broken label feed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lower: float | None = None
+    upper: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bounds:
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            raise ValueError(
+                f"bounds.lower must be <= bounds.upper; got {self.lower} > {self.upper}"
+            )
+        return self
+
+
+class PlanTests(BaseModel):
+    """Which tests the diagnosis runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    paired: tuple[Literal["mcnemar", "paired_bootstrap", "wilcoxon", "diebold_mariano"], ...] = (
+        "paired_bootstrap",
+        "wilcoxon",
+        "diebold_mariano",
+    )
+    reference: tuple[Literal["welch", "mann_whitney", "bootstrap"], ...] = ("welch", "bootstrap")
+    windows: tuple[Literal["anova", "welch_anova", "kruskal", "f_variance"], ...] = (
+        "welch_anova",
+        "kruskal",
+    )
+    drift: tuple[Literal["ks", "chi2_homogeneity"], ...] = ("ks", "chi2_homogeneity")
+    correction: Literal["benjamini_hochberg", "none"] = "benjamini_hochberg"
+
+
+class MonitoringPlan(BaseModel):
+    """What "worse" means for this model, decided before looking.
+
+    Parameters
+    ----------
+    task
+        ``"classification"`` or ``"regression"``.
+    primary_metric, secondary_metrics
+        Metric names (see ``CLASSIFICATION_METRICS`` / ``REGRESSION_METRICS``).
+    bounds
+        Acceptable range of the primary metric.
+    alpha
+        Significance level after multiple-testing correction.
+    power
+        The power the plan is declared for; with ``min_effect`` and the
+        reference's variability it fixes the sample size (``required_n``).
+    min_effect
+        The smallest change of the per-example loss behind the primary metric
+        that matters (0/1 error for accuracy: 0.03 = three points of accuracy).
+    min_drift_effect
+        The smallest scale-free drift effect that matters (Wasserstein distance
+        in reference IQRs for numeric features, Jensen-Shannon distance for
+        categorical ones).
+    min_labelled
+        Fewer labelled examples than this (or than ``required_n``) is
+        ``insufficient_data``.
+    window
+        Width of the windows compared across time, e.g. ``"1d"``, ``"6h"``, ``"7d"``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    task: Task
+    primary_metric: str
+    secondary_metrics: tuple[str, ...] = ()
+    bounds: Bounds = Field(default_factory=Bounds)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    power: float = Field(default=0.8, gt=0, lt=1)
+    min_effect: float = Field(gt=0)
+    min_drift_effect: float = Field(default=0.1, gt=0)
+    min_labelled: int = Field(default=200, ge=2)
+    window: str = "1d"
+    tests: PlanTests = Field(default_factory=PlanTests)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MonitoringPlan:
+        known = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        for name in (self.primary_metric, *self.secondary_metrics):
+            if name not in known:
+                raise ValueError(
+                    f"metric {name!r} is not a {self.task} metric; choose from {list(known)}"
+                )
+        parse_window(self.window)
+        return self
+
+    @property
+    def window_seconds(self) -> float:
+        return parse_window(self.window)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.primary_metric in HIGHER_IS_BETTER
+
+    @property
+    def loss(self) -> str:
+        """The per-example loss the paired tests compare for the primary metric."""
+        return LOSS_METRICS[self.primary_metric]
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str = "the monitoring plan") -> MonitoringPlan:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"`{'.'.join(str(x) for x in e['loc']) or 'plan'}`: "
+                f"{e['msg'].removeprefix('Value error, ')}"
+                + ("" if isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})")
+                for e in exc.errors()
+            )
+            raise PlanError(f"{source} is invalid: {problems}") from exc
+
+
+def default_plan(
+    task: str, *, reference_metric: float | None = None, min_effect: float | None = None
+) -> MonitoringPlan:
+    """Sensible defaults per task; bounds sit ``2 * min_effect`` around the reference value.
+
+    Classification: accuracy (paired tests on the 0/1 error), min_effect 0.025.
+    Regression: MAE (robust to one lucky outlier, unlike MSE), min_effect 10% of
+    the reference MAE.
+    """
+    if task == "classification":
+        effect = min_effect or 0.025
+        lower = upper = None
+        if reference_metric is not None:
+            lower = round(max(0.0, reference_metric - 2 * effect), 6)
+            upper = round(min(1.0, reference_metric + 2 * effect), 6)
+            upper = None if upper >= 1.0 else upper
+        return MonitoringPlan(
+            task="classification",
+            primary_metric="accuracy",
+            secondary_metrics=("balanced_accuracy", "f1", "log_loss", "brier", "roc_auc"),
+            bounds=Bounds(lower=lower, upper=upper),
+            min_effect=effect,
+        )
+    if task == "regression":
+        effect = min_effect or (0.1 * reference_metric if reference_metric else 1.0)
+        bounds = Bounds()
+        if reference_metric is not None:
+            bounds = Bounds(
+                lower=round(max(0.0, reference_metric - 2 * effect), 9),
+                upper=round(reference_metric + 2 * effect, 9),
+            )
+        return MonitoringPlan(
+            task="regression",
+            primary_metric="mae",
+            secondary_metrics=("mse", "rmse", "median_absolute_error", "trimmed_mse", "huber"),
+            bounds=bounds,
+            min_effect=effect,
+        )
+    raise PlanError(f"`task` must be 'classification' or 'regression'; got {task!r}.")
+
+
+_WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_window(text: str) -> float:
+    """Seconds in a window such as ``"6h"`` or ``"7d"``.
+
+    >>> parse_window("6h")
+    21600.0
+    """
+    match = _WINDOW.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise PlanError(
+            f"`window` must be a positive number and a unit (s, m, h, d, w) such as '1d'; "
+            f"got {text!r}."
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def read_plan(path: str | os.PathLike[str]) -> MonitoringPlan:
+    """Read a plan from a JSON, TOML or YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(f"plan file {path} cannot be read: {exc}") from exc
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise PlanError(
+                f"plan file {path} must end in .json, .toml, .yaml or .yml; got {suffix!r}."
+            )
+    except PlanError:
+        raise
+    except Exception as exc:
+        raise PlanError(f"plan file {path} is not valid {suffix[1:]}: {exc}") from exc
+    return MonitoringPlan.from_mapping(data, source=f"plan file {path}")
