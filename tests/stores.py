@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sidecar.recording import COLUMNS, Store, dumps, open_store
+from sidecar.recording import COLUMNS, LATEST, Store, dumps, open_store
 
 __all__ = [
     "KINDS",
@@ -204,11 +204,16 @@ def write_worker(url: str, prefix: str, n: int, batch: int, shared: int, barrier
         store.close()
 
 
-def migrate_worker(url: str, barrier: Any, results: Any) -> None:
-    """Open a store (which migrates it) at the same moment as the other workers."""
+def migrate_worker(url: str, barrier: Any) -> None:
+    """Open a store (which migrates it) at the same moment as the other workers.
+
+    Exits non-zero (an exception) unless the store ends at the latest schema version.
+    """
     barrier.wait(timeout=60)
     store = open_store(url)
     try:
-        results.put(store.migrate())
+        version = store.migrate()
+        if version != LATEST:
+            raise SystemExit(f"migrated to {version}, expected {LATEST}")
     finally:
         store.close()
