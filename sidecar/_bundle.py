@@ -227,7 +227,10 @@ class Bundle:
         records = as_records(records)
         X, pred = self._predict(records, timestamps)
         if shadow:
-            self.shadow.submit((records, X, pred, timestamps))
+            # Recorded later, on the shadow thread: keep the records as served,
+            # whatever the caller does with its dicts afterwards.
+            kept = [dict(r) for r in records]
+            self.shadow.submit((kept, X, pred, timestamps))
         return pred
 
     def _predict(

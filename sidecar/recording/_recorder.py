@@ -81,6 +81,7 @@ class Recorder:
         self._cond = threading.Condition()
         self._closing = False
         self._busy = False
+        self._in_flight = 0
         self._migrated = False
         #: called with ("dropped" | "written" | "failed", n) -- feeds Prometheus; must not raise
         self.on_event: Callable[[str, int], None] | None = None
@@ -130,6 +131,10 @@ class Recorder:
         self._thread.join(timeout)
         with self._cond:
             left = len(self._rows)
+            if self._thread.is_alive():
+                # The writer is still inside a commit (a slow or hung store): those
+                # rows are not known to be written, so they count as dropped too.
+                left += self._in_flight
             if left:
                 self.counters.dropped += left
                 self._rows.clear()
@@ -177,11 +182,13 @@ class Recorder:
                 take = min(len(self._rows), self.batch_size)
                 batch = [self._rows.popleft() for _ in range(take)]
                 self._busy = True
+                self._in_flight = take
             ok = self._write(batch)
             with self._cond:
                 if not ok:
                     self._rows.extendleft(reversed(batch))  # keep order; retry after backoff
                 self._busy = False
+                self._in_flight = 0
                 self._cond.notify_all()
             if ok:
                 backoff = 0.0
@@ -194,7 +201,14 @@ class Recorder:
                     close_attempts += 1
                     if close_attempts > 10:
                         return
-                self._cond.wait(backoff)
+                # Sleep the whole backoff: new rows and flush() notify this
+                # condition, and must not turn backoff into one retry per request.
+                resume = time.monotonic() + backoff
+                while not self._closing:
+                    remaining = resume - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
 
     def _write(self, batch: list[PredictionRow]) -> bool:
         try:

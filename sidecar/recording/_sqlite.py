@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,17 @@ class SQLiteStore(SQLStore):
             self.path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
         conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL needs a moment with no writer, and SQLite does not
+        # wait for it (no busy handler here), so several workers opening a new
+        # file together must retry. WAL is persistent: usually it is on already.
+        deadline = time.monotonic() + 30.0
+        while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         conn.execute("PRAGMA synchronous = NORMAL")
         return conn
 

@@ -147,9 +147,6 @@ class SQLStore:
         marks = ", ".join([self.marker] * len(columns))
         cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}", rows)
 
-    def _is_connection_error(self, exc: BaseException) -> bool:
-        return False
-
     # -- connection handling ------------------------------------------------------
 
     def _conn(self) -> Any:
