@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -197,3 +198,61 @@ def test_kill_9_loses_at_most_one_flush_interval_and_the_store_stays_readable(
         f"{len(late)} records acknowledged more than {bound} s before the kill are lost"
     )
     assert len(stored) >= len(acked) - sum(1 for _, t in acked if killed_at - t <= bound)
+
+
+def _pg_ctl(action: str) -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def _pg_ready() -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(PG, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.mark.skipif(
+    not (shutil.which("pg_ctlcluster") and os.path.isdir("/etc/postgresql") and os.geteuid() == 0),
+    reason="needs the local PostgreSQL cluster and root to stop and start it",
+)
+def test_postgresql_stopped_and_restarted_mid_traffic_loses_nothing(
+    quickstart_bundle: Path, quickstart_record: dict[str, Any], tmp_path: Path, pg_store: str
+) -> None:
+    proc, port = _serve(quickstart_bundle, pg_store, tmp_path / "server.log", workers=1)
+    acked: list[tuple[str, float]] = []
+    try:
+        loader = threading.Thread(
+            target=lambda: acked.extend(_load(port, quickstart_record, seconds=6.0, clients=2))
+        )
+        loader.start()
+        time.sleep(1.0)
+        _pg_ctl("stop")
+        try:
+            time.sleep(2.0)  # serving goes on while the store is down
+        finally:
+            _pg_ctl("start")
+            deadline = time.monotonic() + 60
+            while not _pg_ready() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        loader.join()
+        assert len(acked) > 50
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=90)
+    stored = _stored_ids(pg_store)
+    missing = {rid for rid, _ in acked} - stored
+    assert not missing, f"{len(missing)} acknowledged records were lost across the restart"
+    s = open_store(pg_store)
+    writers = s.writers()
+    s.close()
+    assert sum(w.failed_commits for w in writers) > 0  # it did notice the outage
+    assert all(w.dropped == 0 for w in writers)
