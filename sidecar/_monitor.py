@@ -8,43 +8,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ._bundle import Bundle
 from ._errors import InputError
+from .monitoring._diagnosis import Diagnosis
+from .monitoring._inputs import ReferenceInputs, WindowData
+from .preprocessing import TabularPreprocessor
 from .recording import Store
 
-__all__ = ["WindowData", "load_window"]
-
-
-@dataclass(frozen=True)
-class WindowData:
-    """The records of one bundle in ``[since, until)``, as arrays.
-
-    ``labels`` holds ``None`` where no label has arrived; ``labelled`` is the mask.
-    ``features`` is the raw input run through the bundle's preprocessing again
-    (``None`` when it could not be, e.g. because privacy rules removed fields).
-    """
-
-    ts: np.ndarray
-    raw_numeric: dict[str, np.ndarray]
-    raw_categorical: dict[str, list[Any]]
-    features: np.ndarray | None
-    unknown: dict[str, int]
-    advanced: np.ndarray
-    advanced_proba: np.ndarray | None
-    baseline: np.ndarray
-    baseline_proba: np.ndarray | None
-    labels: np.ndarray
-    labelled: np.ndarray
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def n(self) -> int:
-        return len(self.ts)
+__all__ = ["diagnose", "load_window", "model_family", "reference_inputs"]
 
 
 def load_window(
@@ -95,6 +70,10 @@ def load_window(
     }
     raw_categorical = {f: raw[f] for f in fields if f in categorical}
     features, unknown = _features(bundle, raw, fields, len(ts), notes)
+    flags: dict[str, np.ndarray] = {}
+    pre = bundle.preprocessing
+    if isinstance(pre, TabularPreprocessor):
+        flags = {f: pre.unknown_mask(f, raw[f]) for f in raw_categorical}
     label_arr = np.array(labels, dtype=object)
     labelled = np.array([v is not None for v in labels], dtype=bool)
     return WindowData(
@@ -110,6 +89,7 @@ def load_window(
         labels=label_arr,
         labelled=labelled,
         notes=notes,
+        unknown_flags=flags,
     )
 
 
@@ -147,3 +127,104 @@ def _proba(cells: list[Any]) -> np.ndarray | None:
     if not cells or any(c is None for c in cells):
         return None
     return np.array(json.loads("[" + ",".join(cells) + "]"), dtype=np.float64)
+
+
+def reference_inputs(bundle: Bundle) -> ReferenceInputs:
+    """The bundle's reference as the monitoring code reads it."""
+    from .preprocessing import NumericColumn, TabularPreprocessor
+
+    pre = bundle.preprocessing
+    monotone: dict[str, str] = {}
+    units: dict[str, str] = {}
+    if isinstance(pre, TabularPreprocessor):
+        for col in pre.columns:
+            if isinstance(col, NumericColumn):
+                monotone[col.name] = col.name  # an affine map with a positive slope
+                if col.unit:
+                    units[col.name] = col.input_unit or col.unit
+    names = pre.feature_names_out or tuple(
+        f"x{j}" for j in range(bundle.reference.arrays["features"].shape[1])
+    )
+    return ReferenceInputs.from_reference(
+        bundle.reference.summary,
+        bundle.reference.arrays,
+        categorical_fields=pre.categorical_fields,
+        feature_names=names,
+        monotone_of=monotone,
+        units=units,
+    )
+
+
+def model_family(bundle: Bundle) -> str:
+    """``"ensemble"``, ``"neural"`` or ``"other"``: which retraining adapter fits the model."""
+    if bundle.advanced.framework == "torch":
+        return "neural"
+    estimator = getattr(bundle.advanced, "estimator", None)
+    if estimator is not None and (
+        hasattr(estimator, "estimators_")
+        or type(estimator).__name__.startswith(
+            ("RandomForest", "ExtraTrees", "Bagging", "Voting", "GradientBoosting")
+        )
+    ):
+        return "ensemble"
+    return "other"
+
+
+def diagnose(
+    bundle: Bundle,
+    store: Store | str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    all_versions: bool = False,
+) -> Diagnosis:
+    """Diagnose what the store recorded for ``bundle`` in ``[since, until)``, as its plan says.
+
+    >>> # sidecar.diagnose(bundle, "sqlite:///records.db").verdict  -> 'healthy', ...
+    """
+    from .monitoring._diagnosis import diagnose as run
+    from .recording import open_store
+
+    opened = open_store(store) if isinstance(store, str) else store
+    try:
+        window = load_window(bundle, opened, since=since, until=until, all_versions=all_versions)
+    finally:
+        if isinstance(store, str):
+            opened.close()
+    return run(
+        plan=bundle.plan,
+        reference=reference_inputs(bundle),
+        window=window,
+        model_family=model_family(bundle),
+        since=since,
+        until=until,
+    )
+
+
+def plan_summary(bundle: Bundle) -> dict[str, Any]:
+    """The plan, its hash, the reference value and the sample size its declared power needs."""
+    from .monitoring._metrics import per_example_loss
+    from .monitoring._stats import required_n_paired
+
+    plan = bundle.plan
+    ref = reference_inputs(bundle)
+    adv = np.asarray(
+        per_example_loss(plan.loss, ref.y, ref.advanced, ref.advanced_proba, ref.classes),
+        dtype=np.float64,
+    )
+    base = np.asarray(
+        per_example_loss(plan.loss, ref.y, ref.baseline, ref.baseline_proba, ref.classes),
+        dtype=np.float64,
+    )
+    sd = float(np.std(adv - base, ddof=1)) if len(adv) > 1 else math.nan
+    value = 1.0 - float(adv.mean()) if plan.loss == "zero_one" else float(adv.mean())
+    return {
+        "plan": plan.model_dump(mode="json"),
+        "plan_sha256": plan.sha256,
+        "loss": plan.loss,
+        "reference_value": value,
+        "paired_sd": sd,
+        "required_n": required_n_paired(
+            min_effect=plan.min_effect, sd=max(sd, 1e-12), alpha=plan.alpha, power=plan.power
+        ),
+    }

@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SidecarError as exc:
         print(f"sidecar: error: {exc}", file=sys.stderr)
-        return 1
+        # `diagnose` gates pipelines: 1 means "alarm", so any failure to diagnose is 2.
+        return 2 if args.func is _diagnose else 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,6 +127,43 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser(
+        "diagnose", help="is performance really worse, and why? (exit 0 healthy, 1 alarm)"
+    )
+    p.add_argument("bundle")
+    p.add_argument("--store", required=True)
+    p.add_argument("--since", help="epoch seconds or ISO time (inclusive)")
+    p.add_argument("--until", help="epoch seconds or ISO time (exclusive)")
+    p.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="include records served by other versions of the bundle",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_diagnose)
+
+    p = sub.add_parser("report", help="a self-contained HTML report with plots")
+    p.add_argument("bundle")
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True, help="the .html file to write")
+    p.add_argument("--since")
+    p.add_argument("--until")
+    p.add_argument("--all-versions", action="store_true")
+    p.set_defaults(func=_report)
+
+    plan = sub.add_parser("plan", help="the monitoring plan of a bundle")
+    plansub = plan.add_subparsers(title="plan commands", metavar="COMMAND")
+    p = plansub.add_parser("check", help="show the plan and the sample size its power needs")
+    p.add_argument("bundle")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_plan_check)
+    p = plansub.add_parser("set", help="new bundle version with a new plan (JSON, TOML or YAML)")
+    p.add_argument("bundle")
+    p.add_argument("plan_file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_plan_set)
 
     pre = sub.add_parser("preprocessing", help="work on a bundle's preprocessing")
     presub = pre.add_subparsers(title="preprocessing commands", metavar="COMMAND")
@@ -426,6 +464,107 @@ def _status(args: argparse.Namespace) -> int:
             f"writer      {w['writer_id']}  enqueued {w['enqueued']}  written {w['written']}  "
             f"dropped {w['dropped']}  failed commits {w['failed_commits']}"
         )
+    return 0
+
+
+def _window(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    from ._tables import parse_timestamp
+
+    since = parse_timestamp(_number_or_text(args.since), where="--since") if args.since else None
+    until = parse_timestamp(_number_or_text(args.until), where="--until") if args.until else None
+    return since, until
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from ._bundle import load
+    from ._monitor import diagnose
+
+    bundle = load(args.bundle, trusted=_trusted_env())
+    since, until = _window(args)
+    result = diagnose(bundle, args.store, since=since, until=until, all_versions=args.all_versions)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return result.exit_code
+    rec = result.recommendation
+    print(f"verdict         {result.verdict}")
+    print(
+        f"recommendation  {rec.action}"
+        + (f" (adapter: {rec.adapter})" if rec.adapter else "")
+        + f": {rec.detail}"
+    )
+    print(f"records         {result.n_records}  (labelled {result.n_labelled})")
+    print(f"plan sha256     {result.plan_sha256}")
+    for reason in result.reasons:
+        print(f"because         {reason}")
+    for t in result.tests:
+        print(f"test            {t.name:<28} effect {t.effect:+.4g}  p_adj {t.p_adjusted:.3g}")
+    drifted = [d for d in result.drift if d.material]
+    for d in sorted(drifted, key=lambda d: -d.effect)[:10]:
+        print(
+            f"drift           {d.feature:<28} {d.effect_name} {d.effect:.3g}  "
+            f"p_adj {d.p_adjusted:.3g}"
+        )
+    for h in result.health:
+        print(f"pipeline        {h.feature:<28} {h.check}: {h.message}")
+    return result.exit_code
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ._bundle import load
+    from ._monitor import diagnose
+    from .monitoring._report import render_report
+
+    bundle = load(args.bundle, trusted=_trusted_env())
+    since, until = _window(args)
+    result = diagnose(bundle, args.store, since=since, until=until, all_versions=args.all_versions)
+    html = render_report(result, plan=bundle.plan, title=f"{bundle.name} {bundle.version}")
+    Path(args.out).write_text(html, encoding="utf-8")
+    print(f"wrote {args.out}: verdict {result.verdict}")
+    return 0
+
+
+def _plan_check(args: argparse.Namespace) -> int:
+    from ._bundle import load
+    from ._monitor import plan_summary
+
+    bundle = load(args.bundle, trusted=_trusted_env())
+    summary = plan_summary(bundle)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    plan = summary["plan"]
+    print(f"plan sha256       {summary['plan_sha256']}")
+    print(f"task              {plan['task']}")
+    print(
+        f"primary metric    {plan['primary_metric']}  (secondary: "
+        f"{', '.join(plan['secondary_metrics']) or 'none'})"
+    )
+    print(
+        f"acceptable range  [{plan['bounds']['lower']}, {plan['bounds']['upper']}]  "
+        f"(reference value {summary['reference_value']:.4g})"
+    )
+    print(f"alpha / power     {plan['alpha']} / {plan['power']}")
+    print(f"smallest effect   {plan['min_effect']} on the per-example {summary['loss']} loss")
+    print(f"window            {plan['window']}")
+    print(
+        f"sample size       {summary['required_n']} labelled records for power "
+        f"{plan['power']} (reference sd of the paired loss difference "
+        f"{summary['paired_sd']:.4g}); minimum {plan['min_labelled']}"
+    )
+    return 0
+
+
+def _plan_set(args: argparse.Namespace) -> int:
+    from ._bundle import load
+    from .monitoring import read_plan
+
+    bundle = load(args.bundle, trusted=_trusted_env())
+    new = bundle.with_plan(read_plan(args.plan_file))
+    path = new.save(args.out, overwrite=args.overwrite)
+    print(
+        f"saved bundle {new.name} version {new.version} (parent {bundle.version}) to {path} "
+        f"with plan {new.plan.sha256[:16]}..."
+    )
     return 0
 
 

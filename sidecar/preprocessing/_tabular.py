@@ -265,6 +265,21 @@ class TabularPreprocessor:
                 out.append(col.name)
         return tuple(out)
 
+    def unknown_mask(self, name: str, values: Sequence[Any]) -> np.ndarray:
+        """Which of ``values`` (raw values of categorical column ``name``) encode to code 0."""
+        self._check_fitted()
+        j = self._names.index(name)
+        _, kind, _, _, index, recode, _, _, _ = self._plan[j]
+        if kind != 1:
+            raise InputError(f"`{name}` must be a categorical column; it is numeric.")
+        out = np.zeros(len(values), dtype=bool)
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            word = str(v)
+            out[i] = index.get(recode.get(word, word), 0) == 0
+        return out
+
     # -- the hot path -------------------------------------------------------------
 
     def transform(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:

@@ -1,0 +1,765 @@
+"""The diagnosis: is performance really worse, and why?
+
+One pure function, :func:`diagnose`, turns the plan, the reference and a
+window of served records into one verdict from a fixed vocabulary, with the
+recommended action and every piece of evidence behind it.
+
+The order of the questions
+--------------------------
+1. **Does the pipeline look broken?** Preprocessing-health checks need no
+   labels: a unit factor, an unknown-code jump, a sign or wrap-around break, a
+   format change, a missing-rate jump. Performance *above* the plan's upper
+   bound is put here too: it points at leakage or a broken label feed -- a
+   pipeline fault, not a better world. -> ``preprocessing_fault``.
+2. **Are there enough labels?** Fewer than the plan's ``min_labelled`` ->
+   ``insufficient_data`` (the evidence says how many the declared power needs).
+3. **Did the advanced model get worse?** Its per-example losses now against
+   its reference losses (Welch; bootstrap CI), significant after
+   Benjamini-Hochberg AND at least ``min_effect``, AND the primary metric
+   outside the plan's acceptable bounds. If not -> ``healthy`` (the evidence
+   lists any drop that was not significant, not material or within bounds).
+4. **Why?** The baseline tells. The gap ``loss_advanced - loss_baseline`` per
+   request (paired, so shared noise cancels) now against the reference:
+   - the gap grew (the advanced model lost its edge) and the baseline did not
+     get worse -> ``overfitting``;
+   - otherwise, the inputs moved (significant and material drift of a raw
+     feature) -> ``data_drift``;
+   - otherwise -> ``concept_drift`` (the same inputs mean something else now;
+     feature-target relation changes are listed as evidence).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ._drift import chi2_homogeneity, is_material, ks_drift, relation_change, sort_reference
+from ._errortree import ErrorSegment, error_segments
+from ._health import CurrentColumns, check_health
+from ._inputs import ReferenceInputs, WindowData
+from ._metrics import metric_with_ci, outlier_influence, per_example_loss
+from ._plan import MonitoringPlan
+from ._results import DriftResult, HealthFinding, MetricValue, OutlierInfluence, TestResult
+from ._results import jsonable as _jsonable
+from ._stats import (
+    benjamini_hochberg,
+    bootstrap_mean_diff,
+    diebold_mariano,
+    is_alarm,
+    kruskal,
+    mann_whitney,
+    mcnemar_exact,
+    paired_bootstrap,
+    required_n_paired,
+    welch_anova,
+    welch_t,
+    wilcoxon_signed_rank,
+)
+
+__all__ = ["VERDICTS", "Diagnosis", "Recommendation", "diagnose"]
+
+VERDICTS = (
+    "healthy",
+    "insufficient_data",
+    "preprocessing_fault",
+    "overfitting",
+    "data_drift",
+    "concept_drift",
+)
+
+#: Above this many labelled pairs the bootstrap adds nothing the CLT does not
+#: give, and costs n * n_boot; the analytic tests stand alone.
+BOOTSTRAP_MAX_N = 50_000
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What to do: an action, the retraining adapter when one applies, and why."""
+
+    action: str
+    adapter: str | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "adapter": self.adapter, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """One verdict, its recommendation, and all the evidence."""
+
+    verdict: str
+    recommendation: Recommendation
+    plan_sha256: str
+    n_records: int
+    n_labelled: int
+    since: float | None
+    until: float | None
+    reasons: tuple[str, ...]
+    metrics: Mapping[str, Mapping[str, MetricValue]]
+    tests: tuple[TestResult, ...]
+    drift: tuple[DriftResult, ...]
+    relations: tuple[DriftResult, ...]
+    health: tuple[HealthFinding, ...]
+    bounds: Mapping[str, Any]
+    outliers: tuple[OutlierInfluence, ...]
+    segments: tuple[ErrorSegment, ...]
+    windows: tuple[Mapping[str, Any], ...]
+    notes: tuple[str, ...] = ()
+    unknown_rates: Mapping[str, float] = field(default_factory=dict)
+    #: per window, the share of each categorical field's values that were unknown
+    unknown_series: tuple[Mapping[str, Any], ...] = ()
+    #: the most drifted numeric features: reference and per-window histograms
+    distributions: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def alarm(self) -> bool:
+        return self.verdict not in ("healthy",)
+
+    @property
+    def exit_code(self) -> int:
+        """0 for healthy, 1 for any other verdict (so a pipeline can gate on it)."""
+        return 0 if self.verdict == "healthy" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        evidence = {
+            "reasons": list(self.reasons),
+            "metrics": {
+                who: {name: m.to_dict() for name, m in values.items()}
+                for who, values in self.metrics.items()
+            },
+            "tests": [t.to_dict() for t in self.tests],
+            "drift": [d.to_dict() for d in self.drift],
+            "features_drifted": sorted({d.feature for d in self.drift if _drift_alarm(d)}),
+            "relations": [r.to_dict() for r in self.relations],
+            "health": [h.to_dict() for h in self.health],
+            "bounds": _jsonable(dict(self.bounds)),
+            "outliers": [o.to_dict() for o in self.outliers],
+            "segments": [{**s.to_dict(), "rule": s.rule} for s in self.segments],
+            "windows": [_jsonable(dict(w)) for w in self.windows],
+            "unknown_rates": _jsonable(dict(self.unknown_rates)),
+            "unknown_series": [_jsonable(dict(u)) for u in self.unknown_series],
+            "distributions": [_jsonable(dict(d)) for d in self.distributions],
+            "notes": list(self.notes),
+        }
+        return {
+            "verdict": self.verdict,
+            "recommendation": self.recommendation.to_dict(),
+            "plan_sha256": self.plan_sha256,
+            "window": {
+                "since": self.since,
+                "until": self.until,
+                "n_records": self.n_records,
+                "n_labelled": self.n_labelled,
+            },
+            "evidence": evidence,
+        }
+
+
+def _drift_alarm(d: DriftResult) -> bool:
+    p = d.p_value if math.isnan(d.p_adjusted) else d.p_adjusted
+    return d.material and p <= d.detail.get("alpha", 0.05)
+
+
+def diagnose(
+    *,
+    plan: MonitoringPlan,
+    reference: ReferenceInputs,
+    window: WindowData,
+    model_family: str = "other",
+    since: float | None = None,
+    until: float | None = None,
+    seed: int = 0,
+) -> Diagnosis:
+    """Diagnose one window of served records against the reference, as the plan says.
+
+    ``model_family`` (``"ensemble"``, ``"neural"`` or ``"other"``) picks the
+    retraining adapter the recommendation names.
+    """
+    alpha = plan.alpha
+    reasons: list[str] = []
+    notes = list(window.notes)
+
+    # 1. The pipeline, from the inputs alone.
+    health = tuple(_health(plan, reference, window))
+    unknown_rates = {
+        f: (window.unknown.get(f, 0) / window.n if window.n else 0.0)
+        for f in reference.categorical_fields
+    }
+
+    # Drift of the inputs: needed for the verdict and useful evidence in any case.
+    drift = _drift(plan, reference, window)
+
+    mask = np.asarray(window.labelled, dtype=bool)
+    n_lab = int(mask.sum())
+    metrics: dict[str, dict[str, MetricValue]] = {}
+    tests: list[TestResult] = []
+    relations: list[DriftResult] = []
+    outliers: list[OutlierInfluence] = []
+    segments: list[ErrorSegment] = []
+    windows: list[dict[str, Any]] = []
+    bounds: dict[str, Any] = {"lower": plan.bounds.lower, "upper": plan.bounds.upper}
+
+    loss_name = plan.loss
+    ref_adv = _loss(loss_name, reference.y, reference.advanced, reference.advanced_proba, reference)
+    ref_base = _loss(
+        loss_name, reference.y, reference.baseline, reference.baseline_proba, reference
+    )
+    sd = float(np.std(ref_adv - ref_base, ddof=1)) if len(ref_adv) > 1 else 1.0
+    required = required_n_paired(
+        min_effect=plan.min_effect, sd=max(sd, 1e-12), alpha=alpha, power=plan.power
+    )
+    bounds["required_n_for_power"] = required
+
+    if n_lab >= 2:
+        y = window.labels[mask]
+        adv_pred, base_pred = window.advanced[mask], window.baseline[mask]
+        adv_p = None if window.advanced_proba is None else window.advanced_proba[mask]
+        base_p = None if window.baseline_proba is None else window.baseline_proba[mask]
+        if reference.task == "classification":
+            y = _like(y, reference.y)
+        now_adv = _loss(loss_name, y, adv_pred, adv_p, reference)
+        now_base = _loss(loss_name, y, base_pred, base_p, reference)
+        metrics = _metrics(plan, reference, y, adv_pred, adv_p, base_pred, base_p, seed)
+        tests = _performance_tests(
+            plan, ref_adv, ref_base, now_adv, now_base, window.ts[mask], seed
+        )
+        if reference.task == "regression":
+            for who, pred in (("advanced", adv_pred), ("baseline", base_pred)):
+                err = np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+                outliers.append(
+                    replace(outlier_influence(err, metric="mse", k=1), metric=f"{who}:mse")
+                )
+        relations = _relations(reference, window, mask, now_adv, ref_adv)
+        if window.features is not None and len(reference.feature_names) == window.features.shape[1]:
+            segments = error_segments(
+                window.features[mask],
+                now_adv,
+                now_base,
+                feature_names=reference.feature_names,
+                seed=seed,
+            )[:8]
+        windows = _window_series(plan, reference, window, mask, y, now_adv, now_base)
+
+    primary = metrics.get("advanced", {}).get(plan.primary_metric)
+    below = above = False
+    if primary is not None:
+        value = primary.value
+        bounds["value"] = value
+        lo, hi = plan.bounds.lower, plan.bounds.upper
+        if plan.higher_is_better:
+            below = lo is not None and value < lo
+            above = hi is not None and value > hi
+        else:  # a loss: above the upper bound is decay, below the lower bound suspicious
+            below = hi is not None and value > hi
+            above = lo is not None and value < lo
+        bounds["decayed_out_of_bounds"] = below
+        bounds["suspiciously_good"] = above
+
+    by_name = {t.name: t for t in tests}
+
+    def alarm(name: str) -> bool:
+        t = by_name.get(name)
+        return t is not None and is_alarm(t, alpha=alpha, min_effect=plan.min_effect)
+
+    inputs_moved = any(_drift_alarm(d) for d in drift)
+    verdict: str
+    if health or above:
+        verdict = "preprocessing_fault"
+        for h in health:
+            reasons.append(f"{h.feature}: {h.message}")
+        if above:
+            reasons.append(
+                f"{plan.primary_metric} = {bounds['value']:.4g} is better than the plan's "
+                "acceptable range allows: check for leakage or a broken label feed"
+            )
+    elif n_lab < max(plan.min_labelled, required):
+        verdict = "insufficient_data"
+        reasons.append(
+            f"{n_lab} labelled records; the plan needs at least {plan.min_labelled} "
+            f"({required} for its declared power {plan.power:g} at effect {plan.min_effect:g})"
+        )
+    else:
+        adv_worse = alarm("advanced_vs_reference")
+        base_worse = alarm("baseline_vs_reference")
+        edge_lost = alarm("gap_vs_reference")
+        declined = adv_worse and (
+            below or (plan.bounds.lower is None and plan.bounds.upper is None)
+        )
+        if not declined:
+            verdict = "healthy"
+            t = by_name.get("advanced_vs_reference")
+            if t is not None and t.effect > 0:
+                why = (
+                    "within the plan's acceptable bounds"
+                    if adv_worse
+                    else "not significant and material"
+                )
+                reasons.append(
+                    f"the advanced model's loss changed by {t.effect:+.4g} "
+                    f"(p_adj={t.p_adjusted:.3g}): {why}"
+                )
+        elif edge_lost and not base_worse:
+            verdict = "overfitting"
+            reasons.append(
+                "the advanced model got worse than its reference and lost its edge over the "
+                "baseline, while the baseline did not get worse"
+            )
+        elif inputs_moved:
+            verdict = "data_drift"
+            moved = sorted({d.feature for d in drift if _drift_alarm(d)})
+            reasons.append(
+                "the advanced model got worse"
+                + (" and so did the baseline" if base_worse else "")
+                + f", and the inputs moved: {', '.join(moved[:10])}"
+            )
+        else:
+            verdict = "concept_drift"
+            changed = sorted({r.feature for r in relations if _drift_alarm(r)})
+            reasons.append(
+                "the advanced model got worse"
+                + (" and so did the baseline" if base_worse else "")
+                + " while the inputs did not move"
+                + (
+                    f"; the relation to the target changed for {', '.join(changed)}"
+                    if changed
+                    else ""
+                )
+            )
+    return Diagnosis(
+        verdict=verdict,
+        recommendation=_recommend(verdict, model_family, health, n_lab, plan, required),
+        plan_sha256=plan.sha256,
+        n_records=window.n,
+        n_labelled=n_lab,
+        since=since,
+        until=until,
+        reasons=tuple(reasons),
+        metrics=metrics,
+        tests=tuple(tests),
+        drift=tuple(drift),
+        relations=tuple(relations),
+        health=health,
+        bounds=bounds,
+        outliers=tuple(outliers),
+        segments=tuple(segments),
+        windows=tuple(windows),
+        notes=tuple(notes),
+        unknown_rates=unknown_rates,
+        unknown_series=tuple(_unknown_series(plan, window)),
+        distributions=tuple(_distributions(plan, reference, window, drift)),
+    )
+
+
+# -- pieces ---------------------------------------------------------------------------
+
+
+def _like(y: np.ndarray, ref_y: np.ndarray) -> np.ndarray:
+    """Labels from JSON in the reference's dtype (so 1 == 1.0 == np.int64(1))."""
+    try:
+        return np.asarray(y).astype(ref_y.dtype)
+    except (TypeError, ValueError):
+        return np.asarray(y)
+
+
+def _loss(
+    name: str,
+    y: np.ndarray,
+    pred: np.ndarray,
+    proba: np.ndarray | None,
+    reference: ReferenceInputs,
+) -> np.ndarray:
+    return np.asarray(per_example_loss(name, y, pred, proba, reference.classes), dtype=np.float64)
+
+
+def _health(
+    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData
+) -> list[HealthFinding]:
+    if window.n == 0:
+        return []
+    current = CurrentColumns(
+        numeric={k: np.asarray(v, dtype=np.float64) for k, v in window.raw_numeric.items()},
+        categorical={k: list(v) for k, v in window.raw_categorical.items()},
+        unknown=dict(window.unknown),
+    )
+    return check_health(reference.sketches, current, alpha=plan.alpha, units=reference.units)
+
+
+def _drift(
+    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData
+) -> list[DriftResult]:
+    if window.n == 0:
+        return []
+    results: list[DriftResult] = []
+    if "ks" in plan.tests.drift:
+        for name, cur in window.raw_numeric.items():
+            ref = reference.raw_numeric.get(name)
+            if ref is None:
+                continue
+            ref_present = ref[~np.isnan(ref)]
+            cur_present = cur[~np.isnan(cur)]
+            if len(ref_present) < 2 or len(cur_present) < 2:
+                continue
+            results.append(ks_drift(name, sort_reference(ref_present), cur_present, space="raw"))
+    if "chi2_homogeneity" in plan.tests.drift:
+        for name, values in window.raw_categorical.items():
+            sketch = reference.sketches.get(name, {})
+            ref_counts = dict(sketch.get("counts", {}))
+            if sketch.get("other"):
+                ref_counts["<other>"] = int(sketch["other"])
+            cur_counts: dict[str, int] = {}
+            for v in values:
+                if v is not None:
+                    key = str(v)
+                    cur_counts[key] = cur_counts.get(key, 0) + 1
+            if not ref_counts or not cur_counts:
+                continue
+            results.append(chi2_homogeneity(ref_counts, cur_counts, feature=name, space="raw"))
+    # Preprocessed features: a feature that is a monotone map of one numeric raw
+    # field has exactly that field's KS statistic and p-value, so it is not
+    # tested twice; the others are.
+    if window.features is not None and "ks" in plan.tests.drift:
+        for j, name in enumerate(reference.feature_names):
+            if name in reference.monotone_of or j >= window.features.shape[1]:
+                continue
+            ref = reference.features[:, j]
+            cur = window.features[:, j]
+            if len(np.unique(ref)) <= 2:  # one-hot / binary: covered by the categorical test
+                continue
+            results.append(ks_drift(name, sort_reference(ref), cur, space="preprocessed"))
+    if not results:
+        return []
+    ps = [r.p_value for r in results]
+    adjusted = (
+        benjamini_hochberg(ps) if plan.tests.correction == "benjamini_hochberg" else np.array(ps)
+    )
+    out = []
+    for r, p in zip(results, adjusted, strict=True):
+        r = replace(r, p_adjusted=float(p), detail={**r.detail, "alpha": plan.alpha})
+        out.append(replace(r, material=is_material(r, min_effect=plan.min_drift_effect)))
+    return out
+
+
+def _metrics(
+    plan: MonitoringPlan,
+    reference: ReferenceInputs,
+    y: np.ndarray,
+    adv: np.ndarray,
+    adv_p: np.ndarray | None,
+    base: np.ndarray,
+    base_p: np.ndarray | None,
+    seed: int,
+) -> dict[str, dict[str, MetricValue]]:
+    names = (plan.primary_metric, *plan.secondary_metrics)
+    out: dict[str, dict[str, MetricValue]] = {}
+    sources = {
+        "advanced": (y, adv, adv_p),
+        "baseline": (y, base, base_p),
+        "advanced_reference": (reference.y, reference.advanced, reference.advanced_proba),
+        "baseline_reference": (reference.y, reference.baseline, reference.baseline_proba),
+    }
+    for who, (yy, pred, proba) in sources.items():
+        values: dict[str, MetricValue] = {}
+        for name in names:
+            try:
+                values[name] = _metric(name, yy, pred, proba, reference.classes, seed)
+            except ValueError:  # e.g. ROC AUC on a window with one class
+                continue
+        out[who] = values
+    return out
+
+
+def _metric(
+    name: str,
+    y: np.ndarray,
+    pred: np.ndarray,
+    proba: np.ndarray | None,
+    classes: tuple[Any, ...] | None,
+    seed: int,
+) -> MetricValue:
+    """The metric with a bootstrap CI; past ``BOOTSTRAP_MAX_N`` the bootstrap runs on a
+    random subsample and its interval is narrowed by sqrt(m / n) around the full-data
+    value (interval widths scale as 1/sqrt(n)), so a million rows cost what 50,000 do."""
+    n = len(y)
+    if n <= BOOTSTRAP_MAX_N:
+        return metric_with_ci(name, y, pred, proba, classes, n_boot=1000, seed=seed)
+    full = metric_with_ci(name, y, pred, proba, classes, n_boot=1, seed=seed)
+    idx = np.random.default_rng(seed).choice(n, size=BOOTSTRAP_MAX_N, replace=False)
+    sub = metric_with_ci(
+        name,
+        y[idx],
+        pred[idx],
+        None if proba is None else proba[idx],
+        classes,
+        n_boot=200,
+        seed=seed,
+    )
+    shrink = math.sqrt(BOOTSTRAP_MAX_N / n)
+    return replace(
+        full,
+        ci_low=full.value - (sub.value - sub.ci_low) * shrink,
+        ci_high=full.value + (sub.ci_high - sub.value) * shrink,
+    )
+
+
+def _performance_tests(
+    plan: MonitoringPlan,
+    ref_adv: np.ndarray,
+    ref_base: np.ndarray,
+    now_adv: np.ndarray,
+    now_base: np.ndarray,
+    ts: np.ndarray,
+    seed: int,
+) -> list[TestResult]:
+    tests: list[TestResult] = []
+    small = len(now_adv) <= BOOTSTRAP_MAX_N
+
+    def named(t: TestResult, name: str, what: str) -> TestResult:
+        return replace(t, name=name, detail={**t.detail, "test": t.name, "what": what})
+
+    # Each model now against its reference (unpaired: different requests).
+    pairs = (
+        ("advanced_vs_reference", ref_adv, now_adv, "advanced model: loss now - reference"),
+        ("baseline_vs_reference", ref_base, now_base, "baseline: loss now - reference"),
+        (
+            "gap_vs_reference",
+            ref_adv - ref_base,
+            now_adv - now_base,
+            "advanced-minus-baseline loss per request, now - reference (edge lost if > 0)",
+        ),
+    )
+    for name, ref, now, what in pairs:
+        t = welch_t(ref, now)
+        if "bootstrap" in plan.tests.reference and small:
+            b = bootstrap_mean_diff(ref, now, seed=seed)
+            t = replace(
+                t, ci_low=b.ci_low, ci_high=b.ci_high, detail={**t.detail, "bootstrap_p": b.p_value}
+            )
+        tests.append(named(t, name, what))
+        if "mann_whitney" in plan.tests.reference:
+            tests.append(named(mann_whitney(ref, now), f"{name}:mann_whitney", what))
+    # Now, paired on the same requests: is the advanced model still better?
+    what = "advanced - baseline loss on the same requests (> 0: advanced is worse)"
+    for test in plan.tests.paired:
+        if test == "mcnemar" and plan.loss == "zero_one":
+            t = mcnemar_exact(now_adv == 0, now_base == 0)
+        elif test == "paired_bootstrap" and small:
+            t = paired_bootstrap(now_adv, now_base, seed=seed)
+        elif test == "wilcoxon":
+            if np.all(now_adv == now_base):
+                continue
+            t = wilcoxon_signed_rank(now_adv, now_base)
+        elif test == "diebold_mariano" and len(now_adv) >= 10:
+            order = np.argsort(ts, kind="stable")
+            t = diebold_mariano(now_adv[order], now_base[order])
+        else:
+            continue
+        tests.append(named(t, f"paired:{test}", what))
+    # Across time windows within the period: is the advanced loss changing?
+    groups = _split_by_window(now_adv, ts, plan.window_seconds)
+    if len(groups) >= 2:
+        for across in plan.tests.windows:
+            if across == "welch_anova" and all(len(g) >= 2 for g in groups):
+                tests.append(
+                    named(
+                        welch_anova(groups), "windows:welch_anova", "advanced loss across windows"
+                    )
+                )
+            elif across == "kruskal":
+                tests.append(
+                    named(kruskal(groups), "windows:kruskal", "advanced loss across windows")
+                )
+    adjusted = (
+        benjamini_hochberg([t.p_value for t in tests])
+        if plan.tests.correction == ("benjamini_hochberg")
+        else np.array([t.p_value for t in tests])
+    )
+    return [replace(t, p_adjusted=float(p)) for t, p in zip(tests, adjusted, strict=True)]
+
+
+def _split_by_window(values: np.ndarray, ts: np.ndarray, width: float) -> list[np.ndarray]:
+    if len(ts) == 0:
+        return []
+    keys = np.floor((ts - ts.min()) / width).astype(np.int64)
+    return [values[keys == k] for k in np.unique(keys) if np.count_nonzero(keys == k) >= 2]
+
+
+def _relations(
+    reference: ReferenceInputs,
+    window: WindowData,
+    mask: np.ndarray,
+    now_loss: np.ndarray,
+    ref_loss: np.ndarray,
+) -> list[DriftResult]:
+    """How each raw feature relates to the advanced model's loss, now against the reference."""
+    out: list[DriftResult] = []
+    if len(now_loss) < 10:
+        return out
+    for name, cur in window.raw_numeric.items():
+        ref = reference.raw_numeric.get(name)
+        if ref is None or len(ref) != len(ref_loss):
+            continue
+        try:
+            out.append(
+                relation_change(ref, ref_loss, cur[mask], now_loss, feature=name, kind="numeric")
+            )
+        except ValueError:
+            continue
+    if out:
+        adjusted = benjamini_hochberg([r.p_value for r in out])
+        out = [
+            replace(r, p_adjusted=float(p), detail={**r.detail, "alpha": 0.05})
+            for r, p in zip(out, adjusted, strict=True)
+        ]
+    return out
+
+
+def _window_series(
+    plan: MonitoringPlan,
+    reference: ReferenceInputs,
+    window: WindowData,
+    mask: np.ndarray,
+    y: np.ndarray,
+    now_adv: np.ndarray,
+    now_base: np.ndarray,
+) -> list[dict[str, Any]]:
+    """Per window: both models' mean loss with a normal-approximation CI, for the report."""
+    ts = window.ts[mask]
+    if len(ts) == 0:
+        return []
+    width = plan.window_seconds
+    start, keys = _window_keys(ts, width)
+    series = []
+    for k in np.unique(keys):
+        sel = keys == k
+        row: dict[str, Any] = {"start": start + int(k) * width, "n": int(sel.sum())}
+        for who, loss in (("advanced", now_adv), ("baseline", now_base)):
+            v = loss[sel]
+            mean = float(v.mean())
+            half = 1.96 * float(v.std(ddof=1)) / math.sqrt(len(v)) if len(v) > 1 else math.nan
+            value = 1.0 - mean if plan.loss == "zero_one" else mean
+            row[who] = {"value": value, "ci_low": value - half, "ci_high": value + half}
+        series.append(row)
+    return series
+
+
+def _window_keys(ts: np.ndarray, width: float) -> tuple[float, np.ndarray]:
+    start = math.floor(float(ts.min()) / width) * width
+    return start, np.floor((ts - start) / width).astype(np.int64)
+
+
+def _unknown_series(plan: MonitoringPlan, window: WindowData) -> list[dict[str, Any]]:
+    if window.n == 0 or not window.unknown_flags:
+        return []
+    start, keys = _window_keys(window.ts, plan.window_seconds)
+    series = []
+    for k in np.unique(keys):
+        sel = keys == k
+        row: dict[str, Any] = {"start": start + int(k) * plan.window_seconds, "n": int(sel.sum())}
+        row["rates"] = {f: float(flags[sel].mean()) for f, flags in window.unknown_flags.items()}
+        series.append(row)
+    return series
+
+
+def _distributions(
+    plan: MonitoringPlan,
+    reference: ReferenceInputs,
+    window: WindowData,
+    drift: Sequence[DriftResult],
+    top: int = 3,
+    max_windows: int = 6,
+) -> list[dict[str, Any]]:
+    """Reference and per-window histograms of the most drifted numeric raw features."""
+    if window.n == 0:
+        return []
+    numeric = [d for d in drift if d.kind == "numeric" and d.space == "raw"]
+    numeric.sort(key=lambda d: (not d.material, -d.effect))
+    start, keys = _window_keys(window.ts, plan.window_seconds)
+    shown = np.unique(keys)[-max_windows:]
+    out = []
+    for d in numeric[:top]:
+        ref = reference.raw_numeric[d.feature]
+        ref = ref[~np.isnan(ref)]
+        cur = np.asarray(window.raw_numeric[d.feature], dtype=np.float64)
+        lo = float(min(ref.min(), np.nanmin(cur)))
+        hi = float(max(ref.max(), np.nanmax(cur)))
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+        ref_hist = np.histogram(ref, bins=edges)[0] / max(len(ref), 1)
+        windows = []
+        for k in shown:
+            values = cur[(keys == k) & ~np.isnan(cur)]
+            if len(values) == 0:
+                continue
+            windows.append(
+                {
+                    "start": start + int(k) * plan.window_seconds,
+                    "share": (np.histogram(values, bins=edges)[0] / len(values)).tolist(),
+                }
+            )
+        out.append(
+            {
+                "feature": d.feature,
+                "effect": d.effect,
+                "edges": edges.tolist(),
+                "reference": ref_hist.tolist(),
+                "windows": windows,
+            }
+        )
+    return out
+
+
+def _recommend(
+    verdict: str,
+    family: str,
+    health: Sequence[HealthFinding],
+    n_lab: int,
+    plan: MonitoringPlan,
+    required: int,
+) -> Recommendation:
+    retrain = {"ensemble": "replace-members", "neural": "fine-tune-head"}.get(family)
+    if verdict == "healthy":
+        return Recommendation("none", None, "no action: performance is within the plan")
+    if verdict == "insufficient_data":
+        need = max(plan.min_labelled, required) - n_lab
+        return Recommendation(
+            "collect labels",
+            None,
+            f"wait for about {max(need, 0)} more labelled records before judging",
+        )
+    if verdict == "preprocessing_fault":
+        features = sorted({h.feature for h in health})
+        detail = (
+            f"fix the preprocessing of {', '.join(features)} (sidecar preprocessing swap); "
+            "do not retrain"
+            if features
+            else "check the label feed and the features for leakage; do not retrain"
+        )
+        return Recommendation("fix preprocessing", None, detail)
+    if verdict == "overfitting":
+        return Recommendation(
+            "retrain",
+            "regularize",
+            "refit the same model family with stronger regularization on recent data",
+        )
+    if verdict == "data_drift":
+        return Recommendation(
+            "retrain",
+            retrain or "regularize",
+            "retrain on recent data: "
+            + (
+                "replace the worst ensemble members"
+                if retrain == "replace-members"
+                else "fine-tune the head"
+                if retrain == "fine-tune-head"
+                else "refit on recent data"
+            ),
+        )
+    return Recommendation(
+        "retrain",
+        retrain or "regularize",
+        "retrain on recent labelled data: the relation between inputs and target changed",
+    )
