@@ -27,7 +27,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -153,6 +153,9 @@ class Bundle:
         self.path: Path | None = None
         self._classes = advanced.classes
         self.recorder: Recorder | None = None
+        #: called on the shadow thread after each micro-batch (the service sets
+        #: its live Prometheus gauges there, off the request path)
+        self.observers: list[Callable[[Bundle], None]] = []
         self._policy = RecordPolicy()
 
     # -- identity -----------------------------------------------------------------
@@ -328,6 +331,8 @@ class Bundle:
             lo = hi
         if recorder is not None:
             recorder.enqueue(rows)
+        for observe in self.observers:
+            observe(self)
         return results
 
     def feedback(

@@ -687,6 +687,16 @@ def test_unknown_category_is_served_and_counted(cat_served: Served) -> None:
         metrics(cat_served.client), "sidecar_unknown_category_values_total", feature="code"
     )
     assert after == before + 4
+    # The live gauges (no labels needed) follow, set after the shadow batch ran.
+    assert cat_served.bundle.shadow.drain(5)
+    stats = cat_served.bundle.stats
+    text = metrics(cat_served.client)
+    rate = metric(text, "sidecar_unknown_code_rate", feature="code")
+    assert rate == pytest.approx(stats.unknown["code"] / stats.records)
+    assert rate > 0
+    disagreement = metric(text, "sidecar_shadow_disagreement_rate")
+    assert disagreement == pytest.approx(stats.shadow_disagreements / stats.shadow_compared)
+    assert "sidecar_recorder_queue_rows" in text
 
 
 def test_categorical_wrong_type_is_refused(cat_served: Served) -> None:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-__all__ = ["INVALID", "RECORDER", "RECORDS", "SHADOW", "UNKNOWN"]
+__all__ = [
+    "DISAGREEMENT",
+    "INVALID",
+    "QUEUE",
+    "RECORDER",
+    "RECORDS",
+    "SHADOW",
+    "UNKNOWN",
+    "UNKNOWN_RATE",
+]
 
 RECORDS = Counter("sidecar_records", "Records predicted by the advanced model.")
 INVALID = Counter(
@@ -27,4 +36,24 @@ RECORDER = Counter(
     "Prediction records by what the recorder did with them: written, dropped; and failed "
     "(commit attempts that failed and will be retried).",
     ["event"],
+)
+
+# Live signals that need no labels, set off the request path after each shadow
+# micro-batch. Each worker reports its own value since it started; with several
+# workers, Prometheus keeps the most recent one ("mostrecent").
+UNKNOWN_RATE = Gauge(
+    "sidecar_unknown_code_rate",
+    "Share of a categorical feature's values encoded to the unknown code since the worker started.",
+    ["feature"],
+    multiprocess_mode="mostrecent",
+)
+DISAGREEMENT = Gauge(
+    "sidecar_shadow_disagreement_rate",
+    "Share of records where the baseline's label differs from the advanced model's.",
+    multiprocess_mode="mostrecent",
+)
+QUEUE = Gauge(
+    "sidecar_recorder_queue_rows",
+    "Records waiting to be written by this worker's recorder.",
+    multiprocess_mode="livesum",
 )

@@ -124,6 +124,7 @@ class Sidecar:
             key=settings.hash_key.encode() if settings.hash_key else None,
         )
         self.bundle.attach_recorder(self.recorder, policy=policy)
+        self.bundle.observers.append(_set_live_gauges)
         logger.info(
             "serving bundle %s version %s, recording to %s",
             self.bundle.name,
@@ -202,6 +203,19 @@ class Sidecar:
             bundle_version=pred.bundle_version,
             preprocessing_version=pred.preprocessing_version,
         )
+
+
+def _set_live_gauges(bundle: Any) -> None:
+    from sidecar.serving._metrics import DISAGREEMENT, QUEUE, UNKNOWN_RATE
+
+    stats = bundle.stats
+    if stats.records:
+        for feature in bundle.preprocessing.categorical_fields:
+            UNKNOWN_RATE.labels(feature).set(stats.unknown.get(feature, 0) / stats.records)
+    if stats.shadow_compared:
+        DISAGREEMENT.set(stats.shadow_disagreements / stats.shadow_compared)
+    if bundle.recorder is not None:
+        QUEUE.set(bundle.recorder.pending())
 
 
 def _recorder(settings: Any) -> Recorder:
