@@ -17,6 +17,7 @@ from ._errors import (
     StoreError,
 )
 from ._export import export_parquet
+from ._monitor import diagnose
 from ._replay import ReplayResult, replay
 from .preprocessing import (
     CategoricalColumn,
@@ -47,6 +48,7 @@ __all__ = [
     "SklearnPreprocessor",
     "StoreError",
     "TabularPreprocessor",
+    "diagnose",
     "export_parquet",
     "load",
     "read_spec",

@@ -551,7 +551,8 @@ def _default_plan_for(task: str, reference: Reference) -> MonitoringPlan:
     error = reference.arrays.get("advanced:error")
     value = None
     if error is not None and len(error):
-        value = float(1.0 - error.mean()) if task == "classification" else float(error.mean())
+        # accuracy for a classifier; the median absolute error for a regressor
+        value = float(1.0 - error.mean()) if task == "classification" else float(np.median(error))
     return default_plan(task, reference_metric=value)
 
 
@@ -790,6 +791,7 @@ def wrap(
         y=y_ref,
         outputs=outputs,
         classes=advanced.classes,
+        canonical=pre.canonical_values if isinstance(pre, TabularPreprocessor) else None,
     )
     if plan is not None and not isinstance(plan, MonitoringPlan):
         from .monitoring._plan import read_plan

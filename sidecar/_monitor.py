@@ -61,17 +61,22 @@ def load_window(
             )
             base_p.append(row["baseline_proba"])
             labels.append(None if row["label"] is None else loads(row["label"]))
+    pre = bundle.preprocessing
+    canonical = {f: raw[f] for f in fields}
+    if isinstance(pre, TabularPreprocessor):
+        # Compare in the model's units and codes (see Reference): a fixed unit or
+        # code mix-up must not look like a fault any more.
+        canonical = {f: pre.canonical_values(f, raw[f]) for f in fields}
     notes = []
     if skipped:
         notes.append(f"{skipped} records of other bundle versions were left out")
     raw_numeric = {
-        f: np.array([math.nan if v is None else _number(v) for v in raw[f]], dtype=np.float64)
+        f: np.array([math.nan if v is None else _number(v) for v in canonical[f]], dtype=np.float64)
         for f in numeric_fields
     }
-    raw_categorical = {f: raw[f] for f in fields if f in categorical}
+    raw_categorical = {f: canonical[f] for f in fields if f in categorical}
     features, unknown = _features(bundle, raw, fields, len(ts), notes)
     flags: dict[str, np.ndarray] = {}
-    pre = bundle.preprocessing
     if isinstance(pre, TabularPreprocessor):
         flags = {f: pre.unknown_mask(f, raw[f]) for f in raw_categorical}
     label_arr = np.array(labels, dtype=object)
@@ -141,7 +146,7 @@ def reference_inputs(bundle: Bundle) -> ReferenceInputs:
             if isinstance(col, NumericColumn):
                 monotone[col.name] = col.name  # an affine map with a positive slope
                 if col.unit:
-                    units[col.name] = col.input_unit or col.unit
+                    units[col.name] = col.unit  # canonical values are in the model's unit
     names = pre.feature_names_out or tuple(
         f"x{j}" for j in range(bundle.reference.arrays["features"].shape[1])
     )
@@ -203,28 +208,20 @@ def diagnose(
 
 def plan_summary(bundle: Bundle) -> dict[str, Any]:
     """The plan, its hash, the reference value and the sample size its declared power needs."""
-    from .monitoring._metrics import per_example_loss
-    from .monitoring._stats import required_n_paired
+    from .monitoring._diagnosis import reference_losses, required_n
+    from .monitoring._metrics import metric_with_ci
 
     plan = bundle.plan
     ref = reference_inputs(bundle)
-    adv = np.asarray(
-        per_example_loss(plan.loss, ref.y, ref.advanced, ref.advanced_proba, ref.classes),
-        dtype=np.float64,
-    )
-    base = np.asarray(
-        per_example_loss(plan.loss, ref.y, ref.baseline, ref.baseline_proba, ref.classes),
-        dtype=np.float64,
-    )
-    sd = float(np.std(adv - base, ddof=1)) if len(adv) > 1 else math.nan
-    value = 1.0 - float(adv.mean()) if plan.loss == "zero_one" else float(adv.mean())
+    adv, base, cap = reference_losses(plan, ref)
+    value = metric_with_ci(
+        plan.primary_metric, ref.y, ref.advanced, ref.advanced_proba, ref.classes, n_boot=1
+    ).value
     return {
         "plan": plan.model_dump(mode="json"),
         "plan_sha256": plan.sha256,
-        "loss": plan.loss,
+        "loss": plan.loss + (f" (winsorised at {cap:.4g})" if plan.robust else ""),
         "reference_value": value,
-        "paired_sd": sd,
-        "required_n": required_n_paired(
-            min_effect=plan.min_effect, sd=max(sd, 1e-12), alpha=plan.alpha, power=plan.power
-        ),
+        "paired_sd": float(np.std(adv - base, ddof=1)) if len(adv) > 1 else math.nan,
+        "required_n": required_n(plan, adv, base),
     }

@@ -2,6 +2,10 @@
 
 Format ``sidecar.reference/1`` -- two files in ``reference/``:
 
+Raw values are kept in the model's terms (numbers converted from a declared
+``input_unit`` to the ``unit``, categories recoded), so that monitoring
+compares like with like across preprocessing versions.
+
 ``reference.json``
     ``format``, ``task``, ``n``, ``classes`` and ``sketches``: one per raw field
     (``raw``) and per preprocessed feature (``features``). A numeric sketch has
@@ -26,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +70,7 @@ class Reference:
         y: np.ndarray,
         outputs: Mapping[str, ModelOutput],
         classes: Sequence[Any] | None,
+        canonical: Callable[[str, Sequence[Any]], list[Any]] | None = None,
     ) -> Reference:
         fields = list(input_fields)
         raw: dict[str, Any] = {}
@@ -73,6 +78,8 @@ class Reference:
         n = len(records)
         for name in fields:
             values = [r.get(name) for r in records]
+            if canonical is not None:  # in the model's units and codes
+                values = canonical(name, values)
             if name in categorical_fields:
                 raw[name] = _categorical_sketch(values, unknown.get(name, 0), n)
             else:

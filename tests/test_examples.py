@@ -88,3 +88,37 @@ def test_backtest_example_replays_history_with_delayed_labels(tmp_path: Path) ->
     )
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["records"] == summary["records"]
+
+
+def _run_example(path: Path, tmp_path: Path) -> dict[str, object]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, str(path), "--dir", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_preprocessing_fault_example_says_fix_preprocessing_and_the_swap_fixes_it(
+    tmp_path: Path,
+) -> None:
+    result = _run_example(EXAMPLES / "preprocessing_fault" / "preprocessing_fault.py", tmp_path)
+    assert result["before"] == "healthy"
+    assert result["fault"] == "preprocessing_fault"
+    assert result["features"] == ["diagnosis", "weight"]
+    assert result["after_fix"] == "healthy"
+    assert result["models_unchanged"] is True
+
+
+def test_outlier_regression_example_is_not_an_alarm_and_shows_the_outlier(
+    tmp_path: Path,
+) -> None:
+    result = _run_example(EXAMPLES / "outlier_regression" / "outlier_regression.py", tmp_path)
+    assert result["verdict"] == "healthy"
+    assert float(result["mse_moved_by_one_error"]) > 0.10  # type: ignore[arg-type]

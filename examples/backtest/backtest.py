@@ -47,8 +47,16 @@ def generate(days: int, per_day: int, seed: int = 0) -> list[dict[str, Any]]:
             ts = START + day * DAY + float(rng.uniform(0, DAY))
             # Labels come 1-14 days later; 10% never come.
             label_ts = ts + float(rng.uniform(1, 14)) * DAY if rng.random() > 0.1 else None
-            rows.append({"usage_hours": round(usage, 2), "tenure_months": tenure, "plan": plan,
-                         "churned": churned, "ts": ts, "label_ts": label_ts})
+            rows.append(
+                {
+                    "usage_hours": round(usage, 2),
+                    "tenure_months": tenure,
+                    "plan": plan,
+                    "churned": churned,
+                    "ts": ts,
+                    "label_ts": label_ts,
+                }
+            )
     return rows
 
 
@@ -66,22 +74,30 @@ def main() -> None:
     fields = ["usage_hours", "tenure_months", "plan"]
     train = [{k: r[k] for k in fields} for r in history[:split]]
     y_train = [r["churned"] for r in history[:split]]
-    ref = [{k: r[k] for k in fields} for r in history[split:split + 500]]
-    y_ref = [r["churned"] for r in history[split:split + 500]]
+    ref = [{k: r[k] for k in fields} for r in history[split : split + 500]]
+    y_ref = [r["churned"] for r in history[split : split + 500]]
 
-    pre = sidecar.TabularPreprocessor(columns=[
-        sidecar.NumericColumn(name="usage_hours", unit="h"),
-        sidecar.NumericColumn(name="tenure_months"),
-        sidecar.CategoricalColumn(name="plan", encoding="onehot"),
-    ]).fit(train)
+    pre = sidecar.TabularPreprocessor(
+        columns=[
+            sidecar.NumericColumn(name="usage_hours", unit="h"),
+            sidecar.NumericColumn(name="tenure_months"),
+            sidecar.CategoricalColumn(name="plan", encoding="onehot"),
+        ]
+    ).fit(train)
     model = RandomForestClassifier(n_estimators=100, min_samples_leaf=5, random_state=0)
     model.fit(pre.transform(train), y_train)
-    bundle = sidecar.wrap(model, task="classification", preprocessing=pre,
-                          train=(train, y_train), reference=(ref, y_ref), name="churn")
+    bundle = sidecar.wrap(
+        model,
+        task="classification",
+        preprocessing=pre,
+        train=(train, y_train),
+        reference=(ref, y_ref),
+        name="churn",
+    )
     bundle.save(out / "bundle", overwrite=True)
 
     # The same history as a file, for `sidecar replay` from a shell.
-    later = history[split + 500:]
+    later = history[split + 500 :]
     with open(out / "history.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*fields, "churned", "ts", "label_ts"])
         writer.writeheader()

@@ -205,14 +205,10 @@ def diagnose(
     bounds: dict[str, Any] = {"lower": plan.bounds.lower, "upper": plan.bounds.upper}
 
     loss_name = plan.loss
-    ref_adv = _loss(loss_name, reference.y, reference.advanced, reference.advanced_proba, reference)
-    ref_base = _loss(
-        loss_name, reference.y, reference.baseline, reference.baseline_proba, reference
-    )
-    sd = float(np.std(ref_adv - ref_base, ddof=1)) if len(ref_adv) > 1 else 1.0
-    required = required_n_paired(
-        min_effect=plan.min_effect, sd=max(sd, 1e-12), alpha=alpha, power=plan.power
-    )
+    ref_adv, ref_base, cap = reference_losses(plan, reference)
+    if plan.robust:
+        bounds["winsorised_at"] = cap
+    required = required_n(plan, ref_adv, ref_base)
     bounds["required_n_for_power"] = required
 
     if n_lab >= 2:
@@ -222,8 +218,8 @@ def diagnose(
         base_p = None if window.baseline_proba is None else window.baseline_proba[mask]
         if reference.task == "classification":
             y = _like(y, reference.y)
-        now_adv = _loss(loss_name, y, adv_pred, adv_p, reference)
-        now_base = _loss(loss_name, y, base_pred, base_p, reference)
+        now_adv = np.minimum(_loss(loss_name, y, adv_pred, adv_p, reference), cap)
+        now_base = np.minimum(_loss(loss_name, y, base_pred, base_p, reference), cap)
         metrics = _metrics(plan, reference, y, adv_pred, adv_p, base_pred, base_p, seed)
         tests = _performance_tests(
             plan, ref_adv, ref_base, now_adv, now_base, window.ts[mask], seed
@@ -251,12 +247,15 @@ def diagnose(
         value = primary.value
         bounds["value"] = value
         lo, hi = plan.bounds.lower, plan.bounds.upper
+        # Decay counts when the value is out of bounds (the decline itself must be
+        # significant and material, below); "too good" only when the whole
+        # interval is beyond the bound, so window-to-window noise is not a fault.
         if plan.higher_is_better:
             below = lo is not None and value < lo
-            above = hi is not None and value > hi
+            above = hi is not None and primary.ci_low > hi
         else:  # a loss: above the upper bound is decay, below the lower bound suspicious
             below = hi is not None and value > hi
-            above = lo is not None and value < lo
+            above = lo is not None and primary.ci_high < lo
         bounds["decayed_out_of_bounds"] = below
         bounds["suspiciously_good"] = above
 
@@ -356,6 +355,33 @@ def diagnose(
 
 
 # -- pieces ---------------------------------------------------------------------------
+
+
+def reference_losses(
+    plan: MonitoringPlan, reference: ReferenceInputs
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Both models' per-example reference losses for the plan's primary metric, and the cap.
+
+    For an outlier-robust primary metric every per-example loss is winsorised
+    at the reference's 99th percentile (``cap``; infinite otherwise): the same
+    transform on both sides keeps the tests calibrated, and no single error can
+    move a mean by more than ``cap / n``.
+    """
+    adv = _loss(plan.loss, reference.y, reference.advanced, reference.advanced_proba, reference)
+    base = _loss(plan.loss, reference.y, reference.baseline, reference.baseline_proba, reference)
+    if not plan.robust:
+        return adv, base, math.inf
+    cap = float(np.quantile(np.concatenate([adv, base]), 0.99))
+    return np.minimum(adv, cap), np.minimum(base, cap), cap
+
+
+def required_n(plan: MonitoringPlan, ref_adv: np.ndarray, ref_base: np.ndarray) -> int:
+    """Labelled records the plan's declared power needs: a paired test of the loss gap
+    at ``min_effect``, with the reference's standard deviation of that gap."""
+    sd = float(np.std(ref_adv - ref_base, ddof=1)) if len(ref_adv) > 1 else 1.0
+    return required_n_paired(
+        min_effect=plan.min_effect, sd=max(sd, 1e-12), alpha=plan.alpha, power=plan.power
+    )
 
 
 def _like(y: np.ndarray, ref_y: np.ndarray) -> np.ndarray:

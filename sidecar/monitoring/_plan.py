@@ -65,6 +65,9 @@ LOSS_METRICS = {
     "roc_auc": "log_loss",
 }
 HIGHER_IS_BETTER = frozenset({"accuracy", "balanced_accuracy", "f1", "roc_auc"})
+#: outlier-robust primaries: their tests compare per-example losses winsorised at
+#: the reference's 99th percentile, so one lucky post cannot move them
+ROBUST_METRICS = frozenset({"median_absolute_error", "trimmed_mse"})
 
 
 class Bounds(BaseModel):
@@ -177,6 +180,11 @@ class MonitoringPlan(BaseModel):
         """The per-example loss the paired tests compare for the primary metric."""
         return LOSS_METRICS[self.primary_metric]
 
+    @property
+    def robust(self) -> bool:
+        """Whether the tests winsorise per-example losses (an outlier-robust primary metric)."""
+        return self.primary_metric in ROBUST_METRICS
+
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
@@ -204,8 +212,9 @@ def default_plan(
     """Sensible defaults per task; bounds sit ``2 * min_effect`` around the reference value.
 
     Classification: accuracy (paired tests on the 0/1 error), min_effect 0.025.
-    Regression: MAE (robust to one lucky outlier, unlike MSE), min_effect 10% of
-    the reference MAE.
+    Regression: the median absolute error (one lucky outlier cannot move it, nor
+    the winsorised absolute errors its tests compare), min_effect 10% of the
+    reference value, which is then the median absolute error.
     """
     if task == "classification":
         effect = min_effect or 0.025
@@ -231,8 +240,8 @@ def default_plan(
             )
         return MonitoringPlan(
             task="regression",
-            primary_metric="mae",
-            secondary_metrics=("mse", "rmse", "median_absolute_error", "trimmed_mse", "huber"),
+            primary_metric="median_absolute_error",
+            secondary_metrics=("mae", "mse", "rmse", "trimmed_mse", "huber"),
             bounds=bounds,
             min_effect=effect,
         )

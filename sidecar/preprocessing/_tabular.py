@@ -265,6 +265,23 @@ class TabularPreprocessor:
                 out.append(col.name)
         return tuple(out)
 
+    def canonical_values(self, name: str, values: Sequence[Any]) -> list[Any]:
+        """Raw values of column ``name`` in the model's terms: numbers converted from the
+        declared ``input_unit`` to the ``unit``, categories recoded; ``None`` stays ``None``.
+
+        Monitoring compares these, so after a fix such as "weights now arrive in
+        pounds" the pounds are not mistaken for a fault any more.
+        """
+        self._check_fitted()
+        _, kind, a, b, _, recode, _, _, _ = self._plan[self._names.index(name)]
+        if kind == 0:
+            if a == 1.0 and b == 0.0:
+                return list(values)
+            return [None if v is None else a * float(v) + b for v in values]
+        if not recode:
+            return list(values)
+        return [None if v is None else recode.get(str(v), str(v)) for v in values]
+
     def unknown_mask(self, name: str, values: Sequence[Any]) -> np.ndarray:
         """Which of ``values`` (raw values of categorical column ``name``) encode to code 0."""
         self._check_fitted()
