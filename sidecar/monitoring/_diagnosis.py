@@ -31,7 +31,9 @@ The order of the questions
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -74,6 +76,11 @@ VERDICTS = (
 #: Above this many labelled pairs the bootstrap adds nothing the CLT does not
 #: give, and costs n * n_boot; the analytic tests stand alone.
 BOOTSTRAP_MAX_N = 50_000
+#: Past BOOTSTRAP_MAX_N, intervals, feature-target relations and the error tree
+#: are estimated on seeded random subsamples (this many records for intervals,
+#: five times as many for relations and the tree); point values and the tests
+#: themselves use every record.
+SUBSAMPLE_N = 20_000
 
 
 @dataclass(frozen=True)
@@ -185,61 +192,20 @@ def diagnose(
     notes = list(window.notes)
 
     # 1. The pipeline, from the inputs alone.
-    health = tuple(_health(plan, reference, window))
+    # The pipeline checks and the drift of the inputs need no labels and share
+    # nothing with the performance tests: they run on a second thread (NumPy,
+    # SciPy and scikit-learn release the GIL in their heavy loops).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-diagnose") as pool:
+        inputs_job = pool.submit(
+            lambda: (tuple(_health(plan, reference, window)), _drift(plan, reference, window))
+        )
+        result = _performance(plan, reference, window, seed)
+        health, drift = inputs_job.result()
     unknown_rates = {
         f: (window.unknown.get(f, 0) / window.n if window.n else 0.0)
         for f in reference.categorical_fields
     }
-
-    # Drift of the inputs: needed for the verdict and useful evidence in any case.
-    drift = _drift(plan, reference, window)
-
-    mask = np.asarray(window.labelled, dtype=bool)
-    n_lab = int(mask.sum())
-    metrics: dict[str, dict[str, MetricValue]] = {}
-    tests: list[TestResult] = []
-    relations: list[DriftResult] = []
-    outliers: list[OutlierInfluence] = []
-    segments: list[ErrorSegment] = []
-    windows: list[dict[str, Any]] = []
-    bounds: dict[str, Any] = {"lower": plan.bounds.lower, "upper": plan.bounds.upper}
-
-    loss_name = plan.loss
-    ref_adv, ref_base, cap = reference_losses(plan, reference)
-    if plan.robust:
-        bounds["winsorised_at"] = cap
-    required = required_n(plan, ref_adv, ref_base)
-    bounds["required_n_for_power"] = required
-
-    if n_lab >= 2:
-        y = window.labels[mask]
-        adv_pred, base_pred = window.advanced[mask], window.baseline[mask]
-        adv_p = None if window.advanced_proba is None else window.advanced_proba[mask]
-        base_p = None if window.baseline_proba is None else window.baseline_proba[mask]
-        if reference.task == "classification":
-            y = _like(y, reference.y)
-        now_adv = np.minimum(_loss(loss_name, y, adv_pred, adv_p, reference), cap)
-        now_base = np.minimum(_loss(loss_name, y, base_pred, base_p, reference), cap)
-        metrics = _metrics(plan, reference, y, adv_pred, adv_p, base_pred, base_p, seed)
-        tests = _performance_tests(
-            plan, ref_adv, ref_base, now_adv, now_base, window.ts[mask], seed
-        )
-        if reference.task == "regression":
-            for who, pred in (("advanced", adv_pred), ("baseline", base_pred)):
-                err = np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)
-                outliers.append(
-                    replace(outlier_influence(err, metric="mse", k=1), metric=f"{who}:mse")
-                )
-        relations = _relations(reference, window, mask, now_adv, ref_adv)
-        if window.features is not None and len(reference.feature_names) == window.features.shape[1]:
-            segments = error_segments(
-                window.features[mask],
-                now_adv,
-                now_base,
-                feature_names=reference.feature_names,
-                seed=seed,
-            )[:8]
-        windows = _window_series(plan, reference, window, mask, y, now_adv, now_base)
+    (_, n_lab, metrics, tests, relations, outliers, segments, windows, bounds, required) = result
 
     primary = metrics.get("advanced", {}).get(plan.primary_metric)
     below = above = False
@@ -354,6 +320,61 @@ def diagnose(
     )
 
 
+def _performance(
+    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData, seed: int
+) -> tuple[Any, ...]:
+    """Everything that needs labels: metrics, tests, relations, outliers, segments, series."""
+    mask = np.asarray(window.labelled, dtype=bool)
+    n_lab = int(mask.sum())
+    metrics: dict[str, dict[str, MetricValue]] = {}
+    tests: list[TestResult] = []
+    relations: list[DriftResult] = []
+    outliers: list[OutlierInfluence] = []
+    segments: list[ErrorSegment] = []
+    windows: list[dict[str, Any]] = []
+    bounds: dict[str, Any] = {"lower": plan.bounds.lower, "upper": plan.bounds.upper}
+
+    loss_name = plan.loss
+    ref_adv, ref_base, cap = reference_losses(plan, reference)
+    if plan.robust:
+        bounds["winsorised_at"] = cap
+    required = required_n(plan, ref_adv, ref_base)
+    bounds["required_n_for_power"] = required
+
+    if n_lab >= 2:
+        y = window.labels[mask]
+        adv_pred, base_pred = window.advanced[mask], window.baseline[mask]
+        adv_p = None if window.advanced_proba is None else window.advanced_proba[mask]
+        base_p = None if window.baseline_proba is None else window.baseline_proba[mask]
+        if reference.task == "classification":
+            y = _like(y, reference.y)
+        now_adv = np.minimum(_loss(loss_name, y, adv_pred, adv_p, reference), cap)
+        now_base = np.minimum(_loss(loss_name, y, base_pred, base_p, reference), cap)
+        metrics = _metrics(plan, reference, y, adv_pred, adv_p, base_pred, base_p, seed)
+        tests = _performance_tests(
+            plan, ref_adv, ref_base, now_adv, now_base, window.ts[mask], seed
+        )
+        if reference.task == "regression":
+            for who, pred in (("advanced", adv_pred), ("baseline", base_pred)):
+                err = np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+                outliers.append(
+                    replace(outlier_influence(err, metric="mse", k=1), metric=f"{who}:mse")
+                )
+        relations = _relations(reference, window, mask, now_adv, ref_adv, seed)
+        if window.features is not None and len(reference.feature_names) == window.features.shape[1]:
+            segments = error_segments(
+                window.features[mask],
+                now_adv,
+                now_base,
+                feature_names=reference.feature_names,
+                seed=seed,
+                max_fit=2 * SUBSAMPLE_N,
+            )[:8]
+        windows = _window_series(plan, reference, window, mask, y, now_adv, now_base)
+
+    return (mask, n_lab, metrics, tests, relations, outliers, segments, windows, bounds, required)
+
+
 # -- pieces ---------------------------------------------------------------------------
 
 
@@ -438,20 +459,23 @@ def _drift(
             if sketch.get("other"):
                 ref_counts["<other>"] = int(sketch["other"])
             cur_counts: dict[str, int] = {}
-            for v in values:
+            for v, c in Counter(values).items():  # count in C, fold the few keys
                 if v is not None:
                     key = str(v)
-                    cur_counts[key] = cur_counts.get(key, 0) + 1
+                    cur_counts[key] = cur_counts.get(key, 0) + c
             if not ref_counts or not cur_counts:
                 continue
             results.append(chi2_homogeneity(ref_counts, cur_counts, feature=name, space="raw"))
     # Preprocessed features: a feature that is a monotone map of one numeric raw
     # field has exactly that field's KS statistic and p-value, so it is not
     # tested twice; the others are.
+    categorical = set(reference.categorical_fields)
     if window.features is not None and "ks" in plan.tests.drift:
         for j, name in enumerate(reference.feature_names):
             if name in reference.monotone_of or j >= window.features.shape[1]:
                 continue
+            if name in categorical or name.split("=", 1)[0] in categorical:
+                continue  # an encoded category: the chi-square test on the raw field covers it
             ref = reference.features[:, j]
             cur = window.features[:, j]
             if len(np.unique(ref)) <= 2:  # one-hot / binary: covered by the categorical test
@@ -492,7 +516,8 @@ def _metrics(
         values: dict[str, MetricValue] = {}
         for name in names:
             try:
-                values[name] = _metric(name, yy, pred, proba, reference.classes, seed)
+                boots = 1000 if name == plan.primary_metric and "reference" not in who else 200
+                values[name] = _metric(name, yy, pred, proba, reference.classes, seed, boots)
             except ValueError:  # e.g. ROC AUC on a window with one class
                 continue
         out[who] = values
@@ -506,15 +531,18 @@ def _metric(
     proba: np.ndarray | None,
     classes: tuple[Any, ...] | None,
     seed: int,
+    n_boot: int = 1000,
 ) -> MetricValue:
     """The metric with a bootstrap CI; past ``BOOTSTRAP_MAX_N`` the bootstrap runs on a
-    random subsample and its interval is narrowed by sqrt(m / n) around the full-data
-    value (interval widths scale as 1/sqrt(n)), so a million rows cost what 50,000 do."""
+    seeded random subsample of ``SUBSAMPLE_N`` and its interval is narrowed by
+    sqrt(m / n) around the full-data value (interval widths scale as 1/sqrt(n)),
+    so a million rows cost what twenty thousand do."""
     n = len(y)
     if n <= BOOTSTRAP_MAX_N:
-        return metric_with_ci(name, y, pred, proba, classes, n_boot=1000, seed=seed)
+        return metric_with_ci(name, y, pred, proba, classes, n_boot=n_boot, seed=seed)
     full = metric_with_ci(name, y, pred, proba, classes, n_boot=1, seed=seed)
-    idx = np.random.default_rng(seed).choice(n, size=BOOTSTRAP_MAX_N, replace=False)
+    m = SUBSAMPLE_N
+    idx = np.random.default_rng(seed).choice(n, size=m, replace=False)
     sub = metric_with_ci(
         name,
         y[idx],
@@ -524,7 +552,7 @@ def _metric(
         n_boot=200,
         seed=seed,
     )
-    shrink = math.sqrt(BOOTSTRAP_MAX_N / n)
+    shrink = math.sqrt(m / n)
     return replace(
         full,
         ci_low=full.value - (sub.value - sub.ci_low) * shrink,
@@ -620,19 +648,33 @@ def _relations(
     mask: np.ndarray,
     now_loss: np.ndarray,
     ref_loss: np.ndarray,
+    seed: int = 0,
 ) -> list[DriftResult]:
-    """How each raw feature relates to the advanced model's loss, now against the reference."""
+    """How each raw numeric feature relates to the advanced model's loss, now vs reference.
+
+    Rank correlations on up to ``SUBSAMPLE_N`` records of each side (seeded).
+    """
     out: list[DriftResult] = []
     if len(now_loss) < 10:
         return out
+    rng = np.random.default_rng(seed)
+    limit = SUBSAMPLE_N
+    n_cur = int(mask.sum())
+    pick_cur = rng.choice(n_cur, size=limit, replace=False) if n_cur > limit else None
+    n_ref = len(ref_loss)
+    pick_ref = rng.choice(n_ref, size=limit, replace=False) if n_ref > limit else None
     for name, cur in window.raw_numeric.items():
         ref = reference.raw_numeric.get(name)
-        if ref is None or len(ref) != len(ref_loss):
+        if ref is None or len(ref) != n_ref:
             continue
+        x_cur, t_cur = cur[mask], now_loss
+        x_ref, t_ref = ref, ref_loss
+        if pick_cur is not None:
+            x_cur, t_cur = x_cur[pick_cur], t_cur[pick_cur]
+        if pick_ref is not None:
+            x_ref, t_ref = x_ref[pick_ref], t_ref[pick_ref]
         try:
-            out.append(
-                relation_change(ref, ref_loss, cur[mask], now_loss, feature=name, kind="numeric")
-            )
+            out.append(relation_change(x_ref, t_ref, x_cur, t_cur, feature=name, kind="numeric"))
         except ValueError:
             continue
     if out:

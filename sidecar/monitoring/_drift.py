@@ -109,20 +109,87 @@ def _ks_statistic(ref: np.ndarray, cur: np.ndarray) -> float:
     the same integer counts scipy divides, so the result is bit-for-bit scipy's.
     """
     n1, n2 = ref.size, cur.size
+    if n2 > n1:
+        return _ks_at_reference(ref, cur)
+    # The current sample is sorted: its ECDF at each distinct value comes from
+    # the run boundaries in one linear pass, not from a search per element.
+    starts = np.flatnonzero(np.concatenate(([True], cur[1:] != cur[:-1])))
+    ends = np.append(starts[1:], n2)
+    values = cur[starts]
     at = np.concatenate(
-        [np.searchsorted(ref, cur, "right"), np.searchsorted(ref, cur, "left"), [n1]]
+        [np.searchsorted(ref, values, "right"), np.searchsorted(ref, values, "left"), [n1]]
     )
-    cur_at = np.concatenate(
-        [
-            np.searchsorted(cur, cur, "right"),
-            np.searchsorted(cur, cur, "left"),
-            np.searchsorted(cur, ref[-1:], "right"),
-        ]
-    )
+    cur_at = np.concatenate([ends, starts, np.searchsorted(cur, ref[-1:], "right")])
     diffs = at / n1 - cur_at / n2
     max_s = float(diffs.max())
     min_s = float(np.clip(-diffs.min(), 0, 1))
     return min_s if min_s > max_s else max_s
+
+
+def _reference_steps(
+    ref: np.ndarray, cur: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Both sorted samples' counts at the reference's distinct values.
+
+    ``(u, ref_lt, ref_le, cur_lt, cur_le)``: the distinct reference values and,
+    at each, how many values of each sample lie below it and at or below it --
+    two binary searches per *reference* value, so a window ten times the
+    reference's size costs little more than the reference.
+    """
+    starts = np.flatnonzero(np.concatenate(([True], ref[1:] != ref[:-1])))
+    u = ref[starts]
+    ref_le = np.append(starts[1:], ref.size)
+    return (
+        u,
+        starts,
+        ref_le,
+        np.searchsorted(cur, u, "left"),
+        np.searchsorted(cur, u, "right"),
+    )
+
+
+def _ks_at_reference(ref: np.ndarray, cur: np.ndarray) -> float:
+    """The KS statistic when the window is the larger sample, from the reference's steps.
+
+    Between two distinct reference values the reference ECDF is flat and the
+    window's only rises, so the largest gap sits at a reference value or just
+    before one; there each ECDF is the ratio of integer counts scipy divides
+    at the nearest pooled value, so the result is scipy's.
+    """
+    _, ref_lt, ref_le, cur_lt, cur_le = _reference_steps(ref, cur)
+    n1, n2 = ref.size, cur.size
+    gaps = np.concatenate([ref_le / n1 - cur_le / n2, ref_lt / n1 - cur_lt / n2])
+    max_s = float(gaps.max())
+    min_s = float(np.clip(-gaps.min(), 0, 1))
+    return min_s if min_s > max_s else max_s
+
+
+def _wasserstein_steps(ref: np.ndarray, cur: np.ndarray) -> float:
+    """W1 for a window much larger than the reference, from the reference's steps.
+
+    Outside the reference's range the integral is exact (sums of the window's
+    values there); between two distinct reference values the window's ECDF is
+    taken as linear. With the thousands of reference values a monitored
+    feature has, the error is far below any drift threshold.
+    """
+    u, _, ref_le, cur_lt, cur_le = _reference_steps(ref, cur)
+    n1, n2 = ref.size, cur.size
+    lo, hi = int(cur_lt[0]), int(cur_le[-1])
+    total = (lo * u[0] - float(cur[:lo].sum())) / n2
+    total += (float(cur[hi:].sum()) - (n2 - hi) * u[-1]) / n2
+    if u.size > 1:
+        width = np.diff(u)
+        a = ref_le[:-1] / n1  # the reference ECDF on [u_j, u_j+1)
+        d0 = a - cur_le[:-1] / n2  # the gap at the left end
+        d1 = a - cur_lt[1:] / n2  # the gap just before the right end
+        s0, s1 = np.abs(d0), np.abs(d1)
+        crossing = (d0**2 + d1**2) / (2 * np.maximum(s0 + s1, 1e-300))
+        total += float(np.sum(width * np.where(d0 * d1 >= 0, (s0 + s1) / 2, crossing)))
+    return float(total)
+
+
+#: a window at least this many times the reference's size takes the step formulas
+_STEPS_FACTOR = 4
 
 
 def _ks_pvalue(n1: int, n2: int, d: float) -> tuple[float, float, str]:
@@ -269,7 +336,10 @@ def ks_drift(
     ``ref_sorted`` comes from :func:`sort_reference`; missing values (NaN) in
     ``cur`` are dropped and counted in ``detail["n_missing"]``.
 
-    The effect is the Wasserstein-1 distance between the two samples divided
+    The effect is the Wasserstein-1 distance between the two samples (exact;
+    for a window at least four times a reference of 1,000 values or more, the
+    window's ECDF is taken as linear between reference values, which is close
+    to exact and much faster -- see ``_wasserstein_steps``) divided
     by the reference's interquartile range (``detail["scale"]`` says when the
     standard deviation, or nothing, had to stand in): "the distributions moved
     by 0.3 IQRs" reads the same for grams and for years. ``detail`` also holds
@@ -288,7 +358,10 @@ def ks_drift(
             f"got {raw.size} values, all missing."
         )
     d, p, method = _ks(ref, cur_sorted)
-    distance = _wasserstein_sorted(ref, cur_sorted)
+    if cur_sorted.size >= _STEPS_FACTOR * ref.size and ref.size >= 1000:
+        distance = _wasserstein_steps(ref, cur_sorted)
+    else:
+        distance = _wasserstein_sorted(ref, cur_sorted)
     scale, scale_name = _scale(ref)
     return DriftResult(
         feature=feature,

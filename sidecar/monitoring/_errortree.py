@@ -43,6 +43,7 @@ def error_segments(
     max_depth: int = 3,
     min_share: float = 0.02,
     seed: int = 0,
+    max_fit: int | None = None,
 ) -> list[ErrorSegment]:
     """Segments (tree leaves) ordered by how much advanced-model error they hold.
 
@@ -65,8 +66,17 @@ def error_segments(
         raise InputError(
             f"`feature_names` must name the {X.shape[1]} columns of X; got {len(feature_names)}."
         )
+    scale = 1.0
+    if max_fit is not None and n > max_fit:
+        # A large window: the tree and its segments come from a seeded sample;
+        # supports are scaled back to the whole window.
+        pick = np.random.default_rng(seed).choice(n, size=max_fit, replace=False)
+        X, advanced_error, baseline_error = X[pick], advanced_error[pick], baseline_error[pick]
+        scale = n / max_fit
     tree = DecisionTreeRegressor(
-        max_depth=max_depth, min_samples_leaf=max(10, int(min_share * n)), random_state=seed
+        max_depth=max_depth,
+        min_samples_leaf=max(10, int(min_share * len(X))),
+        random_state=seed,
     ).fit(X, advanced_error)
     t = tree.tree_
     leaves = tree.apply(X)
@@ -76,7 +86,7 @@ def error_segments(
         segments.append(
             ErrorSegment(
                 conditions=_path(t, int(leaf), feature_names),
-                support=int(mask.sum()),
+                support=round(int(mask.sum()) * scale),
                 share=float(mask.mean()),
                 advanced_error=float(advanced_error[mask].mean()),
                 baseline_error=float(baseline_error[mask].mean()),

@@ -462,7 +462,11 @@ def _categorical_checks(
     n_ref = int(sketch["count"])
     if n == 0 or n_ref == 0:
         return tests
-    counts = Counter(str(v) for v in values if not _is_missing(v))
+    # Count the values once (hashing in C), then fold the few distinct keys.
+    counts: Counter[str] = Counter()
+    for value, c in Counter(values).items():
+        if not _is_missing(value):
+            counts[str(value)] += c
     n_missing = n - sum(counts.values())
     tests.append(
         _rate_candidate(
