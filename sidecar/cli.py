@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import InputError, SidecarError
+from ._errors import InputError, PlanError, SidecarError
 
 __all__ = ["main"]
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except InputError as exc:
+    except (InputError, PlanError) as exc:
         print(f"sidecar: error: {exc}", file=sys.stderr)
         return 2
     except SidecarError as exc:
