@@ -17,7 +17,7 @@ from ._errors import (
     StoreError,
 )
 from ._export import export_parquet
-from ._monitor import diagnose
+from ._monitor import RecentData, diagnose, recent_data
 from ._replay import ReplayResult, replay
 from .preprocessing import (
     CategoricalColumn,
@@ -42,6 +42,7 @@ __all__ = [
     "PlanError",
     "Prediction",
     "Predictor",
+    "RecentData",
     "ReplayResult",
     "ShadowPrediction",
     "SidecarError",
@@ -52,6 +53,7 @@ __all__ = [
     "export_parquet",
     "load",
     "read_spec",
+    "recent_data",
     "replay",
     "wrap",
 ]

@@ -456,6 +456,82 @@ class Bundle:
             keep_alive=self,
         )
 
+    def with_models(
+        self,
+        *,
+        advanced: Any = None,
+        baseline: Any = None,
+        reference: tuple[Records | Any, Any] | None = None,
+        framework: str | None = None,
+        model_options: Mapping[str, Any] | None = None,
+    ) -> Bundle:
+        """A new bundle version (a retraining candidate) with new model(s), same preprocessing.
+
+        ``advanced`` / ``baseline`` replace the current ones when given (any model
+        :func:`wrap` accepts, for the same task and classes). ``reference`` --
+        held-out ``(records, labels)`` -- recomputes what "normal" looks like for
+        the new models; without it the current reference is kept. The plan and
+        the preprocessing are unchanged; the parent is this version.
+        """
+        if advanced is None and baseline is None:
+            raise InputError("`advanced` or `baseline` must be given; got neither.")
+        self.manifest  # noqa: B018 - make sure the kept parts have sources to copy
+        new_adv = self.advanced
+        if advanced is not None:
+            new_adv = as_predictor(
+                advanced,
+                task=self.task,
+                framework=framework,
+                classes=self._classes,
+                **dict(model_options or {}),
+            )
+        new_base = self.baseline if baseline is None else as_predictor(baseline, task=self.task)
+        if self.task == "classification":
+            for who, model in (("advanced", new_adv), ("baseline", new_base)):
+                if model.classes is not None and list(model.classes) != list(self._classes or []):
+                    raise InputError(
+                        f"the new {who} model must know the classes {list(self._classes or [])} "
+                        f"in that order; got {list(model.classes)}."
+                    )
+        keep = {"preprocessing"}
+        if advanced is None:
+            keep.add("advanced")
+        if baseline is None:
+            keep.add("baseline")
+        ref = self.reference
+        if reference is not None:
+            records, y = as_records(reference[0]), np.asarray(reference[1])
+            X, report = self.preprocessing.transform_with_report(records)
+            pre = self.preprocessing
+            ref = Reference.compute(
+                task=self.task,
+                records=records,
+                input_fields=pre.input_fields,
+                features=X,
+                feature_names=pre.feature_names_out or [f"x{j}" for j in range(X.shape[1])],
+                categorical_fields=pre.categorical_fields,
+                unknown=report.unknown,
+                y=y,
+                outputs={"advanced": new_adv.infer(X), "baseline": new_base.infer(X)},
+                classes=new_adv.classes,
+                canonical=pre.canonical_values if isinstance(pre, TabularPreprocessor) else None,
+            )
+        else:
+            keep.add("reference")
+        return Bundle(
+            name=self.name,
+            task=self.task,
+            preprocessing=self.preprocessing,
+            advanced=new_adv,
+            baseline=new_base,
+            reference=ref,
+            plan=self.plan,
+            parent=self.version,
+            sources={k: v for k, v in self._sources.items() if k in keep},
+            shadow_timeout=self.shadow.timeout,
+            keep_alive=self,
+        )
+
     def with_plan(self, plan: MonitoringPlan) -> Bundle:
         """A new bundle version with the same parts and a new monitoring plan."""
         if plan.task != self.task:

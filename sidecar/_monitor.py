@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,14 @@ from .monitoring._inputs import ReferenceInputs, WindowData
 from .preprocessing import TabularPreprocessor
 from .recording import Store
 
-__all__ = ["diagnose", "load_window", "model_family", "reference_inputs"]
+__all__ = [
+    "RecentData",
+    "diagnose",
+    "load_window",
+    "model_family",
+    "recent_data",
+    "reference_inputs",
+]
 
 
 def load_window(
@@ -225,3 +233,59 @@ def plan_summary(bundle: Bundle) -> dict[str, Any]:
         "paired_sd": float(np.std(adv - base, ddof=1)) if len(adv) > 1 else math.nan,
         "required_n": required_n(plan, adv, base),
     }
+
+
+@dataclass(frozen=True)
+class RecentData:
+    """Labelled records from the store, oldest first: what a retraining adapter learns from."""
+
+    records: list[dict[str, Any]]
+    labels: np.ndarray
+    ts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def recent_data(
+    bundle: Bundle,
+    store: Store | str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    all_versions: bool = True,
+) -> RecentData:
+    """The labelled raw records the store holds in ``[since, until)``, in time order.
+
+    Every version of the bundle counts by default (the world, not the model,
+    is what the records describe); records whose raw fields were removed by a
+    privacy rule are skipped, since no model can learn from them.
+    """
+    from .recording import open_store
+
+    opened = open_store(store) if isinstance(store, str) else store
+    fields = list(bundle.preprocessing.input_fields)
+    records: list[dict[str, Any]] = []
+    labels: list[Any] = []
+    ts: list[float] = []
+    version = bundle.version
+    try:
+        for chunk in opened.iter_joined(since=since, until=until):
+            for row in chunk:
+                if row["label"] is None or (not all_versions and row["bundle_version"] != version):
+                    continue
+                raw = json.loads(row["raw"])
+                if any(f not in raw for f in fields):
+                    continue
+                records.append({f: raw[f] for f in fields})
+                labels.append(json.loads(row["label"]))
+                ts.append(float(row["ts"]))
+    finally:
+        if isinstance(store, str):
+            opened.close()
+    y = np.array(labels, dtype=object)
+    if y.size and all(isinstance(v, int | float) and not isinstance(v, bool) for v in labels):
+        y = y.astype(np.float64 if bundle.task == "regression" else np.int64)
+    elif y.size and all(isinstance(v, str) for v in labels):
+        y = y.astype(str)
+    return RecentData(records=records, labels=y, ts=np.asarray(ts, dtype=np.float64))
