@@ -153,6 +153,8 @@ class Bundle:
         self.path: Path | None = None
         self._classes = advanced.classes
         self.recorder: Recorder | None = None
+        #: a retrained candidate running in shadow (see attach_candidate)
+        self.candidate: Bundle | None = None
         #: called on the shadow thread after each micro-batch (the service sets
         #: its live Prometheus gauges there, off the request path)
         self.observers: list[Callable[[Bundle], None]] = []
@@ -304,25 +306,35 @@ class Bundle:
         items: list[tuple[Records, np.ndarray, Prediction, Sequence[float] | None]],
         timeout: float | None = None,
     ) -> list[tuple[ModelOutput | None, str | None, float | None]]:
-        """Run the baseline once over the records of many requests, then record them all."""
+        """Run the baseline (and a candidate in shadow) once over many requests; record them."""
         X = items[0][1] if len(items) == 1 else np.vstack([it[1] for it in items])
         start = time.perf_counter()
         out, error = self.shadow.call(lambda: self.baseline.infer(X), timeout)
         ms = (time.perf_counter() - start) * 1000.0
+        candidate = self.candidate
+        cand_out: ModelOutput | None = None
+        cand_ms = None
+        if candidate is not None:
+            start = time.perf_counter()
+            cand_out, cand_error = self.shadow.call(lambda: candidate.advanced.infer(X), timeout)
+            cand_ms = (time.perf_counter() - start) * 1000.0
+            if cand_error is not None:
+                error = "; ".join(e for e in (error, f"candidate: {cand_error}") if e)
         results: list[tuple[ModelOutput | None, str | None, float | None]] = []
         rows: list[tuple[Any, ...]] = []
         recorder = self.recorder
         lo = 0
         for records, _, pred, timestamps in items:
             hi = lo + len(pred)
-            part = None
-            if out is not None:
-                proba = out.probabilities
-                part = ModelOutput(out.predictions[lo:hi], None if proba is None else proba[lo:hi])
-            share = ms * (hi - lo) / len(X)  # the batch's baseline time, shared by its records
+            part = _slice(out, lo, hi)
+            share = ms * (hi - lo) / len(X)  # the batch's shadow time, shared by its records
             results.append((part, error, share))
             if recorder is not None:
-                rows.extend(self._rows(records, pred, part, error, share, timestamps))
+                cand = None
+                if candidate is not None:
+                    cand_share = None if cand_ms is None else cand_ms * (hi - lo) / len(X)
+                    cand = (candidate.version, _slice(cand_out, lo, hi), cand_share)
+                rows.extend(self._rows(records, pred, part, error, share, timestamps, cand))
             if part is not None and self.task == "classification":
                 self.stats.shadow_compared += hi - lo
                 self.stats.shadow_disagreements += int(
@@ -334,6 +346,32 @@ class Bundle:
         for observe in self.observers:
             observe(self)
         return results
+
+    def attach_candidate(self, candidate: Bundle | None) -> None:
+        """Run ``candidate``'s advanced model in shadow beside this one (``None`` detaches).
+
+        Its predictions are recorded with every request, for ``sidecar promote``
+        to compare with this champion's on the same, labelled requests. It must
+        share this bundle's preprocessing (same sha256), task and classes.
+        """
+        if candidate is not None:
+            mine = self.manifest["parts"]["preprocessing"]["sha256"]
+            theirs = candidate.manifest["parts"]["preprocessing"]["sha256"]
+            if candidate.task != self.task:
+                raise InputError(
+                    f"the candidate's task must be {self.task!r}; got {candidate.task!r}."
+                )
+            if theirs != mine:
+                raise InputError(
+                    "the candidate must use the champion's preprocessing (sha256 "
+                    f"{mine[:12]}...); got preprocessing {theirs[:12]}..."
+                )
+            if list(candidate._classes or []) != list(self._classes or []):
+                raise InputError(
+                    f"the candidate must know the champion's classes {list(self._classes or [])}; "
+                    f"got {list(candidate._classes or [])}."
+                )
+        self.candidate = candidate
 
     def feedback(
         self, labels: Sequence[Mapping[str, Any]], *, store: Store | None = None
@@ -369,24 +407,27 @@ class Bundle:
         error: str | None,
         base_ms: float | None,
         timestamps: Sequence[float] | None,
+        candidate: tuple[str, ModelOutput | None, float | None] | None = None,
     ) -> list[tuple[Any, ...]]:
         """One store row per record, in :data:`sidecar.recording.COLUMNS` order."""
         parts = self.manifest["parts"]
+        n = len(pred)
+        cand_version, cand_out, cand_ms = candidate if candidate is not None else (None, None, None)
         head = (
             pred.bundle_version,
             pred.preprocessing_version,
             parts["advanced"]["version"],
             parts["baseline"]["version"],
-            None,  # candidate_version: the retraining path fills the candidate slots
+            cand_version,
         )
         apply = self._policy.apply
         adv = [dumps(v) for v in pred.predictions.tolist()]
-        adv_p = _json_rows(pred.probabilities, len(adv))
-        base_v = (
-            [None] * len(adv) if base is None else [dumps(v) for v in base.predictions.tolist()]
-        )
-        base_p = _json_rows(None if base is None else base.probabilities, len(adv))
-        ts = [pred.ts] * len(adv) if timestamps is None else [float(t) for t in timestamps]
+        adv_p = _json_rows(pred.probabilities, n)
+        base_v = _json_values(base, n)
+        base_p = _json_rows(None if base is None else base.probabilities, n)
+        cand_v = _json_values(cand_out, n)
+        cand_p = _json_rows(None if cand_out is None else cand_out.probabilities, n)
+        ts = [pred.ts] * n if timestamps is None else [float(t) for t in timestamps]
         return [
             (
                 rid,
@@ -397,17 +438,15 @@ class Bundle:
                 adv_p[i],
                 base_v[i],
                 base_p[i],
-                None,
-                None,
+                cand_v[i],
+                cand_p[i],
                 pred.latency_ms,
                 base_ms,
-                None,
+                cand_ms,
                 error,
             )
             for i, rid in enumerate(pred.request_ids)
         ]
-
-    # -- new versions -------------------------------------------------------------
 
     def with_preprocessing(self, preprocessing: Preprocessor) -> Bundle:
         """A new bundle version with the same models and a new preprocessing version.
@@ -632,6 +671,19 @@ def _default_plan_for(task: str, reference: Reference) -> MonitoringPlan:
     return default_plan(task, reference_metric=value)
 
 
+def _slice(out: ModelOutput | None, lo: int, hi: int) -> ModelOutput | None:
+    if out is None:
+        return None
+    proba = out.probabilities
+    return ModelOutput(out.predictions[lo:hi], None if proba is None else proba[lo:hi])
+
+
+def _json_values(out: ModelOutput | None, n: int) -> list[str | None]:
+    if out is None:
+        return [None] * n
+    return [dumps(v) for v in out.predictions.tolist()]
+
+
 def _json_rows(matrix: np.ndarray | None, n: int) -> list[str | None]:
     if matrix is None:
         return [None] * n
@@ -673,13 +725,15 @@ def load(
     allow_pickle: bool = False,
     shadow_timeout: float = 1.0,
 ) -> Bundle:
-    """Read a bundle directory, checking every part's sha256 first.
+    """Read a bundle directory (or a registry's active version), checking every part first.
 
     ``trusted`` names extra types skops may load (beyond scikit-learn, NumPy
     and SciPy); ``allow_pickle=True`` is needed for a bundle with a pickled
     model, and should be given only for bundles from a trusted source.
     """
-    root = Path(path)
+    from ._registry import resolve_bundle_path
+
+    root = resolve_bundle_path(Path(path))  # a registry loads its active version
     manifest_file = root / MANIFEST
     if not manifest_file.is_file():
         raise BundleError(f"{root} is not a bundle: it has no {MANIFEST}.")

@@ -6,6 +6,7 @@ columns kept, never with the store's size beyond the window asked for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from ._bundle import Bundle
 from ._errors import InputError
 from .monitoring._diagnosis import Diagnosis
 from .monitoring._inputs import ReferenceInputs, WindowData
+from .monitoring._promotion import PromotionDecision
 from .preprocessing import TabularPreprocessor
 from .recording import Store
 
@@ -25,6 +27,7 @@ __all__ = [
     "diagnose",
     "load_window",
     "model_family",
+    "promotion_decision",
     "recent_data",
     "reference_inputs",
 ]
@@ -289,3 +292,62 @@ def recent_data(
     elif y.size and all(isinstance(v, str) for v in labels):
         y = y.astype(str)
     return RecentData(records=records, labels=y, ts=np.asarray(ts, dtype=np.float64))
+
+
+def promotion_decision(
+    champion: Bundle,
+    candidate: Bundle,
+    store: Store | str,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+) -> PromotionDecision:
+    """Compare the candidate (in shadow) with the champion on the requests both answered."""
+    from .monitoring._promotion import decide_promotion
+    from .recording import open_store
+
+    if candidate.task != champion.task:
+        raise InputError(f"the candidate's task must be {champion.task!r}; got {candidate.task!r}.")
+    opened = open_store(store) if isinstance(store, str) else store
+    y: list[Any] = []
+    champ: list[Any] = []
+    champ_p: list[Any] = []
+    cand: list[Any] = []
+    cand_p: list[Any] = []
+    ts: list[float] = []
+    try:
+        for chunk in opened.iter_joined(since=since, until=until):
+            for row in chunk:
+                if (
+                    row["label"] is None
+                    or row["candidate_version"] != candidate.version
+                    or row["candidate_prediction"] is None
+                    or row["bundle_version"] != champion.version
+                ):
+                    continue
+                y.append(json.loads(row["label"]))
+                champ.append(json.loads(row["advanced_prediction"]))
+                champ_p.append(row["advanced_proba"])
+                cand.append(json.loads(row["candidate_prediction"]))
+                cand_p.append(row["candidate_proba"])
+                ts.append(float(row["ts"]))
+    finally:
+        if isinstance(store, str):
+            opened.close()
+    ref_y = champion.reference.arrays["y"]
+    labels = np.array(y, dtype=object)
+    if labels.size:
+        with contextlib.suppress(TypeError, ValueError):
+            labels = labels.astype(ref_y.dtype)
+    return decide_promotion(
+        plan=champion.plan,
+        y=labels,
+        champion=_labels_array(champ),
+        champion_proba=_proba(champ_p),
+        candidate=_labels_array(cand),
+        candidate_proba=_proba(cand_p),
+        classes=champion.advanced.classes,
+        ts=np.asarray(ts, dtype=np.float64),
+        champion_version=champion.version,
+        candidate_version=candidate.version,
+    )

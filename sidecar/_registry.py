@@ -1,0 +1,148 @@
+"""A bundle registry: every version kept, one of them active, switched atomically.
+
+Layout::
+
+    <root>/
+      ACTIVE            the active version (one line), replaced atomically
+      history.jsonl     one JSON object per event: register, promote, reject, rollback
+      versions/<v>/     every bundle version, loadable as it was saved
+
+``sidecar.load(root)`` loads the active version, so ``SIDECAR_BUNDLE`` can point
+at the registry and a restarted service picks up a promotion or a rollback.
+A plain bundle directory becomes a registry (its bundle the first version) the
+first time a candidate is promoted into it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ._errors import BundleError, InputError
+
+__all__ = ["Registry", "resolve_bundle_path"]
+
+ACTIVE = "ACTIVE"
+HISTORY = "history.jsonl"
+VERSIONS = "versions"
+
+
+def resolve_bundle_path(path: Path) -> Path:
+    """The directory of the bundle to load: the active version of a registry, or ``path``."""
+    active = path / ACTIVE
+    if active.is_file():
+        version = active.read_text().strip()
+        target = path / VERSIONS / version
+        if not target.is_dir():
+            raise BundleError(f"{path}: the active version {version!r} is missing from versions/.")
+        return target
+    return path
+
+
+class Registry:
+    """The versions of one bundle, in ``root``; see the module docstring."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> Registry:
+        """The registry at ``path``; with ``create``, turn a plain bundle directory into one."""
+        root = Path(path)
+        if (root / ACTIVE).is_file():
+            return cls(root)
+        if not create:
+            raise InputError(
+                f"{root} must be a bundle registry (promote a candidate into it first); got a "
+                "plain bundle directory."
+            )
+        manifest = root / "manifest.json"
+        if not manifest.is_file():
+            raise BundleError(f"{root} is not a bundle: it has no manifest.json.")
+        version = str(json.loads(manifest.read_text())["version"])
+        staging = root.parent / f".{root.name}.registry-{os.getpid()}"
+        (staging / VERSIONS).mkdir(parents=True)
+        try:
+            os.replace(root, staging / VERSIONS / version)
+            (staging / ACTIVE).write_text(version + "\n")
+            os.replace(staging, root)
+        except BaseException:
+            if not root.exists() and (staging / VERSIONS / version).exists():
+                os.replace(staging / VERSIONS / version, root)  # put the bundle back
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        registry = cls(root)
+        registry._log({"action": "register", "version": version, "note": "the first version"})
+        return registry
+
+    @property
+    def active(self) -> str:
+        return (self.root / ACTIVE).read_text().strip()
+
+    def versions(self) -> list[str]:
+        return sorted(p.name for p in (self.root / VERSIONS).iterdir() if p.is_dir())
+
+    def path_of(self, version: str) -> Path:
+        path = self.root / VERSIONS / version
+        if not path.is_dir():
+            raise InputError(f"version must be one of {self.versions()}; got {version!r}.")
+        return path
+
+    def history(self) -> list[dict[str, Any]]:
+        path = self.root / HISTORY
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def register(self, bundle_dir: Path) -> str:
+        """Copy a saved bundle into ``versions/`` (a no-op when that version is there)."""
+        version = str(json.loads((bundle_dir / "manifest.json").read_text())["version"])
+        target = self.root / VERSIONS / version
+        if not target.exists():
+            staging = self.root / VERSIONS / f".{version}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(bundle_dir, staging)
+            os.replace(staging, target)
+            self._log({"action": "register", "version": version})
+        return version
+
+    def activate(
+        self, version: str, *, action: str, evidence: dict[str, Any] | None = None
+    ) -> None:
+        """Make ``version`` the active one in one atomic rename, and log why."""
+        self.path_of(version)
+        previous = self.active
+        tmp = self.root / f".{ACTIVE}.tmp"
+        tmp.write_text(version + "\n")
+        os.replace(tmp, self.root / ACTIVE)
+        self._log(
+            {
+                "action": action,
+                "version": version,
+                "from": previous,
+                **({"evidence": evidence} if evidence else {}),
+            }
+        )
+
+    def log(self, event: dict[str, Any]) -> None:
+        """Record an event that switches nothing (a rejected candidate, say)."""
+        self._log(event)
+
+    def previous_active(self) -> str | None:
+        """The version that was active before the current one, from the history."""
+        current = self.active
+        for event in reversed(self.history()):
+            if event.get("action") in ("promote", "rollback") and event.get("version") == current:
+                return event.get("from")  # type: ignore[no-any-return]
+        return None
+
+    def _log(self, event: dict[str, Any]) -> None:
+        line = json.dumps({"time": time.time(), **event}, sort_keys=True, default=str)
+        with open(self.root / HISTORY, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
