@@ -4,6 +4,7 @@
 variable                       meaning                                      default
 =============================  ===========================================  ==========
 ``SIDECAR_BUNDLE``             the bundle directory the service serves      (required)
+``SIDECAR_CANDIDATE``          a retrained candidate to run in shadow       (none)
 ``SIDECAR_STORE``              where predictions are recorded (a URL)       ``sqlite:///sidecar-records.db``
 ``SIDECAR_MAX_BODY_BYTES``     largest request body accepted (413 beyond)   10485760
 ``SIDECAR_MAX_BATCH``          most records in one request                  10000
@@ -41,6 +42,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bundle: str | None = None
+    candidate: str | None = None
     store: str = "sqlite:///sidecar-records.db"
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_batch: int = Field(default=10_000, gt=0)

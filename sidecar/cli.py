@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_plan_set)
 
+    p = sub.add_parser("retrain", help="write a retrained candidate bundle")
+    p.add_argument("bundle")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", help="learn from the labelled records in this store")
+    src.add_argument("--data", help="learn from this file (.csv or .parquet)")
+    p.add_argument("--label-column", help="with --data: the label column")
+    p.add_argument("--timestamp-column", help="with --data: the time column (else file order)")
+    p.add_argument("--since")
+    p.add_argument("--until")
+    p.add_argument(
+        "--strategy",
+        default="auto",
+        choices=["auto", "regularize", "replace-members", "fine-tune-head"],
+    )
+    p.add_argument("--force", action="store_true", help="retrain even when healthy")
+    p.add_argument("--out", required=True, help="directory of the candidate bundle")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the training report as JSON")
+    p.set_defaults(func=_retrain)
+
+    p = sub.add_parser(
+        "promote", help="promote a candidate only if a paired test says it is better"
+    )
+    p.add_argument("bundle", help="the champion: a bundle directory or a registry")
+    p.add_argument("--candidate", required=True, help="the candidate bundle directory")
+    p.add_argument("--store", required=True)
+    p.add_argument("--since")
+    p.add_argument("--until")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_promote)
+
+    p = sub.add_parser("rollback", help="make an earlier version active again")
+    p.add_argument("bundle", help="the registry")
+    p.add_argument("--to", help="the version (default: the one active before the current)")
+    p.set_defaults(func=_rollback)
+
     pre = sub.add_parser("preprocessing", help="work on a bundle's preprocessing")
     presub = pre.add_subparsers(title="preprocessing commands", metavar="COMMAND")
     p = presub.add_parser("swap", help="new bundle version with a new preprocessing, same models")
@@ -291,16 +328,28 @@ def _typed_classes(classes: list[str] | None, data: tuple[Any, list[Any]]) -> li
 
 def _info(args: argparse.Namespace) -> int:
     from ._bundle import load
+    from ._registry import ACTIVE, Registry
 
     bundle = load(args.bundle, trusted=_trusted_env(), allow_pickle=False)
     info = bundle.info()
+    info["plan_sha256"] = bundle.plan.sha256
+    history: list[dict[str, Any]] = []
+    if (Path(args.bundle) / ACTIVE).is_file():
+        registry = Registry.open(args.bundle)
+        history = registry.history()
+        info["registry"] = {
+            "active": registry.active,
+            "versions": registry.versions(),
+            "history": history,
+        }
     if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True))
+        print(json.dumps(info, indent=2, sort_keys=True, default=str))
         return 0
     print(f"bundle      {info['name']}  version {info['version']}  (parent {info['parent']})")
     print(f"task        {info['task']}  classes {info['classes']}")
     print(f"created     {info['created_at']}")
     print(f"inputs      {', '.join(info['input_fields'])}")
+    print(f"plan sha256 {bundle.plan.sha256}")
     for part in ("preprocessing", "advanced", "baseline", "reference"):
         meta = info["parts"][part]
         kind = meta.get("framework") or meta.get("kind")
@@ -308,6 +357,10 @@ def _info(args: argparse.Namespace) -> int:
             f"{part:<15}{kind:<11}{meta.get('format', ''):<22}version {meta['version']}  "
             f"sha256 {meta['sha256'][:16]}..."
         )
+    for event in history:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event["time"]))
+        extra = f" (from {event['from']})" if event.get("from") else ""
+        print(f"history     {when}  {event['action']:<9} {event['version']}{extra}")
     return 0
 
 
@@ -565,6 +618,137 @@ def _plan_set(args: argparse.Namespace) -> int:
         f"saved bundle {new.name} version {new.version} (parent {bundle.version}) to {path} "
         f"with plan {new.plan.sha256[:16]}..."
     )
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from ._bundle import load
+    from ._monitor import diagnose, recent_data
+
+    try:
+        import adapters
+    except ImportError as exc:  # pragma: no cover - adapters ships with the project
+        raise InputError(f"the retraining adapters cannot be imported: {exc}") from exc
+    bundle = load(args.bundle, trusted=_trusted_env())
+    since, until = _window(args)
+    diagnosis = None
+    if args.store:
+        recent = recent_data(bundle, args.store, since=since, until=until)
+        if args.strategy == "auto":
+            diagnosis = diagnose(bundle, args.store, since=since, until=until)
+            print(f"diagnosis: {diagnosis.verdict}", file=sys.stderr)
+    else:
+        if not args.label_column:
+            raise InputError("--label-column must name the label column of --data; got none.")
+        if args.strategy == "auto":
+            raise InputError(
+                "--strategy auto follows a diagnosis, which needs --store; with --data name the "
+                "strategy (regularize, replace-members or fine-tune-head)."
+            )
+        recent = _recent_from_file(bundle, args)
+    result = adapters.retrain(
+        bundle,
+        recent,
+        strategy=args.strategy,
+        diagnosis=diagnosis,
+        force=args.force,
+        progress=_progress_bar,
+    )
+    path = result.candidate.save(args.out, overwrite=args.overwrite)
+    print(file=sys.stderr)
+    report = result.report.to_dict()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "candidate": str(path),
+                    "version": result.candidate.version,
+                    "parent": bundle.version,
+                    "report": report,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return 0
+    print(f"saved candidate {result.candidate.version} (parent {bundle.version}) to {path}")
+    print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _recent_from_file(bundle: Any, args: argparse.Namespace) -> Any:
+    import numpy as np
+
+    from ._monitor import RecentData
+    from ._tables import parse_timestamp, pop_column, read_table
+
+    records = read_table(args.data, text_columns=bundle.preprocessing.categorical_fields)
+    labels = pop_column(records, args.label_column, flag="--label-column", source=args.data)
+    if args.timestamp_column:
+        raw = pop_column(
+            records, args.timestamp_column, flag="--timestamp-column", source=args.data
+        )
+        ts = [parse_timestamp(v, where=f"{args.timestamp_column}[{i}]") for i, v in enumerate(raw)]
+    else:
+        ts = [float(i) for i in range(len(records))]
+    order = sorted(range(len(records)), key=lambda i: ts[i])
+    y = np.array([labels[i] for i in order])
+    return RecentData(
+        records=[records[i] for i in order],
+        labels=y,
+        ts=np.array([ts[i] for i in order], dtype=float),
+    )
+
+
+def _progress_bar(step: str, fraction: float) -> None:
+    width = 30
+    filled = int(width * max(0.0, min(1.0, fraction)))
+    print(
+        f"\r{step[:40]:<40} [{'#' * filled}{'.' * (width - filled)}] {fraction:>4.0%}",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from ._bundle import load
+    from ._monitor import promotion_decision
+    from ._registry import Registry
+
+    champion = load(args.bundle, trusted=_trusted_env())
+    candidate = load(args.candidate, trusted=_trusted_env())
+    since, until = _window(args)
+    decision = promotion_decision(champion, candidate, args.store, since=since, until=until)
+    summary = decision.to_dict()
+    if decision.promote:
+        registry = Registry.open(args.bundle, create=True)
+        registry.register(Path(args.candidate))
+        registry.activate(candidate.version, action="promote", evidence=summary)
+    elif (Path(args.bundle) / "ACTIVE").is_file():
+        Registry.open(args.bundle).log(
+            {"action": "reject", "version": candidate.version, "evidence": summary}
+        )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(("promoted " if decision.promote else "rejected ") + candidate.version)
+        print(decision.reason)
+        for t in decision.tests:
+            print(f"test  {t.name:<26} effect {t.effect:+.4g}  p_adj {t.p_adjusted:.3g}")
+    return 0 if decision.promote else 1
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from ._registry import Registry
+
+    registry = Registry.open(args.bundle)
+    target = args.to or registry.previous_active()
+    if target is None:
+        raise InputError(f"{args.bundle} has no earlier active version to roll back to.")
+    current = registry.active
+    registry.activate(target, action="rollback")
+    print(f"active version {target} (was {current})")
     return 0
 
 

@@ -123,6 +123,14 @@ class Sidecar:
             hash=settings.record_hash,
             key=settings.hash_key.encode() if settings.hash_key else None,
         )
+        if settings.candidate:
+            self.bundle.attach_candidate(
+                sidecar.load(
+                    settings.candidate,
+                    trusted=settings.trusted,
+                    allow_pickle=settings.allow_pickle,
+                )
+            )
         self.bundle.attach_recorder(self.recorder, policy=policy)
         self.bundle.observers.append(_set_live_gauges)
         logger.info(

@@ -1,0 +1,171 @@
+"""Candidate in shadow, then promote or reject on a paired test; rollback; the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import sidecar
+from sidecar._monitor import promotion_decision
+from sidecar._registry import Registry
+from sidecar.cli import main
+from sidecar.recording import open_store
+
+DAY = 86_400.0
+
+
+def world(n: int, rng: np.random.Generator, theta: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """SEA-like: the label is whether x1 + x2 exceeds theta (x3 is noise); theta can move."""
+    x = rng.uniform(0, 10, size=(n, 3))
+    y = np.where(x[:, 0] + x[:, 1] > theta, "yes", "no")
+    flip = rng.random(n) < 0.05
+    y = np.where(flip, np.where(y == "yes", "no", "yes"), y)
+    return [{"x1": a, "x2": b, "x3": c} for a, b, c in x.tolist()], y.tolist()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    pre = sidecar.TabularPreprocessor(
+        columns=[sidecar.NumericColumn(name=f"x{i}") for i in (1, 2, 3)]
+    )
+    train, y_train = world(3000, rng, theta=8.0)
+    pre.fit(train)
+    ref, y_ref = world(1000, rng, theta=8.0)
+    old = LogisticRegression(max_iter=1000).fit(pre.transform(train), y_train)
+    champion = sidecar.wrap(
+        old,
+        task="classification",
+        preprocessing=pre,
+        train=(train, y_train),
+        reference=(ref, y_ref),
+        name="sea",
+    )
+    champion.save(tmp_path / "champion")
+    # The concept moves: theta 8 -> 12. A candidate trained on recent labels knows it.
+    recent, y_recent = world(3000, rng, theta=12.0)
+    new = LogisticRegression(max_iter=1000).fit(pre.transform(recent), y_recent)
+    held, y_held = world(800, rng, theta=12.0)
+    better = champion.with_models(advanced=new, reference=(held, y_held))
+    better.save(tmp_path / "better")
+    same = champion.with_models(
+        advanced=LogisticRegression(max_iter=1000).fit(pre.transform(train), y_train)
+    )
+    same.save(tmp_path / "same")
+    served, y_served = world(1500, rng, theta=12.0)
+    return {"tmp": tmp_path, "served": served, "y": y_served}
+
+
+def _shadow(
+    tmp: Path,
+    champion_dir: Path,
+    candidate_dir: Path,
+    served: list[dict[str, Any]],
+    labels: list[str],
+    db: str,
+) -> str:
+    champion = sidecar.load(champion_dir)
+    champion.attach_candidate(sidecar.load(candidate_dir))
+    url = f"sqlite:///{tmp / db}"
+    store = open_store(url)
+    ts = [i * DAY / len(served) for i in range(len(served))]
+    sidecar.replay(champion, served, store=store, labels=labels, timestamps=ts)
+    store.close()
+    return url
+
+
+def test_the_candidate_is_recorded_in_shadow(setup: dict[str, Any]) -> None:
+    tmp = setup["tmp"]
+    url = _shadow(tmp, tmp / "champion", tmp / "better", setup["served"], setup["y"], "a.db")
+    candidate = sidecar.load(tmp / "better")
+    rows = [r for chunk in open_store(url).iter_joined() for r in chunk]
+    assert len(rows) == len(setup["served"])
+    assert {r["candidate_version"] for r in rows} == {candidate.version}
+    served = candidate.predict(setup["served"]).predictions.tolist()
+    assert [json.loads(r["candidate_prediction"]) for r in rows] == served
+    assert all(r["candidate_proba"] is not None and r["candidate_latency_ms"] >= 0 for r in rows)
+
+
+def test_a_better_candidate_is_promoted_and_can_be_rolled_back(
+    setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp = setup["tmp"]
+    url = _shadow(tmp, tmp / "champion", tmp / "better", setup["served"], setup["y"], "b.db")
+    champion, candidate = sidecar.load(tmp / "champion"), sidecar.load(tmp / "better")
+    decision = promotion_decision(champion, candidate, url)
+    assert decision.promote and decision.n_paired == len(setup["served"])
+    assert decision.deciding_test == "paired:paired_bootstrap"
+    assert decision.tests[0].effect > champion.plan.min_effect  # loss fell by that much
+
+    capsys.readouterr()
+    code = main(
+        [
+            "promote",
+            str(tmp / "champion"),
+            "--candidate",
+            str(tmp / "better"),
+            "--store",
+            url,
+            "--json",
+        ]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["decision"] == "promote"
+    registry = Registry.open(tmp / "champion")
+    assert registry.active == candidate.version
+    assert set(registry.versions()) == {champion.version, candidate.version}
+    assert sidecar.load(tmp / "champion").version == candidate.version  # serving loads it
+    assert [e["action"] for e in registry.history()] == ["register", "register", "promote"]
+
+    assert main(["rollback", str(tmp / "champion")]) == 0
+    assert sidecar.load(tmp / "champion").version == champion.version
+    assert main(["info", str(tmp / "champion")]) == 0
+    out = capsys.readouterr().out
+    assert "promote" in out and "rollback" in out
+    # every version stays loadable
+    for version in registry.versions():
+        assert sidecar.load(registry.path_of(version)).version == version
+
+
+def test_a_candidate_that_is_no_better_is_rejected(
+    setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp = setup["tmp"]
+    url = _shadow(tmp, tmp / "champion", tmp / "same", setup["served"], setup["y"], "c.db")
+    capsys.readouterr()
+    code = main(
+        ["promote", str(tmp / "champion"), "--candidate", str(tmp / "same"), "--store", url]
+    )
+    assert code == 1
+    assert capsys.readouterr().out.startswith("rejected")
+    assert not (tmp / "champion" / "ACTIVE").exists()  # nothing switched, nothing converted
+    assert sidecar.load(tmp / "champion").version == sidecar.load(tmp / "champion").version
+
+
+def test_too_few_shadow_labels_reject_and_mismatches_are_refused(setup: dict[str, Any]) -> None:
+    tmp = setup["tmp"]
+    url = _shadow(
+        tmp, tmp / "champion", tmp / "better", setup["served"][:50], setup["y"][:50], "d.db"
+    )
+    decision = promotion_decision(sidecar.load(tmp / "champion"), sidecar.load(tmp / "better"), url)
+    assert not decision.promote and "needs at least" in decision.reason
+    champion = sidecar.load(tmp / "champion")
+    other = champion.with_preprocessing(
+        sidecar.TabularPreprocessor(
+            columns=[
+                sidecar.NumericColumn(name="x1", unit="m", input_unit="cm"),
+                sidecar.NumericColumn(name="x2"),
+                sidecar.NumericColumn(name="x3"),
+            ]
+        )
+    )
+    with pytest.raises(sidecar.InputError, match="the champion's preprocessing"):
+        champion.attach_candidate(other)
+    with pytest.raises(sidecar.InputError, match="must be a bundle registry"):
+        Registry.open(tmp / "better")
+    assert main(["rollback", str(tmp / "better")]) == 2
