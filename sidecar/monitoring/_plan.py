@@ -19,13 +19,12 @@ import hashlib
 import json
 import os
 import re
-import tomllib
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._errors import PlanError
+from .._files import read_mapping
 
 __all__ = [
     "Bounds",
@@ -269,27 +268,5 @@ def parse_window(text: str) -> float:
 
 def read_plan(path: str | os.PathLike[str]) -> MonitoringPlan:
     """Read a plan from a JSON, TOML or YAML file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlanError(f"plan file {path} cannot be read: {exc}") from exc
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".json":
-            data = json.loads(text)
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            raise PlanError(
-                f"plan file {path} must end in .json, .toml, .yaml or .yml; got {suffix!r}."
-            )
-    except PlanError:
-        raise
-    except Exception as exc:
-        raise PlanError(f"plan file {path} is not valid {suffix[1:]}: {exc}") from exc
+    data = read_mapping(path, what="plan file", error=PlanError)
     return MonitoringPlan.from_mapping(data, source=f"plan file {path}")

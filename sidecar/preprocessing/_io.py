@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pydantic
 
 from .._errors import BundleError, InputError
+from .._files import read_mapping
 from .._safe import skops_dump, skops_load
 from ._base import Preprocessor
 from ._sklearn import SklearnPreprocessor
@@ -24,36 +24,7 @@ _TRANSFORMER_FILE = "transformer.skops"
 
 def read_spec(path: str | os.PathLike[str]) -> TabularPreprocessor:
     """Read a declarative tabular spec from a JSON, TOML or YAML file (unfitted)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"preprocessing spec {path} cannot be read: {exc}") from exc
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".json":
-            data = json.loads(text)
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            raise InputError(
-                f"preprocessing spec {path} must end in .json, .toml, .yaml or .yml; "
-                f"got {suffix or 'no suffix'!r}."
-            )
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"preprocessing spec {path} is not valid {suffix[1:]}: {exc}") from exc
-    except Exception as exc:  # yaml.YAMLError and friends
-        raise InputError(f"preprocessing spec {path} is not valid {suffix[1:]}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InputError(
-            f"preprocessing spec {path} must hold a mapping; got {type(data).__name__}."
-        )
+    data = read_mapping(path, what="preprocessing spec", error=InputError)
     try:
         spec = TabularSpec.model_validate(data)
     except pydantic.ValidationError as exc:
