@@ -201,7 +201,7 @@ def diagnose(
     from .monitoring._diagnosis import diagnose as run
     from .recording import open_store
 
-    opened = open_store(store) if isinstance(store, str) else store
+    opened = open_store(store, create=False) if isinstance(store, str) else store
     try:
         window = load_window(bundle, opened, since=since, until=until, all_versions=all_versions)
     finally:
@@ -266,7 +266,7 @@ def recent_data(
     """
     from .recording import open_store
 
-    opened = open_store(store) if isinstance(store, str) else store
+    opened = open_store(store, create=False) if isinstance(store, str) else store
     fields = list(bundle.preprocessing.input_fields)
     records: list[dict[str, Any]] = []
     labels: list[Any] = []
@@ -308,7 +308,7 @@ def promotion_decision(
 
     if candidate.task != champion.task:
         raise InputError(f"the candidate's task must be {champion.task!r}; got {candidate.task!r}.")
-    opened = open_store(store) if isinstance(store, str) else store
+    opened = open_store(store, create=False) if isinstance(store, str) else store
     y: list[Any] = []
     champ: list[Any] = []
     champ_p: list[Any] = []

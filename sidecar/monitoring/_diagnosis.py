@@ -8,11 +8,12 @@ The order of the questions
 --------------------------
 1. **Does the pipeline look broken?** Preprocessing-health checks need no
    labels: a unit factor, an unknown-code jump, a sign or wrap-around break, a
-   format change, a missing-rate jump. Performance *above* the plan's upper
-   bound is put here too: it points at leakage or a broken label feed -- a
-   pipeline fault, not a better world. -> ``preprocessing_fault``.
-2. **Are there enough labels?** Fewer than the plan's ``min_labelled`` ->
-   ``insufficient_data`` (the evidence says how many the declared power needs).
+   format change, a missing-rate jump. -> ``preprocessing_fault``.
+2. **Are there enough labels?** Fewer than the plan's ``min_labelled`` or than
+   its declared power needs -> ``insufficient_data``.
+   Then performance *above* the plan's acceptable range (its whole interval):
+   it points at leakage or a broken label feed -- a pipeline fault, not a
+   better world -> ``preprocessing_fault``.
 3. **Did the advanced model get worse?** Its per-example losses now against
    its reference losses (Welch; bootstrap CI), significant after
    Benjamini-Hochberg AND at least ``min_effect``, AND the primary metric
@@ -233,20 +234,20 @@ def diagnose(
 
     inputs_moved = any(_drift_alarm(d) for d in drift)
     verdict: str
-    if health or above:
+    if health:
         verdict = "preprocessing_fault"
-        for h in health:
-            reasons.append(f"{h.feature}: {h.message}")
-        if above:
-            reasons.append(
-                f"{plan.primary_metric} = {bounds['value']:.4g} is better than the plan's "
-                "acceptable range allows: check for leakage or a broken label feed"
-            )
+        reasons.extend(h.message for h in health)
     elif n_lab < max(plan.min_labelled, required):
         verdict = "insufficient_data"
         reasons.append(
             f"{n_lab} labelled records; the plan needs at least {plan.min_labelled} "
             f"({required} for its declared power {plan.power:g} at effect {plan.min_effect:g})"
+        )
+    elif above:
+        verdict = "preprocessing_fault"
+        reasons.append(
+            f"{plan.primary_metric} = {bounds['value']:.4g} is better than the plan's "
+            "acceptable range allows: check for leakage or a broken label feed"
         )
     else:
         adv_worse = alarm("advanced_vs_reference")
@@ -360,7 +361,7 @@ def _performance(
                 outliers.append(
                     replace(outlier_influence(err, metric="mse", k=1), metric=f"{who}:mse")
                 )
-        relations = _relations(reference, window, mask, now_adv, ref_adv, seed)
+        relations = _relations(plan, reference, window, mask, y, seed)
         if window.features is not None and len(reference.feature_names) == window.features.shape[1]:
             segments = error_segments(
                 window.features[mask],
@@ -642,45 +643,66 @@ def _split_by_window(values: np.ndarray, ts: np.ndarray, width: float) -> list[n
     return [values[keys == k] for k in np.unique(keys) if np.count_nonzero(keys == k) >= 2]
 
 
+def _target_scores(reference: ReferenceInputs, y: np.ndarray) -> np.ndarray | None:
+    """The target as numbers a rank correlation can use: the value for a regressor,
+    the indicator of the last class for a binary classifier; ``None`` otherwise."""
+    if reference.task == "regression":
+        return np.asarray(y, dtype=np.float64)
+    classes = reference.classes or ()
+    if len(classes) == 2:
+        scores: np.ndarray = (np.asarray(y) == classes[1]).astype(np.float64)
+        return scores
+    return None
+
+
 def _relations(
+    plan: MonitoringPlan,
     reference: ReferenceInputs,
     window: WindowData,
     mask: np.ndarray,
-    now_loss: np.ndarray,
-    ref_loss: np.ndarray,
+    y: np.ndarray,
     seed: int = 0,
 ) -> list[DriftResult]:
-    """How each raw numeric feature relates to the advanced model's loss, now vs reference.
+    """How each raw numeric feature relates to the target, now against the reference.
 
-    Rank correlations on up to ``SUBSAMPLE_N`` records of each side (seeded).
+    Spearman correlations (Fisher z test of the change) on up to
+    ``SUBSAMPLE_N`` records of each side (seeded); a change is material when
+    it is at least the plan's ``min_drift_effect``. With the inputs unchanged
+    and both models worse, these name where the concept moved.
     """
     out: list[DriftResult] = []
-    if len(now_loss) < 10:
+    t_now = _target_scores(reference, y)
+    t_ref = _target_scores(reference, reference.y)
+    if t_now is None or t_ref is None or len(t_now) < 10:
         return out
     rng = np.random.default_rng(seed)
     limit = SUBSAMPLE_N
-    n_cur = int(mask.sum())
+    n_cur, n_ref = len(t_now), len(t_ref)
     pick_cur = rng.choice(n_cur, size=limit, replace=False) if n_cur > limit else None
-    n_ref = len(ref_loss)
     pick_ref = rng.choice(n_ref, size=limit, replace=False) if n_ref > limit else None
     for name, cur in window.raw_numeric.items():
         ref = reference.raw_numeric.get(name)
         if ref is None or len(ref) != n_ref:
             continue
-        x_cur, t_cur = cur[mask], now_loss
-        x_ref, t_ref = ref, ref_loss
+        x_cur, tc = cur[mask], t_now
+        x_ref, tr = ref, t_ref
         if pick_cur is not None:
-            x_cur, t_cur = x_cur[pick_cur], t_cur[pick_cur]
+            x_cur, tc = x_cur[pick_cur], tc[pick_cur]
         if pick_ref is not None:
-            x_ref, t_ref = x_ref[pick_ref], t_ref[pick_ref]
+            x_ref, tr = x_ref[pick_ref], tr[pick_ref]
         try:
-            out.append(relation_change(x_ref, t_ref, x_cur, t_cur, feature=name, kind="numeric"))
+            out.append(relation_change(x_ref, tr, x_cur, tc, feature=name, kind="numeric"))
         except ValueError:
             continue
     if out:
         adjusted = benjamini_hochberg([r.p_value for r in out])
         out = [
-            replace(r, p_adjusted=float(p), detail={**r.detail, "alpha": 0.05})
+            replace(
+                r,
+                p_adjusted=float(p),
+                material=is_material(r, min_effect=plan.min_drift_effect),
+                detail={**r.detail, "alpha": plan.alpha},
+            )
             for r, p in zip(out, adjusted, strict=True)
         ]
     return out

@@ -25,7 +25,7 @@ class SQLiteStore(SQLStore):
     dialect = "sqlite"
     marker = "?"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         super().__init__(url)
         path = url.removeprefix("sqlite://")
         if not path.startswith("/") or path == "/":
@@ -34,6 +34,10 @@ class SQLiteStore(SQLStore):
                 f"sqlite:////absolute/path.db; got {url!r}."
             )
         self.path = Path(path[1:])  # "/rel.db" -> rel.db, "//abs.db" -> /abs.db
+        if not create and not self.path.is_file():
+            raise InputError(
+                f"the store {url} must be an existing SQLite file; got no file at {self.path}."
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def _connect(self) -> Any:

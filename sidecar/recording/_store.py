@@ -403,13 +403,17 @@ def default_writer_identity() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Open the store named by ``url`` and (by default) migrate its schema forward."""
+def open_store(url: str, *, migrate: bool = True, create: bool = True) -> Store:
+    """Open the store named by ``url`` and (by default) migrate its schema forward.
+
+    With ``create=False`` -- for reading, as ``diagnose`` does -- a SQLite file
+    that does not exist is an error instead of a new empty store.
+    """
     store: Store
     if url.startswith("sqlite://"):
         from ._sqlite import SQLiteStore
 
-        store = SQLiteStore(url)
+        store = SQLiteStore(url, create=create)
     elif url.startswith(("postgresql://", "postgres://")):
         from ._postgres import PostgresStore
 
