@@ -119,7 +119,7 @@ def test_the_plan_lives_in_the_bundle_and_a_new_plan_is_a_new_version(tmp_path: 
     # editing plan.json after saving is caught
     plan_file = saved / "plan.json"
     plan_file.write_text(plan_file.read_text().replace('"alpha":0.01', '"alpha":0.2'))
-    with pytest.raises(BundleError, match="plan.json failed its hash check"):
+    with pytest.raises(BundleError, match=r"plan\.json failed its hash check"):
         sidecar.load(saved)
 
 
