@@ -122,3 +122,13 @@ def test_outlier_regression_example_is_not_an_alarm_and_shows_the_outlier(
     result = _run_example(EXAMPLES / "outlier_regression" / "outlier_regression.py", tmp_path)
     assert result["verdict"] == "healthy"
     assert float(result["mse_moved_by_one_error"]) > 0.10  # type: ignore[arg-type]
+
+
+def test_ensemble_drift_example_replaces_members_and_promotes(tmp_path: Path) -> None:
+    result = _run_example(EXAMPLES / "ensemble_drift" / "ensemble_drift.py", tmp_path)
+    assert result["verdict"] == "concept_drift"
+    assert result["strategy"] == "replace-members"
+    assert result["promoted"] is True
+    assert result["active_version"] == result["candidate_version"]
+    champion, candidate = result["champion_holdout"], result["candidate_holdout"]
+    assert candidate["accuracy"] > champion["accuracy"]  # type: ignore[index]
