@@ -32,7 +32,7 @@ import numpy as np
 
 import sidecar
 from sidecar import AdapterError
-from sidecar.monitoring._metrics import METRICS
+from sidecar.monitoring import METRICS
 
 __all__ = [
     "MIN_ROWS",

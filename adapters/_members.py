@@ -78,7 +78,7 @@ from sklearn.utils.metaestimators import available_if
 
 import sidecar
 from sidecar import AdapterError
-from sidecar.monitoring._metrics import per_example_loss
+from sidecar.monitoring import per_example_loss
 
 from ._base import (
     Progress,
@@ -447,7 +447,7 @@ def replace_members(
     is_gb = isinstance(final, GradientBoostingClassifier | GradientBoostingRegressor)
     n_classes = len(bundle.advanced.classes or ()) if bundle.task == "classification" else 0
     family = None if is_gb else _family(final, n_classes)
-    n = int(final.n_estimators_) if is_gb else family.n  # type: ignore[union-attr]
+    n = int(final.n_estimators_) if family is None else family.n
     if n < 2:
         raise AdapterError(f"{STRATEGY} needs an ensemble of at least 2 members; this has {n}.")
     ks = _ks(n, k)
@@ -469,7 +469,7 @@ def replace_members(
     else:
         assert family is not None
         new_final, summary, changes, search = _replace(
-            family, bundle, data, head, X_train, X_val, ks, metric, max_new, step, seed, notes
+            family, bundle, data, X_train, X_val, ks, metric, max_new, step, seed, notes
         )
     train_time = time.perf_counter() - fit_started
     model = new_final
@@ -544,7 +544,6 @@ def _replace(
     family: _Family,
     bundle: sidecar.Bundle,
     data: TrainingData,
-    head: Any,
     X_train: FloatArray,
     X_val: FloatArray,
     ks: list[int],
@@ -554,14 +553,13 @@ def _replace(
     seed: int,
     notes: list[str],
 ) -> tuple[Any, str, dict[str, Any], list[dict[str, Any]]]:
-    step("scoring members on recent data", 0.05)
-    X_score, scoring = X_val, data
-    old = family.outputs(X_score)
-    losses = _member_losses(old, scoring, bundle.plan.loss)
+    step("data members on recent data", 0.05)
+    old = family.outputs(X_val)
+    losses = _member_losses(old, data, bundle.plan.loss)
     worst = [int(i) for i in np.argsort(-losses, kind="stable")]
     soft = family.soft
     higher = higher_is_better(metric)
-    own = _score_outputs(family.combine(old), scoring, metric, soft)
+    own = _score_outputs(family.combine(old), data, metric, soft)
     search: list[dict[str, Any]] = [{"k": 0, "score": own, "current": True, "chosen": False}]
     n, k_max = family.n, max(ks)
     m = 0
@@ -576,9 +574,9 @@ def _replace(
         fresh = _fresh_pool(family.estimator, X_train, data.y_train, m, seed, notes)
         new_members = list(fresh.estimators_)
         new_features = list(getattr(fresh, "estimators_features_", [None] * m))
-        X32 = np.ascontiguousarray(X_score, dtype=np.float32)
+        X32 = np.ascontiguousarray(X_val, dtype=np.float32)
         new_outs = [
-            family.output(mem, f, X_score, X32)
+            family.output(mem, f, X_val, X32)
             for mem, f in zip(new_members, new_features, strict=True)
         ]
     else:
@@ -586,7 +584,7 @@ def _replace(
             slot: _refit(family, slot, X_train, data.c_train, data.y_train, notes)
             for slot in worst[:k_max]
         }
-        refit_outs = {slot: family.output(mem, None, X_score, None) for slot, mem in refits.items()}
+        refit_outs = {slot: family.output(mem, None, X_val, None) for slot, mem in refits.items()}
     step("choosing k on the validation part", 0.6)
     best: tuple[float, int] | None = None
     for k in ks:
@@ -596,7 +594,7 @@ def _replace(
                 outs[slot] = new_outs[j % min(k, m)]
             else:
                 outs[slot] = refit_outs[slot]
-        value = _score_outputs(family.combine(outs), scoring, metric, soft)
+        value = _score_outputs(family.combine(outs), data, metric, soft)
         entry: dict[str, Any] = {"k": k, "score": value, "chosen": False}
         if family.pool:
             entry["new_members"] = min(k, m)
@@ -626,8 +624,9 @@ def _replace(
             "new_members": m_k,
             "slots_per_new_member": {"min": min(per), "max": max(per)},
             "new_members_trained_on": len(X_train),
-            "oob_score": "dropped (it described the old members)",
         }
+        if any(hasattr(family.estimator, a) for a in _OOB):
+            changes["oob_score"] = "dropped (it described the old members on the old data)"
         summary = (
             f"dropped the {k} of {n} members of the {name} that scored worst on recent data "
             f"and filled their slots with {m_k} new members trained on the {len(X_train)} "

@@ -126,6 +126,11 @@ def regularize(
     n_rows = len(data.X_train)
     current = _resolve(current, n_rows)
     ladder = _distinct([_resolve(s, n_rows) for s in ladder], current)
+    if not ladder:
+        raise AdapterError(
+            f"{STRATEGY} found no setting of this {type(final).__name__} stronger than its own "
+            f"({_shown(current)})."
+        )
     base_params: Setting = {}
     if "random_state" in final.get_params(deep=False) and final.random_state is None:
         base_params["random_state"] = seed
@@ -286,7 +291,8 @@ def _c_ladder(model: Any) -> tuple[list[Setting], Setting]:
             fixes["l1_ratio"] = 1.0 if penalty == "l1" else 0.0
     if type(model).__name__ == "LogisticRegression" and params.get("l1_ratio", 0.0) is None:
         fixes["l1_ratio"] = 0.0
-    current = {"C": c0}
+    # the current setting in today's spelling: refitting it must mean the same model
+    current = {**fixes, "C": c0}
     if math.isinf(c0):
         values = [100.0, 10.0, 1.0, 0.1, 0.01]
     else:
@@ -409,7 +415,7 @@ _LADDERS: tuple[tuple[frozenset[str], Callable[[Any], tuple[list[Setting], Setti
 
 #: AdamW weight decays tried (the module's own training is unknown, so all are "stronger"
 #: than none); each with the module's dropout and, when the factory takes one, a higher one.
-WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1, 1.0)
+WEIGHT_DECAYS = (1e-2, 1e-1, 1.0)
 
 
 def _import(path: str) -> Any:
@@ -511,9 +517,9 @@ def _regularize_torch(
 
 
 #: Training budget of a torch setting: small modules on tabular rows, CPU-fast.
-EPOCHS = 60
-BATCH = 64
-LR = 3e-3
+EPOCHS = 40
+BATCH = 128
+LR = 5e-3
 
 
 def _train_torch(

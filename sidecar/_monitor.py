@@ -176,6 +176,9 @@ def model_family(bundle: Bundle) -> str:
     if bundle.advanced.framework == "torch":
         return "neural"
     estimator = getattr(bundle.advanced, "estimator", None)
+    steps = getattr(estimator, "steps", None)
+    if steps:  # a Pipeline is the family of its final step
+        estimator = steps[-1][1]
     if estimator is not None and (
         hasattr(estimator, "estimators_")
         or type(estimator).__name__.startswith(

@@ -19,7 +19,8 @@ from ._errors import BundleError
 
 __all__ = ["TRUSTED_PREFIXES", "skops_dump", "skops_load"]
 
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "scipy.special.")
+#: the project's own adapters package holds models too (adapters.WeightedEnsemble)
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "scipy.special.", "adapters.")
 
 
 def skops_dump(obj: Any, path: Path) -> None:

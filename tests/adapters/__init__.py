@@ -1,0 +1,1 @@
+"""Tests of the retraining adapters (`adapters`), with seeded drifting worlds."""
