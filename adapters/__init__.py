@@ -8,6 +8,7 @@ never changed.
 """
 
 from ._base import RetrainResult, TrainingReport, time_split
+from ._finetune import fine_tune_head
 from ._members import WeightedEnsemble, replace_members
 from ._regularize import regularize
 from ._retrain import retrain
@@ -16,6 +17,7 @@ __all__ = [
     "RetrainResult",
     "TrainingReport",
     "WeightedEnsemble",
+    "fine_tune_head",
     "regularize",
     "replace_members",
     "retrain",

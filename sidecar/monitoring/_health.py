@@ -229,8 +229,9 @@ def _unit_factor(
     idx = np.round(_LEVELS * 100).astype(int)
     ref_q = q[idx]
     spread = float(ref_q[-1] - ref_q[0])
-    if not spread > 0:
-        return None
+    _, ties = np.unique(ref_q, return_counts=True)
+    if not spread > 0 or ties.size < 5 or ties.max() > ref_q.size // 2:
+        return None  # mostly one value (a zero-inflated feature): a factor cannot be pinned
     n_ref = int(sketch["count"]) - int(sketch["missing"])
     inv_density = (q[idx + 1] - q[idx - 1]) / 0.02
     se = np.sqrt(
@@ -300,6 +301,19 @@ def _unit_factor(
 
 
 # --------------------------------------------------------------------------- per field
+
+
+def _sentinel_like(values: np.ndarray, lo: float, hi: float) -> bool:
+    """Out-of-range values that look like a pipeline's doing rather than the world's.
+
+    Either one repeated value (a placeholder such as -999 or 99999) holds most
+    of them, or they lie an order of magnitude beyond the reference's scale.
+    """
+    _, counts = np.unique(values, return_counts=True)
+    if counts.max() >= 0.8 * values.size:
+        return True
+    scale = max(abs(lo), abs(hi), hi - lo) if hi > lo else max(abs(lo), 1.0)
+    return bool(np.median(np.abs(values)) > 10 * scale)
 
 
 def _wrap_mask(present: np.ndarray, lo: float, hi: float, max_abs: float) -> np.ndarray:
@@ -409,6 +423,11 @@ def _numeric_checks(
     margin = range_margin * ((hi - lo) if hi > lo else max(abs(hi), 1.0))
     beyond = ((rest < lo - margin) | (rest > hi + margin)) & ~negative
     k = int(beyond.sum())
+    if k and not _sentinel_like(rest[beyond], lo, hi):
+        # Out of range, but spread over many values close to it: a world that
+        # moved (data drift, tested elsewhere), not a placeholder or a broken feed.
+        k = 0
+        beyond[:] = False
     tests.append(
         _share_candidate(
             feature,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,8 @@ def _guess_framework(model: Any) -> str:
     if isinstance(model, Predictor) and not hasattr(model, "fit"):
         return "predictor"
     module = type(model).__module__.split(".")[0]
-    if module == "torch":
+    torch = sys.modules.get("torch")  # a user's nn.Module lives in the user's module
+    if module == "torch" or (torch is not None and isinstance(model, torch.nn.Module)):
         return "torch"
     if module in ("onnx", "onnxruntime") or (
         isinstance(model, str | Path) and str(model).endswith(".onnx")
