@@ -132,3 +132,12 @@ def test_ensemble_drift_example_replaces_members_and_promotes(tmp_path: Path) ->
     assert result["active_version"] == result["candidate_version"]
     champion, candidate = result["champion_holdout"], result["candidate_holdout"]
     assert candidate["accuracy"] > champion["accuracy"]  # type: ignore[index]
+
+
+def test_resnet_head_example_fine_tunes_the_head_and_promotes(tmp_path: Path) -> None:
+    result = _run_example(EXAMPLES / "resnet_head" / "resnet_head.py", tmp_path)
+    assert result["verdict"] == "data_drift"
+    assert result["strategy"] == "fine-tune-head"
+    assert result["promoted"] is True
+    assert result["active_version"] == result["candidate_version"]
+    assert float(result["candidate_holdout"]) > float(result["champion_holdout"])  # type: ignore[arg-type]

@@ -41,11 +41,23 @@ def sea(n: int, rng: np.random.Generator, theta: float) -> tuple[list[dict[str, 
     ]
 
 
-def replay(bundle: sidecar.Bundle, store: Any, records: list[dict[str, Any]],
-           labels: list[str], day0: float, days: float) -> None:
+def replay(
+    bundle: sidecar.Bundle,
+    store: Any,
+    records: list[dict[str, Any]],
+    labels: list[str],
+    day0: float,
+    days: float,
+) -> None:
     ts = [START + (day0 + days * i / len(records)) * DAY for i in range(len(records))]
-    sidecar.replay(bundle, records, store=store, labels=labels, timestamps=ts,
-                   label_timestamps=[t + 3600 for t in ts])
+    sidecar.replay(
+        bundle,
+        records,
+        store=store,
+        labels=labels,
+        timestamps=ts,
+        label_timestamps=[t + 3600 for t in ts],
+    )
 
 
 def main() -> None:
@@ -63,8 +75,14 @@ def main() -> None:
     ).fit(train)
     forest = RandomForestClassifier(n_estimators=60, min_samples_leaf=5, random_state=0)
     forest.fit(pre.transform(train), y_train)
-    champion = sidecar.wrap(forest, task="classification", preprocessing=pre,
-                            train=(train, y_train), reference=(ref, y_ref), name="sea-forest")
+    champion = sidecar.wrap(
+        forest,
+        task="classification",
+        preprocessing=pre,
+        train=(train, y_train),
+        reference=(ref, y_ref),
+        name="sea-forest",
+    )
     champion.save(out / "model", overwrite=True)
     url = f"sqlite:///{(out / 'records.db').resolve()}"
     store = open_store(url)
@@ -87,19 +105,24 @@ def main() -> None:
     store.close()
 
     # Promote only if the plan's paired test says it is better.
-    code = sidecar_cli(["promote", str(out / "model"), "--candidate", str(candidate_dir),
-                        "--store", url])
+    code = sidecar_cli(
+        ["promote", str(out / "model"), "--candidate", str(candidate_dir), "--store", url]
+    )
     active = sidecar.load(out / "model")
-    print(json.dumps({
-        "verdict": diagnosis.verdict,
-        "adapter": diagnosis.recommendation.adapter,
-        "strategy": result.report.strategy,
-        "champion_holdout": dict(result.report.champion),
-        "candidate_holdout": dict(result.report.candidate),
-        "promoted": code == 0,
-        "active_version": active.version,
-        "candidate_version": result.candidate.version,
-    }))
+    print(
+        json.dumps(
+            {
+                "verdict": diagnosis.verdict,
+                "adapter": diagnosis.recommendation.adapter,
+                "strategy": result.report.strategy,
+                "champion_holdout": dict(result.report.champion),
+                "candidate_holdout": dict(result.report.candidate),
+                "promoted": code == 0,
+                "active_version": active.version,
+                "candidate_version": result.candidate.version,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._metrics import metric_with_ci, per_example_loss
 from ._plan import MonitoringPlan
-from ._results import MetricValue, TestResult, jsonable
+from ._results import MetricValue, TestResult
 from ._stats import (
     benjamini_hochberg,
     diebold_mariano,
@@ -144,7 +144,7 @@ def decide_promotion(
     p = deciding.p_adjusted if not math.isnan(deciding.p_adjusted) else deciding.p_value
     summary = (
         f"{deciding.name}: the candidate's loss is lower by {deciding.effect:.4g} "
-        f"(95% CI {jsonable(deciding.ci_low)} to {jsonable(deciding.ci_high)}, p_adj={p:.3g}) "
+        f"(95% CI {deciding.ci_low:.4g} to {deciding.ci_high:.4g}, p_adj={p:.3g}) "
         f"on {n} labelled requests; the plan asks for p <= {plan.alpha} and an improvement "
         f"that can reach {plan.min_effect}"
     )
