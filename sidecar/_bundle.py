@@ -241,6 +241,7 @@ class Bundle:
     def _predict(
         self, records: Records, timestamps: Sequence[float] | None = None
     ) -> tuple[np.ndarray, Prediction]:
+        manifest = self._manifest if self._manifest is not None else self.manifest
         ts = time.time()
         start = time.perf_counter()
         X, report = self.preprocessing.transform_with_report(records)
@@ -255,8 +256,8 @@ class Bundle:
             predictions=out.predictions,
             probabilities=out.probabilities,
             classes=self._classes,
-            bundle_version=self.version,
-            preprocessing_version=self.preprocessing_version,
+            bundle_version=manifest["version"],
+            preprocessing_version=manifest["parts"]["preprocessing"]["version"],
             batch_id=uuid.uuid4().hex,
             latency_ms=latency,
             ts=ts,
@@ -968,6 +969,8 @@ def _as_preprocessor(preprocessing: Any, train: Records | None, ref: Records) ->
 
 def as_records(data: Any) -> Records:
     """Accept a list of mappings, or a pandas DataFrame (turned into records)."""
+    if type(data) is list:  # the serving path: skip the ABC checks below
+        return data
     if hasattr(data, "to_dict") and hasattr(data, "columns"):
         return data.to_dict(orient="records")  # type: ignore[no-any-return]
     if isinstance(data, Mapping):
