@@ -18,8 +18,8 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import gc
 import cProfile
+import gc
 import json
 import pstats
 import statistics
