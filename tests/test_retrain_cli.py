@@ -91,7 +91,8 @@ def test_auto_follows_the_diagnosis_and_writes_a_candidate_with_its_report(
         candidate.manifest["parts"]["preprocessing"]["sha256"]
         == drifted["bundle"].manifest["parts"]["preprocessing"]["sha256"]
     )
-    champ, cand = report["report"]["champion"], report["report"]["candidate"]
+    holdout = report["report"]["holdout"]
+    champ, cand = holdout["champion"], holdout["candidate"]
     assert cand["accuracy"] > champ["accuracy"]
 
 
