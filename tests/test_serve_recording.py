@@ -7,6 +7,7 @@ last flush interval may be missing.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -121,6 +122,35 @@ def _load(
     return acked
 
 
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root``, from /proc (children first seen, then theirs)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if Path(f"/proc/{p}").exists() and "zombie" not in _state(p)]
+
+
+def _state(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}") / "status").read_text().split("State:", 1)[1].split("\n")[0]
+    except (OSError, IndexError):
+        return "zombie"
+
+
 def _stored_ids(store_url: str) -> set[str]:
     store = open_store(store_url)
     try:
@@ -184,8 +214,18 @@ def test_kill_9_loses_at_most_one_flush_interval_and_the_store_stays_readable(
         acked = _load(port, quickstart_record, seconds=3.0)
         killed_at = time.monotonic()
     finally:
+        # A crash of the whole server: BentoML's workers run in sessions of their
+        # own, so the supervisor's process group is not enough.
+        family = _descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(family):
+        time.sleep(0.1)
+    assert not _alive(family), "server processes survived SIGKILL"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     stored = _stored_ids(store)
