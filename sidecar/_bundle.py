@@ -24,7 +24,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -258,7 +257,7 @@ class Bundle:
             classes=self._classes,
             bundle_version=manifest["version"],
             preprocessing_version=manifest["parts"]["preprocessing"]["version"],
-            batch_id=uuid.uuid4().hex,
+            batch_id=_batch_id(),
             latency_ms=latency,
             ts=ts,
             unknown={k: n for k, n in report.unknown.items() if n},
@@ -670,6 +669,15 @@ def _default_plan_for(task: str, reference: Reference) -> MonitoringPlan:
         # accuracy for a classifier; the median absolute error for a regressor
         value = float(1.0 - error.mean()) if task == "classification" else float(np.median(error))
     return default_plan(task, reference_metric=value)
+
+
+def _batch_id() -> str:
+    """A time-ordered unique batch id: nanoseconds, then 48 random bits.
+
+    Request ids built on it arrive in ascending order, so the store's primary-key
+    index grows at its right edge instead of taking random page splits.
+    """
+    return f"{time.time_ns():016x}{os.urandom(6).hex()}"
 
 
 def _slice(out: ModelOutput | None, lo: int, hi: int) -> ModelOutput | None:
