@@ -9,7 +9,7 @@ from typing import Any
 
 from ._errors import InputError
 
-__all__ = ["parse_timestamp", "pop_column", "read_table", "split_labels"]
+__all__ = ["parse_timestamp", "pop_column", "read_table"]
 
 
 def read_table(path: str | Path, *, text_columns: Iterable[str] = ()) -> list[dict[str, Any]]:
@@ -41,19 +41,6 @@ def read_table(path: str | Path, *, text_columns: Iterable[str] = ()) -> list[di
             ) from exc
         return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
     raise InputError(f"data file {path} must end in .csv or .parquet; got {suffix or 'none'!r}.")
-
-
-def split_labels(
-    records: list[dict[str, Any]], label_column: str, *, source: str
-) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Take ``label_column`` out of every record; an absent column is a clear error."""
-    if records and label_column not in records[0]:
-        raise InputError(
-            f"--label-column must name a column of {source}; got {label_column!r}, the columns "
-            f"are {list(records[0])}."
-        )
-    labels = [r.pop(label_column) for r in records]
-    return records, labels
 
 
 def _cell(text: str | None) -> Any:

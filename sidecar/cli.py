@@ -234,21 +234,18 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 def _wrap(args: argparse.Namespace) -> int:
     from ._bundle import wrap
-    from ._tables import read_table, split_labels
+    from ._tables import pop_column, read_table
     from .preprocessing import read_spec
 
     preprocessing = read_spec(args.preprocessing)
     text = preprocessing.categorical_fields
-    reference = split_labels(
-        read_table(args.reference, text_columns=text), args.label_column, source=args.reference
-    )
-    train = (
-        split_labels(
-            read_table(args.train, text_columns=text), args.label_column, source=args.train
-        )
-        if args.train
-        else None
-    )
+
+    def labelled(path: str) -> tuple[list[dict[str, Any]], list[Any]]:
+        records = read_table(path, text_columns=text)
+        return records, pop_column(records, args.label_column, flag="--label-column", source=path)
+
+    reference = labelled(args.reference)
+    train = labelled(args.train) if args.train else None
     model, framework, options = _read_model(args)
     bundle = wrap(
         model,
