@@ -68,6 +68,14 @@ STRATEGY = "fine-tune-head"
 HEAD_LR = 1e-2
 #: Adam's step when blocks are unfrozen too: pretrained convolutions need a gentle one.
 BLOCK_LR = 1e-3
+#: L2 penalties tried for a linear head on cached (standardized) features,
+#: strong to weak: each solution warm-starts the next, the first starts from
+#: the champion's head.
+HEAD_L2_GRID = (1e-2, 1e-3, 1e-4)
+SOLVERS = ("auto", "adam")
+#: L-BFGS iterations per penalty, and the gradient size at which it stops.
+HEAD_LBFGS_MAX_ITER = 50
+HEAD_LBFGS_TOLERANCE = 1e-4
 #: Factory arguments that set the number of classes, for ``new_classes``.
 CLASS_KWARGS = ("n_classes", "num_classes")
 #: A residual block is a module whose class name ends with one of these.
@@ -85,6 +93,8 @@ def fine_tune_head(
     lr: float | None = None,
     batch_size: int = 128,
     patience: int = 4,
+    refit: bool = True,
+    solver: str = "auto",
     device: str | None = None,
     progress: Progress | None = None,
     seed: int = 0,
@@ -113,11 +123,25 @@ def fine_tune_head(
         ``n_classes``/``num_classes`` argument is set to match. The candidate's
         classes are ``sorted(new_classes)``, and its baseline is refitted on the
         recent data (the champion's knows the old classes only).
+    solver
+        ``"auto"``: when only a linear head trains on cached features, fit it
+        as the convex problem it is -- multinomial logistic regression by
+        L-BFGS from the champion's weights, its L2 penalty chosen on the
+        validation part (:data:`HEAD_L2_GRID`); Adam epochs otherwise.
+        ``"adam"``: Adam epochs always.
     epochs, patience
-        At most ``epochs`` passes over the train part; stop when the validation
-        loss has not improved for ``patience`` epochs, keeping the best epoch.
+        Adam only: at most ``epochs`` passes over the train part; stop when the
+        validation loss has not improved for ``patience`` epochs, keeping the
+        best epoch.
+    refit
+        When the features are cached (only the head trains), start the head
+        again from the champion's and train it for the chosen number of epochs
+        on train and validation together, as the other adapters refit a chosen
+        setting: every labelled row counts on small recent data, and the refit
+        costs a few passes over cached features. Ignored when blocks train
+        (a refit would cost as much as the training again).
     lr
-        Adam's learning rate; by default 1e-2 when only the head trains and
+        Adam's learning rate (Adam only); by default 1e-2 when only the head trains and
         1e-3 when blocks are unfrozen.
     batch_size
         Rows per training step (and per forward pass when caching features).
@@ -137,6 +161,10 @@ def fine_tune_head(
     started = time.perf_counter()
     step = progress_of(progress)
     _check_options(unfreeze_blocks, epochs, lr, batch_size, patience, head)
+    if not isinstance(refit, bool):
+        raise AdapterError(f"`refit` must be True or False; got {refit!r}.")
+    if solver not in SOLVERS:
+        raise AdapterError(f"`solver` must be one of {list(SOLVERS)}; got {solver!r}.")
     advanced = _torch_model(bundle)
     old_classes = tuple(advanced.classes or ())
     classes = old_classes if new_classes is None else _sorted_classes(new_classes)
@@ -178,7 +206,9 @@ def fine_tune_head(
         patience=patience,
         device=dev,
         seed=seed,
-        progress=lambda e: step(f"epoch {e}/{epochs}", 0.05 + 0.85 * e / epochs),
+        progress=lambda label, done: step(label, 0.05 + 0.85 * done),
+        refit=refit,
+        solver=solver,
     )
     if new_classes is not None:
         _check_factory_rebuilds(factory, kwargs, advanced.factory, model)
@@ -188,16 +218,20 @@ def fine_tune_head(
         trainable=[found.name, *(n for n, _ in blocks)],
         feature_cache=fit.cached,
         backbone_passes=fit.backbone_passes,
-        epochs_run=fit.epochs_run,
-        best_epoch=fit.best_epoch,
-        lr=rate,
+        solver=fit.solver,
+        refitted_on_validation=fit.refitted,
         device=str(dev),
     )
+    if fit.solver == "lbfgs":
+        changes.update(l2=fit.l2, evaluations=fit.evaluations)
+    else:
+        changes.update(epochs_run=fit.epochs_run, best_epoch=fit.best_epoch, lr=rate)
     notes = list(fit.notes)
     summary = _summary(model, found, blocks, fit, len(data.X_train), str(dev))
     if classes != old_classes:
         summary += f"; classes changed from {list(old_classes)} to {list(classes)}"
-    search = [{**row, "chosen": row["epoch"] == fit.best_epoch} for row in fit.history]
+    key, chosen = ("l2", fit.l2) if fit.solver == "lbfgs" else ("epoch", fit.best_epoch)
+    search = [{**row, "chosen": row[key] == chosen} for row in fit.history]
     options = {"factory": advanced.factory, "factory_kwargs": kwargs, "output": advanced.output}
     if classes == old_classes:
         return finish(
@@ -566,6 +600,13 @@ class Fit:
     backbone_passes: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the chosen setting was refitted on train and validation
+    refitted: bool = False
+    #: ``"adam"`` (epochs) or ``"lbfgs"`` (a linear head on cached features)
+    solver: str = "adam"
+    #: the L2 penalty chosen for an L-BFGS head, and its loss evaluations in all
+    l2: float | None = None
+    evaluations: int = 0
 
 
 def tune(
@@ -584,16 +625,29 @@ def tune(
     patience: int = 4,
     device: torch.device | None = None,
     seed: int = 0,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[str, float], None] | None = None,
+    refit: bool = False,
+    solver: str = "auto",
 ) -> Fit:
     """Train the ``trainable`` submodules of ``model`` in place; everything else stays frozen.
 
     Frozen modules stay in eval mode (BatchNorm statistics do not move);
     ``trainable`` ones train. When ``head`` is given and is all that trains,
-    its input is cached in one pass and the epochs run on the head alone.
-    Early stopping on the validation loss restores the best epoch. The model
-    ends on the CPU in eval mode, with its ``requires_grad`` flags as before.
-    ``y_*`` are class indices into the model's outputs.
+    its input is cached in one pass and the training runs on the head alone.
+
+    A cached ``nn.Linear`` head over logits is a convex problem -- multinomial
+    logistic regression on fixed features -- and with ``solver="auto"`` it is
+    solved as one: L-BFGS from the champion's weights, along the L2 penalties
+    of :data:`HEAD_L2_GRID` (strong to weak, each warm-starting the next), the
+    penalty with the lowest validation loss kept. Otherwise (or with
+    ``solver="adam"``) Adam runs epochs and early stopping on the validation
+    loss restores the best epoch. With ``refit`` and cached features, the
+    chosen setting (penalty, or number of epochs) is then refitted on train
+    and validation together -- the way the other adapters refit a chosen
+    setting -- which costs a few passes over cached features and uses every
+    labelled row. The model ends on the CPU in eval mode, with its
+    ``requires_grad`` flags as before. ``y_*`` are class indices into the
+    model's outputs.
     """
     import torch
 
@@ -628,11 +682,15 @@ def tune(
             linear = head if cached is not None and isinstance(head, torch.nn.Linear) else None
             if linear is not None:
                 (mean, std), (train_x, val_x) = _standardize(linear, train_x, val_x)
-            _epochs(
-                fit, model, forward, trainable, params, (train_x, yt), (val_x, yv),
-                loss_fn=loss_fn, lr=lr, epochs=epochs, batch_size=batch_size,
-                patience=patience, device=dev, seed=seed, progress=progress,
-            )  # fmt: skip
+            if linear is not None and solver == "auto" and output == "logits":
+                _solve_head(fit, linear, (train_x, yt), (val_x, yv), refit=refit, progress=progress)
+            else:
+                _adam(
+                    fit, model, forward, trainable, params, (train_x, yt), (val_x, yv),
+                    loss_fn=loss_fn, lr=lr, epochs=epochs, batch_size=batch_size,
+                    patience=patience, device=dev, seed=seed, progress=progress,
+                    refit=refit and cached is not None,
+                )  # fmt: skip
             if linear is not None:
                 _unstandardize(linear, mean, std)
     finally:
@@ -741,7 +799,7 @@ def _same(a: Any, b: Any) -> bool:
     )
 
 
-def _epochs(
+def _adam(
     fit: Fit,
     model: nn.Module,
     forward: nn.Module,
@@ -757,30 +815,19 @@ def _epochs(
     patience: int,
     device: torch.device,
     seed: int,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[str, float], None] | None,
+    refit: bool,
 ) -> None:
+    """Adam epochs, early stopping on the validation loss; with ``refit``, again on both."""
     import torch
 
     optimizer = torch.optim.Adam(params, lr=lr)
     order_rng = torch.Generator().manual_seed(seed)
-    x, y = train
-    bn_training = any(
-        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for t in trainable for m in t.modules()
-    )
+    start = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in trainable]
     best: list[dict[str, torch.Tensor]] = []
     since_best = 0
     for epoch in range(1, epochs + 1):
-        for module in trainable:
-            module.train()
-        order = torch.randperm(len(x), generator=order_rng)
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
-            if bn_training and len(idx) < 2:
-                continue  # BatchNorm cannot train on one row
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(forward(x[idx].to(device)), y[idx].to(device))
-            torch.autograd.backward(loss)
-            optimizer.step()
+        _one_epoch(forward, trainable, optimizer, train, loss_fn, batch_size, device, order_rng)
         model.eval()
         if forward is model:
             fit.backbone_passes += 1
@@ -798,11 +845,150 @@ def _epochs(
         else:
             since_best += 1
         if progress is not None:
-            progress(epoch)
+            progress(f"epoch {epoch}/{epochs}", epoch / epochs)
         if since_best >= patience:
             break
+    if refit and len(val[0]):
+        for module, state in zip(trainable, start, strict=True):
+            module.load_state_dict(state)
+        both = (torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]]))
+        optimizer = torch.optim.Adam(params, lr=lr)
+        order_rng = torch.Generator().manual_seed(seed)
+        for _ in range(fit.best_epoch):
+            _one_epoch(forward, trainable, optimizer, both, loss_fn, batch_size, device, order_rng)
+        fit.refitted = True
+        return
     for module, state in zip(trainable, best, strict=True):
         module.load_state_dict(state)
+
+
+def _solve_head(
+    fit: Fit,
+    head: nn.Linear,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    refit: bool,
+    progress: Callable[[str, float], None] | None,
+) -> None:
+    """Fit a linear head on cached features by L-BFGS, its L2 penalty chosen on validation.
+
+    The loss is the mean cross-entropy plus ``l2 * ||weight||^2`` (the bias is
+    not penalised), on standardized features; each penalty of
+    :data:`HEAD_L2_GRID` starts from the previous one's solution, the first
+    from the champion's head.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    (x, y), (xv, yv) = train, val
+    weight = head.weight.detach().clone()
+    bias: torch.Tensor | None = head.bias.detach().clone() if head.bias is not None else None
+    fit.solver = "lbfgs"
+    best: tuple[float, float, torch.Tensor, torch.Tensor | None] | None = None
+    for i, l2 in enumerate(HEAD_L2_GRID, 1):
+        weight, bias, evaluations = _lbfgs(weight, bias, x, y, l2)
+        fit.evaluations += evaluations
+        with torch.no_grad():
+            out = F.linear(xv, weight, bias) if len(xv) else F.linear(x, weight, bias)
+            target = yv if len(xv) else y
+            val_loss = float(F.cross_entropy(out, target))
+            val_acc = float((out.argmax(dim=1) == target).float().mean())
+        fit.history.append(
+            {
+                "l2": l2,
+                "evaluations": evaluations,
+                "val_loss": round(val_loss, 6),
+                "val_accuracy": round(val_acc, 6),
+            }
+        )
+        if best is None or val_loss < best[0]:
+            best = (val_loss, l2, weight, bias)
+        if progress is not None:
+            progress(f"L2 penalty {l2:g} ({i}/{len(HEAD_L2_GRID)})", i / len(HEAD_L2_GRID))
+    assert best is not None
+    fit.best_val_loss, fit.l2, weight, bias = best
+    if refit and len(xv):
+        weight, bias, evaluations = _lbfgs(
+            weight, bias, torch.cat([x, xv]), torch.cat([y, yv]), fit.l2
+        )
+        fit.evaluations += evaluations
+        fit.refitted = True
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        if head.bias is not None and bias is not None:
+            head.bias.copy_(bias)
+
+
+def _lbfgs(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    l2: float,
+    *,
+    max_iter: int = HEAD_LBFGS_MAX_ITER,
+    tolerance: float = HEAD_LBFGS_TOLERANCE,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Minimise mean cross-entropy + ``l2 * ||weight||^2`` from ``(weight, bias)``; evaluations."""
+    import torch
+    import torch.nn.functional as F
+
+    w = weight.detach().clone().requires_grad_(True)
+    b = bias.detach().clone().requires_grad_(True) if bias is not None else None
+    params = [w] if b is None else [w, b]
+    optimizer = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=10,
+        tolerance_grad=tolerance,
+        tolerance_change=min(1e-9, tolerance),
+        line_search_fn="strong_wolfe",
+    )
+    evaluations = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal evaluations
+        evaluations += 1
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(F.linear(x, w, b), y) + l2 * w.pow(2).sum()
+        torch.autograd.backward(loss)
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)  # type: ignore[no-untyped-call]
+    return w.detach(), (b.detach() if b is not None else None), evaluations
+
+
+def _one_epoch(
+    forward: nn.Module,
+    trainable: Sequence[nn.Module],
+    optimizer: torch.optim.Optimizer,
+    train: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+    order_rng: torch.Generator,
+) -> None:
+    """One pass over ``train`` in a random order, ``trainable`` in train mode."""
+    import torch
+
+    x, y = train
+    bn_training = any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for t in trainable for m in t.modules()
+    )
+    for module in trainable:
+        module.train()
+    order = torch.randperm(len(x), generator=order_rng)
+    for start in range(0, len(x), batch_size):
+        idx = order[start : start + batch_size]
+        if bn_training and len(idx) < 2:
+            continue  # BatchNorm cannot train on one row
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(forward(x[idx].to(device)), y[idx].to(device))
+        torch.autograd.backward(loss)
+        optimizer.step()
 
 
 def _validate(
@@ -839,10 +1025,22 @@ def _summary(
         trained += f" and the last {len(blocks)} block(s) {[n for n, _ in blocks]}"
     frozen = "the rest frozen" if blocks else "the backbone frozen"
     how = "on backbone features cached in one pass" if fit.cached else "through the whole network"
+    if fit.solver == "lbfgs":
+        trained_how = (
+            f"by L-BFGS on {device}, L2 penalty {fit.l2:g} chosen on validation "
+            f"(validation loss {fit.best_val_loss:.4g})"
+        )
+        refitted = "; then refitted with that penalty on train and validation"
+    else:
+        trained_how = (
+            f"{fit.epochs_run} epoch(s) of Adam on {device}, best at epoch {fit.best_epoch} "
+            f"(validation loss {fit.best_val_loss:.4g})"
+        )
+        refitted = f"; then refitted for {fit.best_epoch} epoch(s) on train and validation"
     return (
         f"fine-tuned {trained} of {type(model).__name__} on {n_train} recent rows {how}, "
-        f"{frozen} with its BatchNorm in eval mode; {fit.epochs_run} epoch(s) on {device}, "
-        f"best at epoch {fit.best_epoch} (validation loss {fit.best_val_loss:.4g})"
+        f"{frozen} with its BatchNorm in eval mode; {trained_how}"
+        + (refitted if fit.refitted else "")
     )
 
 

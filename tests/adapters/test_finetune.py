@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 import sidecar  # noqa: E402
 from adapters._base import MIN_ROWS  # noqa: E402
-from adapters._finetune import fine_tune_head  # noqa: E402
+from adapters._finetune import HEAD_L2_GRID, fine_tune_head  # noqa: E402
 from tests.adapters import resnets  # noqa: E402
 
 RESNET = "tests.adapters.resnets:make_resnet"
@@ -116,11 +116,16 @@ def test_report_says_what_was_trained(tuned: Any) -> None:
     assert changes["head"] == "fc" and changes["head_found_by"] == "torchvision fc"
     assert changes["trainable"] == ["fc"]
     assert changes["feature_cache"] is True and changes["backbone_passes"] == 1
-    assert 1 <= changes["best_epoch"] <= changes["epochs_run"] <= 30
+    # a linear head on cached features is solved as logistic regression
+    assert changes["solver"] == "lbfgs" and changes["l2"] in HEAD_L2_GRID
+    assert changes["refitted_on_validation"] is True and changes["evaluations"] > 0
     assert changes["device"] == "cpu"
     assert "features cached" in report.summary and "BatchNorm in eval mode" in report.summary
+    assert "L-BFGS" in report.summary and "refitted with that penalty" in report.summary
+    assert [row["l2"] for row in report.search] == list(HEAD_L2_GRID)
     chosen = [row for row in report.search if row["chosen"]]
-    assert [row["epoch"] for row in chosen] == [changes["best_epoch"]]
+    assert [row["l2"] for row in chosen] == [changes["l2"]]
+    assert chosen[0]["val_loss"] == min(row["val_loss"] for row in report.search)
     assert 0 < report.train_time_s <= report.wall_time_s
     assert report.to_dict()["what_changed"]["parameters"]["feature_cache"] is True
 
@@ -147,7 +152,7 @@ def test_backbone_features_are_computed_once_not_per_epoch(
     calls = {}
     for epochs in (3, 12):
         with count_forwards(resnets.BasicBlock) as counted:
-            result = fine_tune_head(champion, recent, epochs=epochs, patience=100)
+            result = fine_tune_head(champion, recent, epochs=epochs, patience=100, solver="adam")
         assert result.report.changes["epochs_run"] == epochs
         calls[epochs] = counted[0]
     assert calls[3] == calls[12]
@@ -156,6 +161,57 @@ def test_backbone_features_are_computed_once_not_per_epoch(
     n_train, n_val = result.report.n_train, result.report.n_validation
     passes = -(-n_train // 128) + -(-n_val // 128)
     assert calls[3] <= 3 * (passes + 4)
+
+
+@pytest.mark.parametrize("l2", [1e-1, 1e-3])
+def test_the_head_solver_reaches_the_logistic_regression_optimum(l2: float) -> None:
+    """Cross-entropy + l2 * ||W||^2 is scikit-learn's multinomial objective with C = 1/(2 n l2)."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    from adapters._finetune import _lbfgs
+
+    X, y = make_classification(
+        n_samples=300, n_features=12, n_informative=6, n_classes=4, random_state=3
+    )
+    X = (X - X.mean(0)) / X.std(0)
+    x, t = torch.from_numpy(X), torch.from_numpy(y)  # float64: the comparison is exact
+    start = torch.zeros(4, 12, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    weight, bias, evaluations = _lbfgs(*start, x, t, l2, max_iter=2000, tolerance=1e-9)
+    assert bias is not None and evaluations > 1
+    reference = LogisticRegression(C=1 / (2 * len(X) * l2), tol=1e-10, max_iter=10_000).fit(X, y)
+
+    def objective(w: Any, b: Any) -> float:
+        loss = torch.nn.functional.cross_entropy(x @ w.T + b, t) + l2 * (w**2).sum()
+        return float(loss)
+
+    ours = objective(weight, bias)
+    theirs = objective(torch.from_numpy(reference.coef_), torch.from_numpy(reference.intercept_))
+    assert ours <= theirs + 1e-8, (ours, theirs)  # the same minimum, to float64 precision
+    proba = torch.softmax(x @ weight.T + bias, dim=1).numpy()
+    np.testing.assert_allclose(proba, reference.predict_proba(X), atol=1e-4)
+
+
+def test_refit_on_validation_can_be_turned_off_and_adam_epochs_asked_for(
+    champion: sidecar.Bundle, recent: sidecar.RecentData, tuned: Any, shift: resnets.DigitsShift
+) -> None:
+    train_only = fine_tune_head(champion, recent, refit=False)
+    changes = train_only.report.changes
+    assert changes["solver"] == "lbfgs" and changes["refitted_on_validation"] is False
+    assert "refitted" not in train_only.report.summary
+    # the refit moves the head: it has seen the validation rows too
+    assert changed(
+        state(train_only.candidate.advanced.module), state(tuned.candidate.advanced.module)
+    ) == {"fc.weight", "fc.bias"}
+    adam = fine_tune_head(champion, recent, solver="adam")
+    changes = adam.report.changes
+    assert changes["solver"] == "adam" and changes["refitted_on_validation"] is True
+    assert 1 <= changes["best_epoch"] <= changes["epochs_run"] <= 30 and changes["lr"] == 1e-2
+    assert f"refitted for {changes['best_epoch']} epoch(s)" in adam.report.summary
+    chosen = [row["epoch"] for row in adam.report.search if row["chosen"]]
+    assert chosen == [changes["best_epoch"]]
+    for result in (train_only, adam):
+        assert accuracy(result.candidate, shift.test) > accuracy(champion, shift.test) + 0.2
 
 
 def test_unfreezing_the_last_block_trains_it_and_its_batchnorm(
@@ -360,8 +416,19 @@ def test_too_few_recent_rows_are_an_error(
         ({"lr": 0.0}, r"`lr` must be a positive float"),
         ({"batch_size": 1.5}, r"`batch_size` must be an integer >= 1; got 1.5"),
         ({"device": "tpu9"}, r"`device` must be a torch device"),
+        ({"solver": "sgd"}, r"`solver` must be one of \['auto', 'adam'\]; got 'sgd'"),
+        ({"refit": "yes"}, r"`refit` must be True or False; got 'yes'"),
     ],
-    ids=["too-many-blocks", "negative-blocks", "no-epochs", "zero-lr", "float-batch", "device"],
+    ids=[
+        "too-many-blocks",
+        "negative-blocks",
+        "no-epochs",
+        "zero-lr",
+        "float-batch",
+        "device",
+        "solver",
+        "refit",
+    ],
 )
 def test_bad_options_are_refused(
     champion: sidecar.Bundle, recent: sidecar.RecentData, options: dict[str, Any], message: str
@@ -428,7 +495,7 @@ def test_same_seed_same_candidate_and_progress_is_reported(
     assert again.candidate.version == tuned.candidate.version
     fractions = [f for _, f in steps]
     assert fractions == sorted(fractions) and fractions[0] >= 0.0 and steps[-1] == ("done", 1.0)
-    assert any(s.startswith("epoch ") for s, _ in steps)
+    assert any(s.startswith("L2 penalty ") for s, _ in steps)
 
 
 def test_torchvision_resnet18_if_installed(

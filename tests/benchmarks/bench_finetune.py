@@ -109,6 +109,9 @@ def digits_run(seed: int, device: str | None, options: dict[str, Any]) -> dict[s
     recent = shift.recent_data()
     results = {
         "head": fine_tune_head(bundle, recent, device=device, seed=seed, **options),
+        "head_adam_epochs": fine_tune_head(
+            bundle, recent, device=device, seed=seed, solver="adam", refit=False
+        ),
         "head_and_last_block": fine_tune_head(
             bundle, recent, device=device, seed=seed, unfreeze_blocks=1
         ),
@@ -136,7 +139,8 @@ def digits_run(seed: int, device: str | None, options: dict[str, Any]) -> dict[s
             "recovered_on_unseen_shifted": unseen - champion_test,
             "train_s": report.train_time_s,
             "wall_s": report.wall_time_s,
-            "epochs_run": report.changes["epochs_run"],
+            "solver": report.changes.get("solver", "adam"),
+            "epochs_run": report.changes.get("epochs_run", 0),
         }
     return out
 
@@ -234,6 +238,7 @@ def resnet50_run(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             batch_size=args.batch_size,
             device=dev,
             seed=seed,
+            refit=name == "head",
         )
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -245,13 +250,16 @@ def resnet50_run(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "train_s": elapsed,
             "wall_s": elapsed,
             "epochs_run": fit.epochs_run,
+            "solver": fit.solver,
             "feature_cache": fit.cached,
         }
     return out
 
 
 def summarize(runs: list[dict[str, Any]], setup: dict[str, Any]) -> dict[str, Any]:
-    names = [k for k in ("head", "head_and_last_block", "full") if k in runs[0]]
+    names = [
+        k for k in ("head", "head_adam_epochs", "head_and_last_block", "full") if k in runs[0]
+    ]
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[name][key] for r in runs)
