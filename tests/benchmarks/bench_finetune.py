@@ -257,9 +257,7 @@ def resnet50_run(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(runs: list[dict[str, Any]], setup: dict[str, Any]) -> dict[str, Any]:
-    names = [
-        k for k in ("head", "head_adam_epochs", "head_and_last_block", "full") if k in runs[0]
-    ]
+    names = [k for k in ("head", "head_adam_epochs", "head_and_last_block", "full") if k in runs[0]]
 
     def median(name: str, key: str) -> float:
         return statistics.median(r[name][key] for r in runs)

@@ -86,6 +86,29 @@ def test_ks_equals_scipy(n1: int, n2: int, sampler: Sampler) -> None:
     assert p_value == pytest.approx(float(expected.pvalue), abs=1e-12)
 
 
+@pytest.mark.parametrize("n", [141, 1_000, 9_091, 90_909, 1_000_000, 2_000_000])
+def test_kstwo_tail_equals_scipy_in_every_branch(n: int) -> None:
+    from sidecar.monitoring._drift import _kstwo_sf
+
+    # n d^2 below, across and beyond the vectorised range [2.2, 370), and d near 1/n, 1/2, 1
+    grid = (0.05, 0.5, 1.0, 2.19, 2.2, 3.0, 8.0, 40.0, 150.0, 369.0, 371.0, 2_000.0)
+    for nx2 in grid if n < 1_000_000 else (3.0,):  # scipy itself takes ~1 s a value there
+        for d in (math.sqrt(nx2 / n), 0.9 / n, 1.5 / n, 0.49, 0.51, 0.999):
+            expected = float(stats.kstwo.sf(d, n))
+            assert _kstwo_sf(d, n) == pytest.approx(expected, rel=1e-8, abs=1e-300), (n, d)
+
+
+def test_ks_equals_scipy_on_a_million_rows_against_a_large_reference() -> None:
+    rng = _rng(11)
+    ref = rng.normal(size=100_000)
+    for shift in (0.0, 0.004, 0.008, 0.02):  # p from ~1 down to ~1e-30
+        cur = rng.normal(shift, 1.0, size=1_000_000)
+        expected = stats.ks_2samp(ref, cur)
+        statistic, p_value = ks_2samp_sorted(np.sort(ref), cur)
+        assert statistic == float(expected.statistic)
+        assert p_value == pytest.approx(float(expected.pvalue), rel=1e-8, abs=1e-300)
+
+
 def test_ks_equals_scipy_on_many_random_shapes() -> None:
     rng = _rng(7)
     for _ in range(300):
