@@ -32,19 +32,27 @@ The order of the questions
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from ._drift import chi2_homogeneity, is_material, ks_drift, relation_change, sort_reference
+from ._drift import (
+    chi2_homogeneity,
+    is_material,
+    ks_drift,
+    ks_drift_sorted,
+    relation_change,
+    sort_reference,
+)
 from ._errortree import ErrorSegment, error_segments
 from ._health import CurrentColumns, check_health
 from ._inputs import ReferenceInputs, WindowData
-from ._metrics import metric_with_ci, outlier_influence, per_example_loss
+from ._metrics import metrics_with_ci, outlier_influence, per_example_loss
 from ._plan import MonitoringPlan
 from ._results import DriftResult, HealthFinding, MetricValue, OutlierInfluence, TestResult
 from ._results import jsonable as _jsonable
@@ -194,11 +202,17 @@ def diagnose(
 
     # 1. The pipeline, from the inputs alone.
     # The pipeline checks and the drift of the inputs need no labels and share
-    # nothing with the performance tests: they run on a second thread (NumPy,
+    # nothing with the performance tests: two worker threads sort each numeric
+    # column once (and count each categorical one), then check health and
+    # drift on those, while this thread computes the performance part (NumPy,
     # SciPy and scikit-learn release the GIL in their heavy loops).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecar-diagnose") as pool:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sidecar-diagnose") as pool:
+        columns = _Columns.submit(pool, reference, window)
         inputs_job = pool.submit(
-            lambda: (tuple(_health(plan, reference, window)), _drift(plan, reference, window))
+            lambda: (
+                tuple(_health(plan, reference, window, columns.result())),
+                _drift(plan, reference, window, columns.result()),
+            )
         )
         result = _performance(plan, reference, window, seed)
         health, drift = inputs_job.result()
@@ -424,43 +438,112 @@ def _loss(
     return np.asarray(per_example_loss(name, y, pred, proba, reference.classes), dtype=np.float64)
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The window's raw columns prepared once for the health checks and the drift tests.
+
+    ``current[f]``: field ``f``'s non-missing values, sorted (``missing[f]``
+    of them were NaN); ``reference[f]``: the same for the reference; and
+    ``counts[f]``: how often each raw value of a categorical field occurs.
+    """
+
+    current: dict[str, np.ndarray]
+    missing: dict[str, int]
+    reference: dict[str, np.ndarray]
+    counts: dict[str, Counter[Any]]
+
+    @staticmethod
+    def submit(
+        pool: ThreadPoolExecutor, reference: ReferenceInputs, window: WindowData
+    ) -> _Once[_Columns]:
+        """Queue one sort per numeric column and one count per categorical one on ``pool``."""
+        current = {k: pool.submit(_present_sorted, v) for k, v in window.raw_numeric.items()}
+        ref = {
+            k: pool.submit(_present_sorted, reference.raw_numeric[k])
+            for k in window.raw_numeric
+            if k in reference.raw_numeric
+        }
+        counts = {k: pool.submit(Counter, v) for k, v in window.raw_categorical.items()}
+
+        def collect() -> _Columns:
+            cur = {k: job.result() for k, job in current.items()}
+            return _Columns(
+                current={k: v for k, (v, _) in cur.items()},
+                missing={k: m for k, (_, m) in cur.items()},
+                reference={k: job.result()[0] for k, job in ref.items()},
+                counts={k: job.result() for k, job in counts.items()},
+            )
+
+        return _Once(collect)
+
+
+class _Once(Generic[T]):
+    """``make()``, called on the first ``result()`` only, whichever thread asks first."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def result(self) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = self._make()
+            return self._value
+
+
+def _present_sorted(values: Any) -> tuple[np.ndarray, int]:
+    arr = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(arr)
+    n_missing = int(np.count_nonzero(missing))
+    return np.sort(arr[~missing] if n_missing else arr), n_missing
+
+
 def _health(
-    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData
+    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData, columns: _Columns
 ) -> list[HealthFinding]:
     if window.n == 0:
         return []
     current = CurrentColumns(
         numeric={k: np.asarray(v, dtype=np.float64) for k, v in window.raw_numeric.items()},
-        categorical={k: list(v) for k, v in window.raw_categorical.items()},
+        categorical=dict(window.raw_categorical),
         unknown=dict(window.unknown),
+        sorted_present=columns.current,
+        counts=columns.counts,
     )
     return check_health(reference.sketches, current, alpha=plan.alpha, units=reference.units)
 
 
 def _drift(
-    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData
+    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData, columns: _Columns
 ) -> list[DriftResult]:
     if window.n == 0:
         return []
     results: list[DriftResult] = []
     if "ks" in plan.tests.drift:
-        for name, cur in window.raw_numeric.items():
-            ref = reference.raw_numeric.get(name)
-            if ref is None:
+        for name in window.raw_numeric:
+            ref_sorted = columns.reference.get(name)
+            if ref_sorted is None:
                 continue
-            ref_present = ref[~np.isnan(ref)]
-            cur_present = cur[~np.isnan(cur)]
-            if len(ref_present) < 2 or len(cur_present) < 2:
+            cur_sorted = columns.current[name]
+            if len(ref_sorted) < 2 or len(cur_sorted) < 2:
                 continue
-            results.append(ks_drift(name, sort_reference(ref_present), cur_present, space="raw"))
+            results.append(
+                ks_drift_sorted(
+                    name, ref_sorted, cur_sorted, n_missing=columns.missing[name], space="raw"
+                )
+            )
     if "chi2_homogeneity" in plan.tests.drift:
-        for name, values in window.raw_categorical.items():
+        for name in window.raw_categorical:
             sketch = reference.sketches.get(name, {})
             ref_counts = dict(sketch.get("counts", {}))
             if sketch.get("other"):
                 ref_counts["<other>"] = int(sketch["other"])
             cur_counts: dict[str, int] = {}
-            for v, c in Counter(values).items():  # count in C, fold the few keys
+            for v, c in columns.counts[name].items():  # counted once, fold the few keys
                 if v is not None:
                     key = str(v)
                     cur_counts[key] = cur_counts.get(key, 0) + c
@@ -514,51 +597,23 @@ def _metrics(
         "baseline_reference": (reference.y, reference.baseline, reference.baseline_proba),
     }
     for who, (yy, pred, proba) in sources.items():
-        values: dict[str, MetricValue] = {}
-        for name in names:
-            try:
-                boots = 1000 if name == plan.primary_metric and "reference" not in who else 200
-                values[name] = _metric(name, yy, pred, proba, reference.classes, seed, boots)
-            except ValueError:  # e.g. ROC AUC on a window with one class
-                continue
-        out[who] = values
+        boots = {name: 1000 if name == plan.primary_metric and "reference" not in who else 200
+                 for name in names}  # fmt: skip
+        try:
+            out[who] = metrics_with_ci(
+                names,
+                yy,
+                pred,
+                proba,
+                reference.classes,
+                n_boot=boots,
+                seed=seed,
+                max_bootstrap_n=BOOTSTRAP_MAX_N,
+                subsample_n=SUBSAMPLE_N,
+            )
+        except ValueError:  # labels or predictions the metrics cannot read: none of them
+            out[who] = {}
     return out
-
-
-def _metric(
-    name: str,
-    y: np.ndarray,
-    pred: np.ndarray,
-    proba: np.ndarray | None,
-    classes: tuple[Any, ...] | None,
-    seed: int,
-    n_boot: int = 1000,
-) -> MetricValue:
-    """The metric with a bootstrap CI; past ``BOOTSTRAP_MAX_N`` the bootstrap runs on a
-    seeded random subsample of ``SUBSAMPLE_N`` and its interval is narrowed by
-    sqrt(m / n) around the full-data value (interval widths scale as 1/sqrt(n)),
-    so a million rows cost what twenty thousand do."""
-    n = len(y)
-    if n <= BOOTSTRAP_MAX_N:
-        return metric_with_ci(name, y, pred, proba, classes, n_boot=n_boot, seed=seed)
-    full = metric_with_ci(name, y, pred, proba, classes, n_boot=1, seed=seed)
-    m = SUBSAMPLE_N
-    idx = np.random.default_rng(seed).choice(n, size=m, replace=False)
-    sub = metric_with_ci(
-        name,
-        y[idx],
-        pred[idx],
-        None if proba is None else proba[idx],
-        classes,
-        n_boot=200,
-        seed=seed,
-    )
-    shrink = math.sqrt(m / n)
-    return replace(
-        full,
-        ci_low=full.value - (sub.value - sub.ci_low) * shrink,
-        ci_high=full.value + (sub.ci_high - sub.value) * shrink,
-    )
 
 
 def _performance_tests(

@@ -63,11 +63,20 @@ class CurrentColumns:
     ``unknown`` maps a categorical field to how many of its values the
     preprocessing encoded to the unknown/default code. (Compared by identity:
     it holds arrays.)
+
+    Two optional shortcuts, for a caller that has them anyway (the diagnosis
+    sorts each column once for the drift tests too): ``sorted_present`` maps
+    a numeric field to its non-missing values sorted ascending, which spares
+    a quantile pass; ``counts`` maps a categorical field to how often each
+    raw value occurs (``collections.Counter(values)``), which spares a count.
+    They must describe the same values as ``numeric`` / ``categorical``.
     """
 
     numeric: Mapping[str, Any] = field(default_factory=dict)
     categorical: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     unknown: Mapping[str, int] = field(default_factory=dict)
+    sorted_present: Mapping[str, np.ndarray] = field(default_factory=dict)
+    counts: Mapping[str, Mapping[Any, int]] = field(default_factory=dict)
 
 
 _SHAPE = str.maketrans(
@@ -195,8 +204,12 @@ def _unit_factor(
     tolerance: float,
     min_count: int,
     declared: str | None,
+    present_sorted: np.ndarray | None = None,
 ) -> HealthFinding | None:
     """Does a known unit conversion map the reference quantiles onto the current ones?
+
+    ``present_sorted``, when given, is ``present`` sorted: the quantiles are
+    read off it instead of partitioning ``present`` again.
 
     The 10th to 90th percentiles (steps of 5) of the window are compared with
     ``a * q_ref + b`` for every conversion ``(a, b)`` between units of one
@@ -239,7 +252,11 @@ def _unit_factor(
         + (0.01 * spread) ** 2
         + (0.5 if sketch.get("integer") else 0.0) ** 2
     )
-    cur_q = np.quantile(present, _LEVELS)
+    cur_q = (
+        np.quantile(present, _LEVELS)
+        if present_sorted is None
+        else _sorted_quantiles(present_sorted, _LEVELS)
+    )
     identity_z = float(np.max(np.abs(cur_q - ref_q) / se))
     if identity_z <= _MAX_Z:
         return None
@@ -316,6 +333,15 @@ def _sentinel_like(values: np.ndarray, lo: float, hi: float) -> bool:
     return bool(np.median(np.abs(values)) > 10 * scale)
 
 
+def _sorted_quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, levels)`` (the linear method) for values already sorted."""
+    pos = levels * (values.size - 1)
+    below = np.floor(pos).astype(np.intp)
+    above = np.minimum(below + 1, values.size - 1)
+    out: np.ndarray = values[below] + (values[above] - values[below]) * (pos - below)
+    return out
+
+
 def _wrap_mask(present: np.ndarray, lo: float, hi: float, max_abs: float) -> np.ndarray:
     """Values outside the reference range that look like an integer wrap-around.
 
@@ -325,17 +351,20 @@ def _wrap_mask(present: np.ndarray, lo: float, hi: float, max_abs: float) -> np.
     (negative values) or subtracted (positive ones): ``-5`` stored unsigned is
     ``2^32 - 5``; ``r - 2^32`` is a typical value ``r`` read back as signed.
     """
-    outside = (present < lo) | (present > hi)
-    mask = np.zeros(present.shape, dtype=bool)
+    mask = (present < lo) | (present > hi)
+    at = np.flatnonzero(mask)  # only values outside the range can be wrapped: test just those
+    out = present[at]
+    wrapped = np.zeros(out.shape, dtype=bool)
     slack = 0.5 * (hi - lo)
     for m in _WRAP_MODULI:
         if m <= 4 * max_abs:
             continue
         tol = max(slack, 4 * float(np.spacing(m)))
-        near = np.abs(np.abs(present) - m) <= _WRAP_NEAR
-        back = present - np.sign(present) * m
-        mask |= near | ((back >= lo - tol) & (back <= hi + tol))
-    return mask & outside
+        near = np.abs(np.abs(out) - m) <= _WRAP_NEAR
+        back = out - np.sign(out) * m
+        wrapped |= near | ((back >= lo - tol) & (back <= hi + tol))
+    mask[at] = wrapped
+    return mask
 
 
 def _numeric_checks(
@@ -350,6 +379,7 @@ def _numeric_checks(
     unit_tolerance: float,
     min_count: int,
     declared: str | None,
+    present_sorted: np.ndarray | None = None,
 ) -> tuple[list[_Candidate], list[HealthFinding]]:
     tests: list[_Candidate] = []
     n = int(values.size)
@@ -414,8 +444,16 @@ def _numeric_checks(
     else:
         negative[:] = False
 
+    if present_sorted is not None and rest.size != present_sorted.size:
+        present_sorted = None  # wrapped values left out: the sorted copy no longer matches
     unit = _unit_factor(
-        feature, sketch, rest, tolerance=unit_tolerance, min_count=min_count, declared=declared
+        feature,
+        sketch,
+        rest,
+        tolerance=unit_tolerance,
+        min_count=min_count,
+        declared=declared,
+        present_sorted=present_sorted,
     )
     if unit is not None:  # a unit change explains a new range and broken integers
         return tests, [unit]
@@ -463,6 +501,20 @@ def _numeric_checks(
     return tests, []
 
 
+def _sorted_present(name: str, given: Any, values: np.ndarray) -> np.ndarray | None:
+    """``CurrentColumns.sorted_present[name]``, checked against the column it stands for."""
+    if given is None:
+        return None
+    arr = np.asarray(given, dtype=np.float64)
+    n_present = int(values.size - np.count_nonzero(np.isnan(values)))
+    if arr.ndim != 1 or arr.size != n_present or (arr.size and arr[0] > arr[-1]):
+        raise InputError(
+            f"`current.sorted_present[{name!r}]` must be the field's {n_present} non-missing "
+            f"values sorted ascending; got an array of shape {arr.shape}."
+        )
+    return arr
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -475,6 +527,7 @@ def _categorical_checks(
     *,
     min_rate_increase: float,
     min_format_share: float,
+    counted: Mapping[Any, int] | None = None,
 ) -> list[_Candidate]:
     tests: list[_Candidate] = []
     n = len(values)
@@ -483,7 +536,7 @@ def _categorical_checks(
         return tests
     # Count the values once (hashing in C), then fold the few distinct keys.
     counts: Counter[str] = Counter()
-    for value, c in Counter(values).items():
+    for value, c in (Counter(values) if counted is None else counted).items():
         if not _is_missing(value):
             counts[str(value)] += c
     n_missing = n - sum(counts.values())
@@ -662,6 +715,7 @@ def check_health(
             unit_tolerance=unit_tolerance,
             min_count=min_count,
             declared=declared.get(name),
+            present_sorted=_sorted_present(name, current.sorted_present.get(name), values),
         )
         tests += more
         findings += found
@@ -687,8 +741,9 @@ def check_health(
         tests += _categorical_checks(
             name,
             sketch,
-            list(column),
+            column,
             unknown,
+            counted=current.counts.get(name),
             min_rate_increase=min_rate_increase,
             min_format_share=min_format_share,
         )

@@ -30,8 +30,8 @@ paired tests of :mod:`sidecar.monitoring._stats` through :func:`per_example_loss
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -64,6 +64,7 @@ __all__ = [
     "mae",
     "median_absolute_error",
     "metric_with_ci",
+    "metrics_with_ci",
     "mse",
     "outlier_influence",
     "per_example_loss",
@@ -783,6 +784,122 @@ def metric_with_ci(
         ci_high=hi,
         n=d.n,
         higher_is_better=spec.higher_is_better,
+    )
+
+
+#: Resamples of the subsample that stands in for a window past ``max_bootstrap_n``.
+_SUBSAMPLE_BOOT = 200
+
+
+def metrics_with_ci(
+    names: Sequence[str],
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike | None = None,
+    proba: npt.ArrayLike | None = None,
+    classes: npt.ArrayLike | None = None,
+    *,
+    n_boot: int | Mapping[str, int] = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    max_bootstrap_n: int = 50_000,
+    subsample_n: int = 20_000,
+) -> dict[str, MetricValue]:
+    """Several metrics of one window, each with a confidence interval, from one validation pass.
+
+    Up to ``max_bootstrap_n`` rows each interval is :func:`metric_with_ci`'s
+    percentile bootstrap (``n_boot`` resamples, or ``n_boot[name]``), the
+    same numbers as calling it per metric. Beyond, where a window of a
+    million rows would make a bootstrap cost seconds:
+
+    - a metric that is the mean of a per-example loss (accuracy, log loss,
+      Brier, MSE, ...) gets the normal interval ``mean +- z * sd / sqrt(n)``,
+      mapped through the metric (``1 - mean`` for accuracy, the root for
+      RMSE): at this size the central limit theorem's error is far below
+      a bootstrap's Monte-Carlo error;
+    - the others (balanced accuracy, F1, ROC AUC, median and trimmed
+      errors) are bootstrapped (200 resamples) on one seeded subsample of
+      ``subsample_n`` rows, and the interval's half-widths around the
+      subsample's value are narrowed by ``sqrt(subsample_n / n)`` around the
+      whole window's value (an interval's width scales as ``1 / sqrt(n)``).
+
+    Every value is computed on all rows. Metrics that are undefined here --
+    ROC AUC with one class present, a probability metric without ``proba``
+    -- are left out of the result; invalid input raises ``InputError``.
+
+    >>> values = metrics_with_ci(["accuracy", "f1"], [0, 1, 1, 0, 1] * 40, [0, 1, 0, 0, 1] * 40)
+    >>> {name: round(v.value, 3) for name, v in values.items()}
+    {'accuracy': 0.8, 'f1': 0.8}
+    """
+    specs = {name: _metric_spec(name) for name in names}
+    tasks = {spec.task for spec in specs.values()}
+    if len(tasks) > 1:
+        raise _problem("names", "metrics of one task", short_repr(list(names)))
+    confidence = _probability(confidence, "confidence")
+    boots = {
+        name: _count(n_boot[name] if isinstance(n_boot, Mapping) else n_boot, "n_boot", minimum=1)
+        for name in specs
+    }
+    if not specs:
+        return {}
+    if tasks == {"classification"}:
+        d = _prepare_classification(y_true, y_pred, proba, classes, need_proba=False)
+    else:
+        d = _prepare_regression(y_true, y_pred)
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    sub: _Data | None = None
+    out: dict[str, MetricValue] = {}
+    for name, spec in specs.items():
+        if spec.needs_proba and d.proba is None:
+            continue
+        try:
+            value = _defined(name, _CORES[name](d), d)
+        except ValueError:  # undefined on this window, e.g. ROC AUC with one class
+            continue
+        if d.n <= max_bootstrap_n:
+            boot = _bootstrap_metric(name, d, boots[name], np.random.default_rng(seed))
+            boot = boot[~np.isnan(boot)]
+            lo, hi = _percentile_ci(boot, confidence) if boot.size else (math.nan, math.nan)
+        elif name in _FROM_LOSS:
+            loss_name, transform = _FROM_LOSS[name]
+            losses = _LOSS_FUNCTIONS[loss_name][2](d)
+            mean, half = float(losses.mean()), z * float(losses.std(ddof=1)) / math.sqrt(d.n)
+            ends = transform(np.array([max(mean - half, 0.0), mean + half]))
+            lo, hi = float(ends.min()), float(ends.max())
+        else:
+            if sub is None:
+                m = min(subsample_n, d.n)
+                sub = _subset(d, np.random.default_rng(seed).choice(d.n, size=m, replace=False))
+            boot = _bootstrap_metric(
+                name, sub, min(boots[name], _SUBSAMPLE_BOOT), np.random.default_rng(seed)
+            )
+            boot = boot[~np.isnan(boot)]
+            try:
+                at = _defined(name, _CORES[name](sub), sub)
+            except ValueError:
+                at = math.nan
+            if boot.size and not math.isnan(at):
+                b_lo, b_hi = _percentile_ci(boot, confidence)
+                shrink = math.sqrt(sub.n / d.n)
+                lo, hi = value - (at - b_lo) * shrink, value + (b_hi - at) * shrink
+            else:
+                lo, hi = math.nan, math.nan
+        out[name] = MetricValue(
+            name=name,
+            value=value,
+            ci_low=lo,
+            ci_high=hi,
+            n=d.n,
+            higher_is_better=spec.higher_is_better,
+        )
+    return out
+
+
+def _subset(d: _Data, idx: IntArray) -> _Data:
+    return replace(
+        d,
+        y=d.y[idx],
+        pred=None if d.pred is None else d.pred[idx],
+        proba=None if d.proba is None else d.proba[idx],
     )
 
 

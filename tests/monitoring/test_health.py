@@ -289,6 +289,38 @@ def test_findings_are_json_ready(reference: dict[str, dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- errors
 
 
+def _with_shortcuts(window: CurrentColumns) -> CurrentColumns:
+    from collections import Counter
+    from dataclasses import replace
+
+    return replace(
+        window,
+        sorted_present={k: np.sort(v[~np.isnan(v)]) for k, v in window.numeric.items()},
+        counts={k: Counter(v) for k, v in window.categorical.items()},
+    )
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {},
+        {"weight": lambda x: x * 2.20462, "height": lambda x: x * 100},
+        {"visits": lambda x: np.where(np.arange(x.size) % 10 == 0, x - 2.0**32, x)},
+        {"amount": lambda x: np.where(np.arange(x.size) % 5 == 0, np.nan, x)},
+        {"diagnosis": lambda d: [v.replace(".", "") if i % 3 else v for i, v in enumerate(d)]},
+    ],
+    ids=["none", "units", "wraparound", "missing", "code-format"],
+)
+def test_sorted_columns_and_counts_given_change_nothing(
+    reference: dict[str, dict[str, Any]], faults: dict[str, Callable[[Any], Any]]
+) -> None:
+    """The diagnosis's shortcuts (columns sorted, values counted once) find the same."""
+    window = _window(12, **faults)
+    plain = check_health(reference, window, alpha=0.05)
+    assert bool(plain) == bool(faults)
+    assert check_health(reference, _with_shortcuts(window), alpha=0.05) == plain
+
+
 def test_errors_name_the_argument(reference: dict[str, dict[str, Any]]) -> None:
     ok = _window(1)
     with pytest.raises(InputError, match=r"`alpha` must be a number in \(0, 1\); got 1.5"):
@@ -314,3 +346,11 @@ def test_errors_name_the_argument(reference: dict[str, dict[str, Any]]) -> None:
         check_health(reference, bad, alpha=0.05)
     with pytest.raises(InputError, match=r"`current.numeric\['weight'\]` must be a 1-D array"):
         check_health(reference, CurrentColumns(numeric={"weight": np.ones((2, 2))}), alpha=0.05)
+    with pytest.raises(
+        InputError, match=r"`current.sorted_present\['weight'\]` must be the field's 3 non-missing"
+    ):
+        bad = CurrentColumns(
+            numeric={"weight": np.array([3.0, 1.0, 2.0, np.nan])},
+            sorted_present={"weight": np.array([3.0, 2.0, 1.0])},  # descending
+        )
+        check_health(reference, bad, alpha=0.05)

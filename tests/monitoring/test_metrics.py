@@ -19,6 +19,7 @@ from sidecar.monitoring._metrics import (
     huber,
     log_loss,
     metric_with_ci,
+    metrics_with_ci,
     mse,
     outlier_influence,
     per_example_loss,
@@ -288,6 +289,60 @@ def test_metric_with_ci_chunks_large_windows() -> None:
     result = metric_with_ci("mse", y, np.zeros_like(y), n_boot=1000)
     se = y.var() * math.sqrt(2 / y.size)  # sd of the mean of chi-square(1) * var
     assert result.ci_high - result.ci_low == pytest.approx(2 * 1.96 * se, rel=0.1)
+
+
+CLASSIFICATION_METRICS = ["accuracy", "balanced_accuracy", "f1", "log_loss", "brier", "roc_auc"]
+
+
+def test_metrics_with_ci_equals_one_call_per_metric_below_the_threshold() -> None:
+    y, y_pred, proba = _classification(n=400, classes=["a", "b", "c"], seed=5)
+    boots = {name: 300 if name == "accuracy" else 120 for name in CLASSIFICATION_METRICS}
+    together = metrics_with_ci(
+        CLASSIFICATION_METRICS, y, y_pred, proba, ["a", "b", "c"], n_boot=boots, seed=2
+    )
+    for name in CLASSIFICATION_METRICS:
+        alone = metric_with_ci(name, y, y_pred, proba, ["a", "b", "c"], n_boot=boots[name], seed=2)
+        assert together[name] == alone, name
+
+
+def test_metrics_with_ci_leaves_out_what_is_undefined_and_refuses_bad_input() -> None:
+    one_class = metrics_with_ci(["accuracy", "roc_auc"], [1, 1, 1], [1, 0, 1], [[0.2, 0.8]] * 3)
+    assert list(one_class) == ["accuracy"]  # ROC AUC needs two classes
+    assert list(metrics_with_ci(["log_loss", "f1"], [0, 1, 1], [0, 1, 0])) == ["f1"]  # no proba
+    with pytest.raises(InputError, match="metrics of one task"):
+        metrics_with_ci(["accuracy", "mse"], [0, 1], [0, 1])
+    with pytest.raises(InputError, match="y_pred"):
+        metrics_with_ci(["accuracy"], [0, 1, 1], [0, 1])
+
+
+def test_metrics_with_ci_past_the_threshold_keeps_values_and_covers_the_truth() -> None:
+    """Normal intervals for means of losses, a narrowed subsample bootstrap for the rest."""
+    runs, n, confidence = 200, 6_000, 0.95
+    truth_acc, covered = 0.8, {"accuracy": 0, "mse": 0, "median_absolute_error": 0}
+    truth_mse, truth_median = 1.0, 0.6744897501960817  # N(0, 1): E e^2, median |e|
+    for i in range(runs):
+        rng = np.random.default_rng(1000 + i)
+        y = rng.integers(0, 2, n)
+        pred = np.where(rng.random(n) < truth_acc, y, 1 - y)
+        acc = metrics_with_ci(["accuracy"], y, pred, seed=i, max_bootstrap_n=2_000)["accuracy"]
+        assert acc.value == np.mean(y == pred) and acc.n == n
+        e = rng.normal(size=n)
+        reg = metrics_with_ci(
+            ["mse", "median_absolute_error"],
+            e,
+            np.zeros(n),
+            seed=i,
+            max_bootstrap_n=2_000,
+            subsample_n=1_500,
+        )
+        covered["accuracy"] += acc.ci_low <= truth_acc <= acc.ci_high
+        covered["mse"] += reg["mse"].ci_low <= truth_mse <= reg["mse"].ci_high
+        m = reg["median_absolute_error"]
+        assert m.value == pytest.approx(np.median(np.abs(e)))
+        covered["median_absolute_error"] += m.ci_low <= truth_median <= m.ci_high
+    floor = confidence - 3 * math.sqrt(confidence * (1 - confidence) / runs)
+    for name, hits in covered.items():
+        assert floor <= hits / runs <= 1.0 - (1 - confidence) / 4, (name, hits / runs)
 
 
 # --------------------------------------------------------------------------- outlier influence
