@@ -35,7 +35,7 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
@@ -200,22 +200,17 @@ def diagnose(
     reasons: list[str] = []
     notes = list(window.notes)
 
-    # 1. The pipeline, from the inputs alone.
-    # The pipeline checks and the drift of the inputs need no labels and share
-    # nothing with the performance tests: two worker threads sort each numeric
-    # column once (and count each categorical one), then check health and
-    # drift on those, while this thread computes the performance part (NumPy,
-    # SciPy and scikit-learn release the GIL in their heavy loops).
+    # 1. The pipeline, from the inputs alone, and the performance, from the labels.
+    # The parts share nothing but the window and run as jobs on two worker
+    # threads (NumPy, SciPy and scikit-learn release the GIL in their heavy
+    # loops): first one sort per numeric column and one count per categorical
+    # one, then the health checks and the drift tests on those, beside each
+    # source's metrics, the tests, the relations and the error tree.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sidecar-diagnose") as pool:
         columns = _Columns.submit(pool, reference, window)
-        inputs_job = pool.submit(
-            lambda: (
-                tuple(_health(plan, reference, window, columns.result())),
-                _drift(plan, reference, window, columns.result()),
-            )
-        )
-        result = _performance(plan, reference, window, seed)
-        health, drift = inputs_job.result()
+        inputs_job = pool.submit(_inputs, plan, reference, window, columns)
+        result = _performance(plan, reference, window, seed, pool)
+        health, drift, distributions = inputs_job.result()
     unknown_rates = {
         f: (window.unknown.get(f, 0) / window.n if window.n else 0.0)
         for f in reference.categorical_fields
@@ -331,12 +326,16 @@ def diagnose(
         notes=tuple(notes),
         unknown_rates=unknown_rates,
         unknown_series=tuple(_unknown_series(plan, window)),
-        distributions=tuple(_distributions(plan, reference, window, drift)),
+        distributions=tuple(distributions),
     )
 
 
 def _performance(
-    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData, seed: int
+    plan: MonitoringPlan,
+    reference: ReferenceInputs,
+    window: WindowData,
+    seed: int,
+    pool: ThreadPoolExecutor,
 ) -> tuple[Any, ...]:
     """Everything that needs labels: metrics, tests, relations, outliers, segments, series."""
     mask = np.asarray(window.labelled, dtype=bool)
@@ -357,40 +356,74 @@ def _performance(
     bounds["required_n_for_power"] = required
 
     if n_lab >= 2:
-        y = window.labels[mask]
-        adv_pred, base_pred = window.advanced[mask], window.baseline[mask]
-        adv_p = None if window.advanced_proba is None else window.advanced_proba[mask]
-        base_p = None if window.baseline_proba is None else window.baseline_proba[mask]
+        # Every labelled record, without copying the window when all are labelled.
+        rows = None if n_lab == window.n else np.flatnonzero(mask)
+
+        def take(values: np.ndarray) -> np.ndarray:
+            return values if rows is None else values[rows]
+
+        y = take(window.labels)
+        adv_pred, base_pred = take(window.advanced), take(window.baseline)
+        adv_p = None if window.advanced_proba is None else take(window.advanced_proba)
+        base_p = None if window.baseline_proba is None else take(window.baseline_proba)
         if reference.task == "classification":
             y = _like(y, reference.y)
         now_adv = np.minimum(_loss(loss_name, y, adv_pred, adv_p, reference), cap)
         now_base = np.minimum(_loss(loss_name, y, base_pred, base_p, reference), cap)
-        metrics = _metrics(plan, reference, y, adv_pred, adv_p, base_pred, base_p, seed)
-        tests = _performance_tests(
-            plan, ref_adv, ref_base, now_adv, now_base, window.ts[mask], seed
+        # Independent parts, on the pool's threads (NumPy and SciPy release the GIL
+        # in their heavy loops); the largest first.
+        metrics_job = _metrics(plan, reference, y, adv_pred, adv_p, base_pred, base_p, seed, pool)
+        tests_job = pool.submit(
+            _performance_tests, plan, ref_adv, ref_base, now_adv, now_base, take(window.ts), seed
         )
+        relations_job = pool.submit(_relations, plan, reference, window, rows, y, seed)
+        segments_job = pool.submit(_segments, reference, window, rows, now_adv, now_base, seed)
         if reference.task == "regression":
             for who, pred in (("advanced", adv_pred), ("baseline", base_pred)):
                 err = np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)
                 outliers.append(
                     replace(outlier_influence(err, metric="mse", k=1), metric=f"{who}:mse")
                 )
-        relations = _relations(plan, reference, window, mask, y, seed)
-        if window.features is not None and len(reference.feature_names) == window.features.shape[1]:
-            segments = error_segments(
-                window.features[mask],
-                now_adv,
-                now_base,
-                feature_names=reference.feature_names,
-                seed=seed,
-                max_fit=2 * SUBSAMPLE_N,
-            )[:8]
-        windows = _window_series(plan, reference, window, mask, y, now_adv, now_base)
+        windows = _window_series(plan, take(window.ts), now_adv, now_base)
+        metrics = {who: job.result() for who, job in metrics_job.items()}
+        tests = tests_job.result()
+        relations = relations_job.result()
+        segments = segments_job.result()
 
     return (mask, n_lab, metrics, tests, relations, outliers, segments, windows, bounds, required)
 
 
 # -- pieces ---------------------------------------------------------------------------
+
+
+def _segments(
+    reference: ReferenceInputs,
+    window: WindowData,
+    rows: np.ndarray | None,
+    now_adv: np.ndarray,
+    now_base: np.ndarray,
+    seed: int,
+) -> list[ErrorSegment]:
+    """The error tree's worst segments; past ``2 * SUBSAMPLE_N`` records, on a seeded sample
+    (only those rows of the feature matrix are copied)."""
+    features = window.features
+    if features is None or len(reference.feature_names) != features.shape[1]:
+        return []
+    n = len(now_adv)
+    limit = 2 * SUBSAMPLE_N
+    scale = 1.0
+    if n > limit:
+        pick = np.random.default_rng(seed).choice(n, size=limit, replace=False)
+        X = features[pick if rows is None else rows[pick]]
+        now_adv, now_base, scale = now_adv[pick], now_base[pick], n / limit
+    else:
+        X = features if rows is None else features[rows]
+    segments = error_segments(
+        X, now_adv, now_base, feature_names=reference.feature_names, seed=seed
+    )
+    if scale != 1.0:
+        segments = [replace(s, support=round(s.support * scale)) for s in segments]
+    return segments[:8]
 
 
 def reference_losses(
@@ -495,6 +528,15 @@ class _Once(Generic[T]):
             return self._value
 
 
+def _inputs(
+    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData, columns: _Once[_Columns]
+) -> tuple[tuple[HealthFinding, ...], list[DriftResult], list[dict[str, Any]]]:
+    """The health findings, the drift tests and the most drifted features' histograms."""
+    health = tuple(_health(plan, reference, window, columns.result()))
+    drift = _drift(plan, reference, window, columns.result())
+    return health, drift, _distributions(plan, reference, window, drift)
+
+
 def _present_sorted(values: Any) -> tuple[np.ndarray, int]:
     arr = np.asarray(values, dtype=np.float64)
     missing = np.isnan(arr)
@@ -587,9 +629,11 @@ def _metrics(
     base: np.ndarray,
     base_p: np.ndarray | None,
     seed: int,
-) -> dict[str, dict[str, MetricValue]]:
+    pool: ThreadPoolExecutor,
+) -> dict[str, Future[dict[str, MetricValue]]]:
+    """Each source's metrics with their intervals, one job per source on ``pool``."""
     names = (plan.primary_metric, *plan.secondary_metrics)
-    out: dict[str, dict[str, MetricValue]] = {}
+    out: dict[str, Future[dict[str, MetricValue]]] = {}
     sources = {
         "advanced": (y, adv, adv_p),
         "baseline": (y, base, base_p),
@@ -599,21 +643,35 @@ def _metrics(
     for who, (yy, pred, proba) in sources.items():
         boots = {name: 1000 if name == plan.primary_metric and "reference" not in who else 200
                  for name in names}  # fmt: skip
-        try:
-            out[who] = metrics_with_ci(
-                names,
-                yy,
-                pred,
-                proba,
-                reference.classes,
-                n_boot=boots,
-                seed=seed,
-                max_bootstrap_n=BOOTSTRAP_MAX_N,
-                subsample_n=SUBSAMPLE_N,
-            )
-        except ValueError:  # labels or predictions the metrics cannot read: none of them
-            out[who] = {}
+        out[who] = pool.submit(
+            _source_metrics, names, yy, pred, proba, reference.classes, boots, seed
+        )
     return out
+
+
+def _source_metrics(
+    names: Sequence[str],
+    y: np.ndarray,
+    pred: np.ndarray,
+    proba: np.ndarray | None,
+    classes: tuple[Any, ...] | None,
+    boots: dict[str, int],
+    seed: int,
+) -> dict[str, MetricValue]:
+    try:
+        return metrics_with_ci(
+            names,
+            y,
+            pred,
+            proba,
+            classes,
+            n_boot=boots,
+            seed=seed,
+            max_bootstrap_n=BOOTSTRAP_MAX_N,
+            subsample_n=SUBSAMPLE_N,
+        )
+    except ValueError:  # labels or predictions the metrics cannot read: none of them
+        return {}
 
 
 def _performance_tests(
@@ -714,7 +772,7 @@ def _relations(
     plan: MonitoringPlan,
     reference: ReferenceInputs,
     window: WindowData,
-    mask: np.ndarray,
+    rows: np.ndarray | None,
     y: np.ndarray,
     seed: int = 0,
 ) -> list[DriftResult]:
@@ -735,14 +793,15 @@ def _relations(
     n_cur, n_ref = len(t_now), len(t_ref)
     pick_cur = rng.choice(n_cur, size=limit, replace=False) if n_cur > limit else None
     pick_ref = rng.choice(n_ref, size=limit, replace=False) if n_ref > limit else None
+    # rows of the window to read: the labelled ones, or a sample of them
+    at = rows if pick_cur is None else (pick_cur if rows is None else rows[pick_cur])
+    tc = t_now if pick_cur is None else t_now[pick_cur]
     for name, cur in window.raw_numeric.items():
         ref = reference.raw_numeric.get(name)
         if ref is None or len(ref) != n_ref:
             continue
-        x_cur, tc = cur[mask], t_now
+        x_cur = cur if at is None else cur[at]
         x_ref, tr = ref, t_ref
-        if pick_cur is not None:
-            x_cur, tc = x_cur[pick_cur], tc[pick_cur]
         if pick_ref is not None:
             x_ref, tr = x_ref[pick_ref], tr[pick_ref]
         try:
@@ -764,16 +823,9 @@ def _relations(
 
 
 def _window_series(
-    plan: MonitoringPlan,
-    reference: ReferenceInputs,
-    window: WindowData,
-    mask: np.ndarray,
-    y: np.ndarray,
-    now_adv: np.ndarray,
-    now_base: np.ndarray,
+    plan: MonitoringPlan, ts: np.ndarray, now_adv: np.ndarray, now_base: np.ndarray
 ) -> list[dict[str, Any]]:
     """Per window: both models' mean loss with a normal-approximation CI, for the report."""
-    ts = window.ts[mask]
     if len(ts) == 0:
         return []
     width = plan.window_seconds

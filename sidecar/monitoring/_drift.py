@@ -99,7 +99,10 @@ def _check_sorted(ref_sorted: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- KS
 
 
-def _ks_statistic(ref: np.ndarray, cur: np.ndarray) -> float:
+Steps = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _ks_statistic(ref: np.ndarray, cur: np.ndarray, steps: Steps | None = None) -> float:
     """max |F_ref - F_cur| over the pooled values, as scipy computes it, in O(m log n).
 
     Both ECDFs are right-continuous steps, so between two consecutive current
@@ -110,7 +113,7 @@ def _ks_statistic(ref: np.ndarray, cur: np.ndarray) -> float:
     """
     n1, n2 = ref.size, cur.size
     if n2 > n1:
-        return _ks_at_reference(ref, cur)
+        return _ks_at_reference(ref, cur, steps)
     # The current sample is sorted: its ECDF at each distinct value comes from
     # the run boundaries in one linear pass, not from a search per element.
     starts = np.flatnonzero(np.concatenate(([True], cur[1:] != cur[:-1])))
@@ -126,9 +129,7 @@ def _ks_statistic(ref: np.ndarray, cur: np.ndarray) -> float:
     return min_s if min_s > max_s else max_s
 
 
-def _reference_steps(
-    ref: np.ndarray, cur: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _reference_steps(ref: np.ndarray, cur: np.ndarray) -> Steps:
     """Both sorted samples' counts at the reference's distinct values.
 
     ``(u, ref_lt, ref_le, cur_lt, cur_le)``: the distinct reference values and,
@@ -148,7 +149,7 @@ def _reference_steps(
     )
 
 
-def _ks_at_reference(ref: np.ndarray, cur: np.ndarray) -> float:
+def _ks_at_reference(ref: np.ndarray, cur: np.ndarray, steps: Steps | None = None) -> float:
     """The KS statistic when the window is the larger sample, from the reference's steps.
 
     Between two distinct reference values the reference ECDF is flat and the
@@ -156,7 +157,7 @@ def _ks_at_reference(ref: np.ndarray, cur: np.ndarray) -> float:
     before one; there each ECDF is the ratio of integer counts scipy divides
     at the nearest pooled value, so the result is scipy's.
     """
-    _, ref_lt, ref_le, cur_lt, cur_le = _reference_steps(ref, cur)
+    _, ref_lt, ref_le, cur_lt, cur_le = steps or _reference_steps(ref, cur)
     n1, n2 = ref.size, cur.size
     gaps = np.concatenate([ref_le / n1 - cur_le / n2, ref_lt / n1 - cur_lt / n2])
     max_s = float(gaps.max())
@@ -164,7 +165,7 @@ def _ks_at_reference(ref: np.ndarray, cur: np.ndarray) -> float:
     return min_s if min_s > max_s else max_s
 
 
-def _wasserstein_steps(ref: np.ndarray, cur: np.ndarray) -> float:
+def _wasserstein_steps(ref: np.ndarray, cur: np.ndarray, steps: Steps | None = None) -> float:
     """W1 for a window much larger than the reference, from the reference's steps.
 
     Outside the reference's range the integral is exact (sums of the window's
@@ -172,7 +173,7 @@ def _wasserstein_steps(ref: np.ndarray, cur: np.ndarray) -> float:
     taken as linear. With the thousands of reference values a monitored
     feature has, the error is far below any drift threshold.
     """
-    u, _, ref_le, cur_lt, cur_le = _reference_steps(ref, cur)
+    u, _, ref_le, cur_lt, cur_le = steps or _reference_steps(ref, cur)
     n1, n2 = ref.size, cur.size
     lo, hi = int(cur_lt[0]), int(cur_le[-1])
     total = (lo * u[0] - float(cur[:lo].sum())) / n2
@@ -252,8 +253,10 @@ def _smirnov(n: int, d: float) -> float:
     return float(d * math.exp(top) * np.sum(np.exp(terms - top)))
 
 
-def _ks(ref: np.ndarray, cur_sorted: np.ndarray) -> tuple[float, float, str]:
-    return _ks_pvalue(ref.size, cur_sorted.size, _ks_statistic(ref, cur_sorted))
+def _ks(
+    ref: np.ndarray, cur_sorted: np.ndarray, steps: Steps | None = None
+) -> tuple[float, float, str]:
+    return _ks_pvalue(ref.size, cur_sorted.size, _ks_statistic(ref, cur_sorted, steps))
 
 
 def ks_2samp_sorted(ref_sorted: Any, cur: Any) -> tuple[float, float]:
@@ -417,9 +420,12 @@ def ks_drift_sorted(
     checks; ``n_missing`` is how many missing values were dropped first.
     """
     ref = ref_sorted
-    d, p, method = _ks(ref, cur_sorted)
-    if cur_sorted.size >= _STEPS_FACTOR * ref.size and ref.size >= 1000:
-        distance = _wasserstein_steps(ref, cur_sorted)
+    by_steps = cur_sorted.size >= _STEPS_FACTOR * ref.size and ref.size >= 1000
+    # a window much larger than the reference: both come from the reference's steps
+    steps = _reference_steps(ref, cur_sorted) if by_steps else None
+    d, p, method = _ks(ref, cur_sorted, steps)
+    if by_steps:
+        distance = _wasserstein_steps(ref, cur_sorted, steps)
     else:
         distance = _wasserstein_sorted(ref, cur_sorted)
     scale, scale_name = _scale(ref)

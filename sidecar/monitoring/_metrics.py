@@ -30,7 +30,7 @@ paired tests of :mod:`sidecar.monitoring._stats` through :func:`per_example_loss
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -319,8 +319,15 @@ def _auc(positive: npt.NDArray[np.bool_], score: FloatArray) -> float:
     n_neg = positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    ranks = stats.rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    # P(a positive outscores a negative) + half the chance of a tie: each sorted
+    # positive's count of lower and of equal negatives, by binary search in the
+    # sorted negatives (integer counts; two sorts of the halves, not a ranking).
+    neg = np.sort(score[~positive])
+    pos = np.sort(score[positive])
+    below = np.searchsorted(neg, pos, "left")
+    at_or_below = np.searchsorted(neg, pos, "right")
+    area = 2 * int(below.sum()) + int((at_or_below - below).sum())  # twice the area, exactly
+    return area / (2 * n_pos * n_neg)
 
 
 def _roc_auc(d: _Data) -> float:
@@ -736,17 +743,29 @@ _ON_RESAMPLES: dict[str, Callable[[_Data, IntArray], FloatArray]] = {
 }
 
 
-def _bootstrap_metric(name: str, d: _Data, n_boot: int, rng: np.random.Generator) -> FloatArray:
+def _bootstrap_metric(
+    name: str,
+    d: _Data,
+    n_boot: int,
+    rng: np.random.Generator,
+    chunks: Iterable[IntArray] | None = None,
+) -> FloatArray:
+    """``n_boot`` resampled values of metric ``name``; ``chunks`` (the index
+    matrices :func:`_index_chunks` draws) lets several metrics share one draw."""
     if name in _FROM_LOSS:
         loss_name, transform = _FROM_LOSS[name]
         return transform(_bootstrap_means(_LOSS_FUNCTIONS[loss_name][2](d), n_boot, rng))
     on_resamples = _ON_RESAMPLES[name]
-    rows = max(1, min(n_boot, _CHUNK_ELEMENTS // 4 // d.n))
-    out = np.empty(n_boot)
+    if chunks is None:
+        chunks = _index_chunks(d.n, n_boot, rng)
+    return np.concatenate([on_resamples(d, idx) for idx in chunks])
+
+
+def _index_chunks(n: int, n_boot: int, rng: np.random.Generator) -> Iterator[IntArray]:
+    """``n_boot`` resamples of ``n`` row indices, drawn as ``(rows, n)`` chunks of bounded size."""
+    rows = max(1, min(n_boot, _CHUNK_ELEMENTS // 4 // n))
     for start in range(0, n_boot, rows):
-        stop = min(n_boot, start + rows)
-        out[start:stop] = on_resamples(d, rng.integers(0, d.n, size=(stop - start, d.n)))
-    return out
+        yield rng.integers(0, n, size=(min(n_boot, start + rows) - start, n))
 
 
 def metric_with_ci(
@@ -847,6 +866,7 @@ def metrics_with_ci(
         d = _prepare_regression(y_true, y_pred)
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     sub: _Data | None = None
+    drawn: dict[int, list[IntArray]] = {}  # the subsample's resamples, shared by its metrics
     out: dict[str, MetricValue] = {}
     for name, spec in specs.items():
         if spec.needs_proba and d.proba is None:
@@ -869,9 +889,10 @@ def metrics_with_ci(
             if sub is None:
                 m = min(subsample_n, d.n)
                 sub = _subset(d, np.random.default_rng(seed).choice(d.n, size=m, replace=False))
-            boot = _bootstrap_metric(
-                name, sub, min(boots[name], _SUBSAMPLE_BOOT), np.random.default_rng(seed)
-            )
+            k = min(boots[name], _SUBSAMPLE_BOOT)
+            if k not in drawn:
+                drawn[k] = list(_index_chunks(sub.n, k, np.random.default_rng(seed)))
+            boot = _bootstrap_metric(name, sub, k, np.random.default_rng(seed), drawn[k])
             boot = boot[~np.isnan(boot)]
             try:
                 at = _defined(name, _CORES[name](sub), sub)
