@@ -19,7 +19,7 @@ variable                       meaning                                      defa
 ``SIDECAR_HASH_KEY``           the secret key of those hashes               (none)
 ``SIDECAR_FEEDBACK_TOKEN``     bearer token ``/feedback`` requires          (none: open)
 ``SIDECAR_RECORDER_QUEUE``     most records waiting to be written           200000
-``SIDECAR_RECORDER_LINGER``    seconds the writer waits to batch commits    0.05
+``SIDECAR_RECORDER_LINGER``    seconds the writer waits to batch commits    0.25
 =============================  ===========================================  ==========
 """
 
@@ -56,7 +56,7 @@ class Settings(BaseModel):
     hash_key: str | None = None
     feedback_token: str | None = None
     recorder_queue: int = Field(default=200_000, gt=0)
-    recorder_linger: float = Field(default=0.05, ge=0)
+    recorder_linger: float = Field(default=0.25, ge=0)
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:

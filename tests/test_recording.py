@@ -600,6 +600,22 @@ class TestRecorder:
         assert rec.counters.dropped == 5
         assert rec.counters.written == 300
 
+    def test_flush_cuts_the_linger_short_and_the_writer_lingers_again_after(self) -> None:
+        store = MemoryStore()
+        rec = Recorder(store, linger=10.0)
+        try:
+            assert rec.enqueue(make_rows("f", 40))
+            t0 = time.monotonic()
+            assert rec.flush(timeout=5.0) is True
+            assert time.monotonic() - t0 < 2.0  # not the 10 s linger
+            assert store.count()["predictions"] == 40
+            assert rec.enqueue(make_rows("g", 3))
+            time.sleep(0.3)  # no flush asked for: these wait for the linger
+            assert store.count()["predictions"] == 40
+        finally:
+            rec.close()
+        assert store.count()["predictions"] == 43
+
     @pytest.mark.usefixtures("quiet_recorder_log")
     def test_close_with_a_store_that_stays_down(self) -> None:
         store = MemoryStore()

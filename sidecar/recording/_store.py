@@ -122,6 +122,11 @@ def _default(obj: Any) -> Any:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
 
 
+#: Rows per INSERT statement (20 columns x 32 rows stays under SQLite's oldest
+#: limit of 999 parameters).
+ROWS_PER_INSERT = 32
+
+
 class SQLStore:
     """The one implementation over a DB-API connection; see :class:`Store`."""
 
@@ -143,9 +148,23 @@ class SQLStore:
     def _insert_many(
         self, cur: Any, table: str, columns: Sequence[str], rows: Sequence[Any], conflict: str
     ) -> None:
+        """Insert ``rows`` with multi-row ``VALUES`` lists, ``ROWS_PER_INSERT`` at a time.
+
+        ``executemany`` steps the statement once per row, and the drivers let go
+        of the GIL around every step: in a serving process the request thread
+        then takes it, and the writer waits a whole switch interval (5 ms) to
+        get it back -- for every row. One statement per chunk binds a chunk's
+        values in one go and lets go once.
+        """
         cols = ", ".join(columns)
-        marks = ", ".join([self.marker] * len(columns))
-        cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks}) {conflict}", rows)
+        one = "(" + ", ".join([self.marker] * len(columns)) + ")"
+        for start in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[start : start + ROWS_PER_INSERT]
+            values = ", ".join([one] * len(chunk))
+            cur.execute(
+                f"INSERT INTO {table} ({cols}) VALUES {values} {conflict}",
+                [value for row in chunk for value in row],
+            )
 
     # -- connection handling ------------------------------------------------------
 
