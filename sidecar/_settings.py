@@ -20,6 +20,7 @@ variable                       meaning                                      defa
 ``SIDECAR_FEEDBACK_TOKEN``     bearer token ``/feedback`` requires          (none: open)
 ``SIDECAR_RECORDER_QUEUE``     most records waiting to be written           200000
 ``SIDECAR_RECORDER_LINGER``    seconds the writer waits to batch commits    0.25
+``SIDECAR_SWITCH_INTERVAL``    a serving worker's GIL switch interval (s)    0.002
 =============================  ===========================================  ==========
 """
 
@@ -57,6 +58,7 @@ class Settings(BaseModel):
     feedback_token: str | None = None
     recorder_queue: int = Field(default=200_000, gt=0)
     recorder_linger: float = Field(default=0.25, ge=0)
+    switch_interval: float = Field(default=0.002, gt=0, le=0.1)
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:

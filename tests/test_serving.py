@@ -225,6 +225,15 @@ def test_valid_single_record(served: Served, quickstart_record: dict[str, Any]) 
     assert body["preprocessing_version"] == manifest["parts"]["preprocessing"]["version"]
 
 
+def test_the_worker_is_tuned_at_startup(served: Served) -> None:
+    import gc
+    import sys
+
+    # the shadow and recorder threads share the GIL with requests: a short switch interval
+    assert sys.getswitchinterval() == pytest.approx(0.002)
+    assert gc.get_freeze_count() > 0  # the loaded bundle is out of the collector's way
+
+
 def test_batch_of_20_gets_20_unique_ids(client: Any, records: list[dict[str, Any]]) -> None:
     resp = client.post("/predict", json={"records": records[:20]})
     assert resp.status_code == 200, resp.text

@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import re
+import sys
 from typing import Any, cast
 
 import bentoml
@@ -168,11 +169,19 @@ class Sidecar:
         return FeedbackResponse(**result.to_dict())
 
     @bentoml.on_startup
-    def _freeze_heap(self) -> None:
+    def _tune_worker(self) -> None:
         # Everything loaded so far lives for the life of the worker: keep the
         # collector from scanning it on every full collection (BENTOML_NOTES).
         gc.collect()
         gc.freeze()
+        # The shadow and recorder threads share this process's GIL with the
+        # request thread. At Python's default 5 ms switch interval a background
+        # thread that wants the GIL can hold up a request for that long (and
+        # models such as scikit-learn's boosted trees drop and take it back
+        # hundreds of times a request); at 2 ms the sidecar served the
+        # benchmark's single client at parity with a bare service instead of
+        # 0.86x (p99 1.16x instead of 1.31x; tests/benchmarks/README.md).
+        sys.setswitchinterval(self.settings.switch_interval)
 
     @bentoml.on_shutdown
     def _flush(self) -> None:
