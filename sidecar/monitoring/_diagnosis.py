@@ -32,12 +32,11 @@ The order of the questions
 from __future__ import annotations
 
 import math
-import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -404,26 +403,19 @@ def _segments(
     now_base: np.ndarray,
     seed: int,
 ) -> list[ErrorSegment]:
-    """The error tree's worst segments; past ``2 * SUBSAMPLE_N`` records, on a seeded sample
-    (only those rows of the feature matrix are copied)."""
+    """The error tree's worst segments, on at most ``2 * SUBSAMPLE_N`` sampled records."""
     features = window.features
     if features is None or len(reference.feature_names) != features.shape[1]:
         return []
-    n = len(now_adv)
-    limit = 2 * SUBSAMPLE_N
-    scale = 1.0
-    if n > limit:
-        pick = np.random.default_rng(seed).choice(n, size=limit, replace=False)
-        X = features[pick if rows is None else rows[pick]]
-        now_adv, now_base, scale = now_adv[pick], now_base[pick], n / limit
-    else:
-        X = features if rows is None else features[rows]
-    segments = error_segments(
-        X, now_adv, now_base, feature_names=reference.feature_names, seed=seed
-    )
-    if scale != 1.0:
-        segments = [replace(s, support=round(s.support * scale)) for s in segments]
-    return segments[:8]
+    return error_segments(
+        features,
+        now_adv,
+        now_base,
+        feature_names=reference.feature_names,
+        seed=seed,
+        max_fit=2 * SUBSAMPLE_N,
+        rows=rows,
+    )[:8]
 
 
 def reference_losses(
@@ -471,9 +463,6 @@ def _loss(
     return np.asarray(per_example_loss(name, y, pred, proba, reference.classes), dtype=np.float64)
 
 
-T = TypeVar("T")
-
-
 @dataclass(frozen=True)
 class _Columns:
     """The window's raw columns prepared once for the health checks and the drift tests.
@@ -491,8 +480,9 @@ class _Columns:
     @staticmethod
     def submit(
         pool: ThreadPoolExecutor, reference: ReferenceInputs, window: WindowData
-    ) -> _Once[_Columns]:
-        """Queue one sort per numeric column and one count per categorical one on ``pool``."""
+    ) -> Callable[[], _Columns]:
+        """Queue one sort per numeric column and one count per categorical one on ``pool``;
+        the returned function waits for them and gathers the results."""
         current = {k: pool.submit(_present_sorted, v) for k, v in window.raw_numeric.items()}
         ref = {
             k: pool.submit(_present_sorted, reference.raw_numeric[k])
@@ -510,30 +500,19 @@ class _Columns:
                 counts={k: job.result() for k, job in counts.items()},
             )
 
-        return _Once(collect)
-
-
-class _Once(Generic[T]):
-    """``make()``, called on the first ``result()`` only, whichever thread asks first."""
-
-    def __init__(self, make: Callable[[], T]) -> None:
-        self._make = make
-        self._value: T | None = None
-        self._lock = threading.Lock()
-
-    def result(self) -> T:
-        with self._lock:
-            if self._value is None:
-                self._value = self._make()
-            return self._value
+        return collect
 
 
 def _inputs(
-    plan: MonitoringPlan, reference: ReferenceInputs, window: WindowData, columns: _Once[_Columns]
+    plan: MonitoringPlan,
+    reference: ReferenceInputs,
+    window: WindowData,
+    collect: Callable[[], _Columns],
 ) -> tuple[tuple[HealthFinding, ...], list[DriftResult], list[dict[str, Any]]]:
     """The health findings, the drift tests and the most drifted features' histograms."""
-    health = tuple(_health(plan, reference, window, columns.result()))
-    drift = _drift(plan, reference, window, columns.result())
+    columns = collect()
+    health = tuple(_health(plan, reference, window, columns))
+    drift = _drift(plan, reference, window, columns)
     return health, drift, _distributions(plan, reference, window, drift)
 
 

@@ -419,16 +419,15 @@ def ks_drift_sorted(
     The diagnosis sorts each window column once and shares it with the health
     checks; ``n_missing`` is how many missing values were dropped first.
     """
-    ref = ref_sorted
-    by_steps = cur_sorted.size >= _STEPS_FACTOR * ref.size and ref.size >= 1000
+    by_steps = cur_sorted.size >= _STEPS_FACTOR * ref_sorted.size and ref_sorted.size >= 1000
     # a window much larger than the reference: both come from the reference's steps
-    steps = _reference_steps(ref, cur_sorted) if by_steps else None
-    d, p, method = _ks(ref, cur_sorted, steps)
+    steps = _reference_steps(ref_sorted, cur_sorted) if by_steps else None
+    d, p, method = _ks(ref_sorted, cur_sorted, steps)
     if by_steps:
-        distance = _wasserstein_steps(ref, cur_sorted, steps)
+        distance = _wasserstein_steps(ref_sorted, cur_sorted, steps)
     else:
-        distance = _wasserstein_sorted(ref, cur_sorted)
-    scale, scale_name = _scale(ref)
+        distance = _wasserstein_sorted(ref_sorted, cur_sorted)
+    scale, scale_name = _scale(ref_sorted)
     return DriftResult(
         feature=feature,
         kind="numeric",
@@ -438,14 +437,14 @@ def ks_drift_sorted(
         p_value=p,
         effect_name="wasserstein",
         effect=distance / scale,
-        n_reference=int(ref.size),
+        n_reference=int(ref_sorted.size),
         n_current=int(cur_sorted.size),
         detail={
             "method": method,
             "wasserstein_raw": distance,
             "scale": scale_name,
             "scale_value": scale,
-            "psi": _psi_from(*_psi_proportions(ref, cur_sorted, bins)),
+            "psi": _psi_from(*_psi_proportions(ref_sorted, cur_sorted, bins)),
             "n_missing": int(n_missing),
         },
     )

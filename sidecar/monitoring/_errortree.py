@@ -44,8 +44,13 @@ def error_segments(
     min_share: float = 0.02,
     seed: int = 0,
     max_fit: int | None = None,
+    rows: np.ndarray | None = None,
 ) -> list[ErrorSegment]:
     """Segments (tree leaves) ordered by how much advanced-model error they hold.
+
+    ``rows``, when given, are the rows of ``X`` the errors belong to (the
+    labelled records of a window): only those rows -- or, past ``max_fit``,
+    a seeded sample of them -- are copied out of ``X``.
 
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(600, 2))
@@ -56,11 +61,11 @@ def error_segments(
     """
     from sklearn.tree import DecisionTreeRegressor
 
-    n = len(X)
+    n = len(X) if rows is None else len(rows)
     if n == 0 or len(advanced_error) != n or len(baseline_error) != n:
         raise InputError(
-            f"`X`, `advanced_error` and `baseline_error` must have the same non-zero length; got "
-            f"{n}, {len(advanced_error)} and {len(baseline_error)}."
+            f"`X` (or `rows`), `advanced_error` and `baseline_error` must have the same non-zero "
+            f"length; got {n}, {len(advanced_error)} and {len(baseline_error)}."
         )
     if X.shape[1] != len(feature_names):
         raise InputError(
@@ -71,8 +76,11 @@ def error_segments(
         # A large window: the tree and its segments come from a seeded sample;
         # supports are scaled back to the whole window.
         pick = np.random.default_rng(seed).choice(n, size=max_fit, replace=False)
-        X, advanced_error, baseline_error = X[pick], advanced_error[pick], baseline_error[pick]
+        X = X[pick if rows is None else rows[pick]]
+        advanced_error, baseline_error = advanced_error[pick], baseline_error[pick]
         scale = n / max_fit
+    elif rows is not None:
+        X = X[rows]
     tree = DecisionTreeRegressor(
         max_depth=max_depth,
         min_samples_leaf=max(10, int(min_share * len(X))),

@@ -41,6 +41,7 @@ from scipy import stats
 
 from .._errors import InputError
 from ..preprocessing._units import UNITS, affine
+from ._drift import _sorted_quantiles
 from ._results import HealthFinding
 from ._stats import benjamini_hochberg, two_proportions
 
@@ -331,15 +332,6 @@ def _sentinel_like(values: np.ndarray, lo: float, hi: float) -> bool:
         return True
     scale = max(abs(lo), abs(hi), hi - lo) if hi > lo else max(abs(lo), 1.0)
     return bool(np.median(np.abs(values)) > 10 * scale)
-
-
-def _sorted_quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """``np.quantile(values, levels)`` (the linear method) for values already sorted."""
-    pos = levels * (values.size - 1)
-    below = np.floor(pos).astype(np.intp)
-    above = np.minimum(below + 1, values.size - 1)
-    out: np.ndarray = values[below] + (values[above] - values[below]) * (pos - below)
-    return out
 
 
 def _wrap_mask(present: np.ndarray, lo: float, hi: float, max_abs: float) -> np.ndarray:

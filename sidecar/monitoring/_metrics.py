@@ -794,8 +794,7 @@ def metric_with_ci(
     d = _prepare(spec, y_true, y_pred, proba, classes)
     value = _defined(name, _CORES[name](d), d)
     boot = _bootstrap_metric(name, d, n_boot, np.random.default_rng(seed))
-    boot = boot[~np.isnan(boot)]
-    lo, hi = _percentile_ci(boot, confidence) if boot.size else (math.nan, math.nan)
+    lo, hi = _interval(boot, confidence)
     return MetricValue(
         name=name,
         value=value,
@@ -877,8 +876,7 @@ def metrics_with_ci(
             continue
         if d.n <= max_bootstrap_n:
             boot = _bootstrap_metric(name, d, boots[name], np.random.default_rng(seed))
-            boot = boot[~np.isnan(boot)]
-            lo, hi = _percentile_ci(boot, confidence) if boot.size else (math.nan, math.nan)
+            lo, hi = _interval(boot, confidence)
         elif name in _FROM_LOSS:
             loss_name, transform = _FROM_LOSS[name]
             losses = _LOSS_FUNCTIONS[loss_name][2](d)
@@ -893,17 +891,10 @@ def metrics_with_ci(
             if k not in drawn:
                 drawn[k] = list(_index_chunks(sub.n, k, np.random.default_rng(seed)))
             boot = _bootstrap_metric(name, sub, k, np.random.default_rng(seed), drawn[k])
-            boot = boot[~np.isnan(boot)]
-            try:
-                at = _defined(name, _CORES[name](sub), sub)
-            except ValueError:
-                at = math.nan
-            if boot.size and not math.isnan(at):
-                b_lo, b_hi = _percentile_ci(boot, confidence)
-                shrink = math.sqrt(sub.n / d.n)
-                lo, hi = value - (at - b_lo) * shrink, value + (b_hi - at) * shrink
-            else:
-                lo, hi = math.nan, math.nan
+            b_lo, b_hi = _interval(boot, confidence)
+            at = _CORES[name](sub)  # NaN where undefined on the subsample: so is the interval
+            shrink = math.sqrt(sub.n / d.n)
+            lo, hi = value - (at - b_lo) * shrink, value + (b_hi - at) * shrink
         out[name] = MetricValue(
             name=name,
             value=value,
@@ -913,6 +904,12 @@ def metrics_with_ci(
             higher_is_better=spec.higher_is_better,
         )
     return out
+
+
+def _interval(boot: FloatArray, confidence: float) -> tuple[float, float]:
+    """The percentile interval of the resampled values on which the metric is defined."""
+    boot = boot[~np.isnan(boot)]
+    return _percentile_ci(boot, confidence) if boot.size else (math.nan, math.nan)
 
 
 def _subset(d: _Data, idx: IntArray) -> _Data:

@@ -181,18 +181,15 @@ class Recorder:
                     self._cond.wait()
                 if not self._rows and self._closing:
                     return
-                if not self._closing and not self._flushing and len(self._rows) < self.batch_size:
-                    # Linger: let a light trickle of requests share one commit.
-                    deadline = time.monotonic() + self.linger
-                    while (
-                        len(self._rows) < self.batch_size
-                        and not self._closing
-                        and not self._flushing
-                    ):
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._cond.wait(remaining)
+                # Linger: let a light trickle of requests share one commit.
+                deadline = time.monotonic() + self.linger
+                while (
+                    len(self._rows) < self.batch_size and not self._closing and not self._flushing
+                ):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
                 take = min(len(self._rows), self.batch_size)
                 batch = [self._rows.popleft() for _ in range(take)]
                 self._busy = True

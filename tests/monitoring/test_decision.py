@@ -51,3 +51,18 @@ def test_an_improvement_never_alarms() -> None:
     result = welch_t(rng.normal(1.0, 0.5, 5000), rng.normal(0.5, 0.5, 5000))
     assert result.p_value < 1e-10 and result.effect < 0
     assert not is_alarm(result, alpha=ALPHA, min_effect=0.1)
+
+
+def test_error_segments_read_only_the_rows_given() -> None:
+    """``rows`` picks the labelled rows of a window's features without copying the rest first."""
+    from sidecar.monitoring._errortree import error_segments
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(5_000, 3))
+    rows = np.flatnonzero(rng.random(5_000) < 0.6)
+    err = ((X[rows, 0] > 1.0) | (rng.random(rows.size) < 0.05)).astype(float)
+    names = ["age", "dose", "weight"]
+    for max_fit in (None, 1_000):  # all labelled rows, and a sample of them
+        given = error_segments(X, err, err * 0, feature_names=names, max_fit=max_fit, rows=rows)
+        copied = error_segments(X[rows], err, err * 0, feature_names=names, max_fit=max_fit)
+        assert given == copied and given[0].rule.startswith("age > ")
