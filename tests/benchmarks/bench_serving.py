@@ -3,18 +3,20 @@
 Both services serve the quickstart's model with the same tuning (one worker):
 the sidecar does preprocessing + advanced + baseline in shadow + recording
 into SQLite; the bare one (``bare_service.py``) does the model alone. A load
-generator in a second process keeps 1 and then 16 connections busy with
-single-record requests (keep-alive HTTP/1.1, one request in flight per
-connection). The two services are measured back to back, ``--rounds`` times
-(the order alternating), and each round gives a ratio of the two: on a shared
-machine whose background load drifts by tens of percent within a minute, two
-runs a few seconds apart see the same machine, two medians taken minutes
-apart do not. The figures are the medians of the per-round ratios (the
-medians of the raw figures are printed too). After the load the sidecar is
+generator in a second process (started once, kept for every run) keeps 1 and
+then 16 connections busy with single-record requests (keep-alive HTTP/1.1,
+one request in flight per connection). After a 1 s warm-up of each, the two
+services are measured back to back, ``--rounds`` times (the order
+alternating), and each round gives a ratio of the two: on a shared machine
+whose background load drifts by tens of percent within a minute, two runs a
+few seconds apart see the same machine, two medians taken minutes apart do
+not. The figures are the medians of the per-round ratios, with a 95 %
+bootstrap interval for each median (the medians of the raw figures are
+printed too). After the load the sidecar is
 stopped with SIGTERM and the store must hold one record for every request
 answered 200.
 
-    python tests/benchmarks/bench_serving.py [--seconds 4] [--rounds 9]
+    python tests/benchmarks/bench_serving.py [--seconds 3] [--rounds 15]
 
 Targets: sidecar throughput >= 0.9x the bare service's, p99 <= 1.25x, zero records lost.
 Prints one JSON object; exits 1 if a target is missed.
@@ -106,47 +108,88 @@ async def _client(port: int, request: bytes, stop: float, out: dict[str, Any]) -
         writer.close()
 
 
-def _load(port: int, body: bytes, clients: int, seconds: float, queue: Any) -> None:
+def _measure(port: int, body: bytes, clients: int, seconds: float) -> dict[str, float]:
     request = (
         f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     out: dict[str, Any] = {"lat": [], "ok": 0, "errors": 0}
 
-    async def main() -> None:
+    async def clients_until_stop() -> None:
         stop = time.perf_counter() + seconds
         await asyncio.gather(*(_client(port, request, stop, out) for _ in range(clients)))
 
     started = time.perf_counter()
-    asyncio.run(main())
+    asyncio.run(clients_until_stop())
     elapsed = time.perf_counter() - started
     lat = sorted(out["lat"])
-    queue.put(
-        {
-            "requests_per_s": len(lat) / elapsed,
-            "p50_ms": lat[len(lat) // 2] * 1e3,
-            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
-            "ok": out["ok"],
-            "errors": out["errors"],
-        }
-    )
+    return {
+        "requests_per_s": len(lat) / elapsed,
+        "p50_ms": lat[len(lat) // 2] * 1e3,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
+        "ok": out["ok"],
+        "errors": out["errors"],
+    }
+
+
+def _generator(conn: Any) -> None:
+    """The load generator process: one measurement per (port, body, clients, seconds) received."""
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        conn.send(_measure(*job))
+
+
+class LoadGenerator:
+    """A second process that keeps ``clients`` connections busy, on request.
+
+    Started once and kept: a fresh interpreter per run would cost a second of
+    start-up between the two runs of a pair, and its imports would land in a run.
+    """
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_generator, args=(child,), daemon=True)
+        self._proc.start()
+
+    def run(self, port: int, body: bytes, clients: int, seconds: float) -> dict[str, float]:
+        self._conn.send((port, body, clients, seconds))
+        if not self._conn.poll(seconds + 120):
+            raise RuntimeError("the load generator did not answer")
+        result: dict[str, float] = self._conn.recv()
+        return result
+
+    def close(self) -> None:
+        self._conn.send(None)
+        self._proc.join(timeout=30)
 
 
 def load(port: int, body: bytes, clients: int, seconds: float) -> dict[str, float]:
-    """Run the load generator in a second process and return its figures."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_load, args=(port, body, clients, seconds, queue))
-    proc.start()
-    result: dict[str, float] = queue.get(timeout=seconds + 120)
-    proc.join()
-    return result
+    """One measurement from a load generator process of its own."""
+    gen = LoadGenerator()
+    try:
+        return gen.run(port, body, clients, seconds)
+    finally:
+        gen.close()
+
+
+def median_ci(values: list[float], seed: int = 0, n_boot: int = 2000) -> tuple[float, float]:
+    """A 95 % percentile-bootstrap interval for the median of ``values``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arr = np.asarray(values)
+    meds = np.median(rng.choice(arr, size=(n_boot, len(arr)), replace=True), axis=1)
+    lo, hi = np.percentile(meds, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
 
     from sidecar._quickstart import build_quickstart, load_quickstart_data
@@ -178,13 +221,16 @@ def main() -> int:
         "record_store": "sqlite",
     }
     ok = True
+    gen = LoadGenerator()
     try:
         for clients in (1, 16):
+            acked += int(gen.run(side_port, body, clients, 1.0)["ok"])  # warm-up, not counted
+            gen.run(bare_port, body, clients, 1.0)
             runs: dict[str, list[dict[str, float]]] = {"sidecar": [], "bare": []}
             for r in range(args.rounds):
                 order = [("sidecar", side_port), ("bare", bare_port)]
                 for name, port in order if r % 2 == 0 else order[::-1]:
-                    figures = load(port, body, clients, args.seconds)
+                    figures = gen.run(port, body, clients, args.seconds)
                     runs[name].append(figures)
                     if name == "sidecar":
                         acked += int(figures["ok"])
@@ -205,9 +251,11 @@ def main() -> int:
                 "sidecar": {k: round(v, 3) for k, v in med["sidecar"].items()},
                 "bare": {k: round(v, 3) for k, v in med["bare"].items()},
                 "throughput_ratio": round(ratio, 3),
+                "throughput_ratio_ci95": [round(x, 3) for x in median_ci(per_round)],
                 "throughput_ratio_per_round": [round(r, 3) for r in per_round],
                 "target_throughput_ratio": 0.9,
                 "p99_ratio": round(p99_ratio, 3),
+                "p99_ratio_ci95": [round(x, 3) for x in median_ci(per_round_p99)],
                 "p99_ratio_per_round": [round(r, 3) for r in per_round_p99],
                 "target_p99_ratio": 1.25,
                 "ratio_of_medians": {
@@ -221,6 +269,7 @@ def main() -> int:
             }
             ok = ok and results[f"clients_{clients}"]["ok"]
     finally:
+        gen.close()
         for proc in (side, bare):
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in (side, bare):
