@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import os
 import random
 import re
@@ -271,6 +272,64 @@ def test_chunked_body_under_the_limit_is_replayed(
 
 def test_malformed_json(client: Any) -> None:
     assert_pydantic_400(post_raw(client, b'{"records": [{'), [], "Invalid JSON")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_client_errors_are_logged_as_one_line_without_a_traceback(client: Any) -> None:
+    from sidecar.serving._logging import BENTOML_HTTP_LOGGER
+
+    handler = _Records()
+    target = logging.getLogger(BENTOML_HTTP_LOGGER)
+    target.addHandler(handler)
+    try:
+        assert post_raw(client, b'{"records": [{').status_code == 400
+        assert post_raw(client, b'{"records": [], "extra": 1}').status_code == 400
+    finally:
+        target.removeHandler(handler)
+    assert len(handler.records) == 2, [r.getMessage() for r in handler.records]
+    for record in handler.records:
+        assert record.levelno == logging.WARNING
+        assert record.exc_info is None
+        assert "Traceback" not in handler.format(record)
+    first, second = (r.getMessage() for r in handler.records)
+    assert first.startswith("POST /predict refused with 400: "), first
+    assert "Invalid JSON" in first, first
+    assert "extra" in second and "Extra inputs are not permitted" in second, second
+
+
+def test_server_errors_keep_their_traceback() -> None:
+    from bentoml.exceptions import BentoMLException, InvalidArgument
+
+    from sidecar.serving._logging import ClientErrorFilter
+
+    def logged(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            import sys
+
+            info = sys.exc_info()
+        return logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "Exception on %s [%s]", ("/predict", "POST"), info
+        )
+
+    for exc in (RuntimeError("boom"), BentoMLException("internal")):
+        record = logged(exc)
+        assert ClientErrorFilter().filter(record)
+        assert record.levelno == logging.ERROR and record.exc_info is not None
+        assert record.getMessage() == "Exception on /predict [POST]"
+    record = logged(InvalidArgument("bad argument"))
+    assert ClientErrorFilter().filter(record)
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage() == "POST /predict refused with 400: bad argument"
 
 
 def test_body_that_is_a_list(client: Any, quickstart_record: dict[str, Any]) -> None:

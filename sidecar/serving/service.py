@@ -98,7 +98,10 @@ class Sidecar:
 
     def __init__(self) -> None:
         import sidecar
+        from sidecar.serving._logging import quiet_client_errors
         from sidecar.serving._metrics import SHADOW
+
+        quiet_client_errors()
 
         settings = settings_from_env()
         if not settings.bundle:
