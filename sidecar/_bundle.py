@@ -157,6 +157,9 @@ class Bundle:
         #: called on the shadow thread after each micro-batch (the service sets
         #: its live Prometheus gauges there, off the request path)
         self.observers: list[Callable[[Bundle], None]] = []
+        #: where ``predict(shadow=True)`` hands ``(records, X, prediction, timestamps)``:
+        #: the shadow thread by default; a serving worker sets its shadow process here
+        self.shadow_submit: Callable[[tuple[Any, ...]], object] = self.shadow.submit
         self._policy = RecordPolicy()
 
     # -- identity -----------------------------------------------------------------
@@ -234,7 +237,7 @@ class Bundle:
             # Recorded later, on the shadow thread: keep the records as served,
             # whatever the caller does with its dicts afterwards.
             kept = [dict(r) for r in records]
-            self.shadow.submit((kept, X, pred, timestamps))
+            self.shadow_submit((kept, X, pred, timestamps))
         return pred
 
     def _predict(

@@ -14,10 +14,12 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 __all__ = [
+    "BASELINE_CONTROL",
     "CATEGORIES",
     "COLUMNS_NUMERIC",
     "ExplodingLogisticRegression",
     "FixedLinearClassifier",
+    "controlled_baseline",
     "double_features",
     "linear_class_probabilities",
     "linear_regression_values",
@@ -207,3 +209,42 @@ def preprocessing_columns(**numeric_options: dict[str, Any]) -> list[Any]:
     ]
     cols.append(CategoricalColumn(name="color"))
     return cols
+
+
+#: The environment variable naming the file that tells :func:`controlled_baseline`
+#: how to behave (it is read on every call, so a test can change it mid-traffic).
+BASELINE_CONTROL = "MODEL_SIDECAR_TEST_BASELINE_CONTROL"
+
+
+def controlled_baseline(X: np.ndarray) -> np.ndarray:
+    """A two-class baseline (a logistic curve over the first feature) that misbehaves on cue.
+
+    The file named by ``$MODEL_SIDECAR_TEST_BASELINE_CONTROL`` holds one word:
+    ``raise`` (a RuntimeError), ``hang`` (3 s asleep), ``spin`` (3 s of pure
+    Python holding the GIL), ``crash`` (a segmentation fault: the whole process
+    dies, as with a fault in native code); anything else, or no file, answers.
+    """
+    import os
+    import time
+
+    path = os.environ.get(BASELINE_CONTROL)
+    mode = ""
+    if path and os.path.exists(path):
+        with open(path) as f:
+            mode = f.read().strip()
+    if mode == "raise":
+        raise RuntimeError("the baseline broke")
+    if mode == "hang":
+        time.sleep(3.0)
+    elif mode == "spin":
+        stop = time.monotonic() + 3.0
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+    elif mode == "crash":
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    X = np.asarray(X, dtype=np.float64)
+    p1 = 1.0 / (1.0 + np.exp(-(X[:, 0] - 15.0)))
+    return np.column_stack([1.0 - p1, p1])

@@ -113,6 +113,15 @@ class Recorder:
             self._emit("dropped", n)
         return not dropped
 
+    def add_dropped(self, n: int) -> None:
+        """Count ``n`` rows dropped before they reached this recorder (in its writer stats).
+
+        A serving worker drops records when its shadow process is behind or
+        restarting; the process's recorder reports them with its own.
+        """
+        with self._cond:
+            self.counters.dropped += n
+
     def pending(self) -> int:
         with self._cond:
             return len(self._rows) + (1 if self._busy else 0)

@@ -3,8 +3,9 @@
 Serve it with ``bentoml serve`` from the repository root (``bentofile.yaml``
 names this class) or with ``sidecar serve BUNDLE``; the bundle comes from the
 ``SIDECAR_BUNDLE`` setting. Everything it does is ``Bundle.predict(records,
-shadow=True)``: the baseline runs on the bundle's shadow thread, so it can
-never fail or slow a response.
+shadow=True)``: the baseline, a candidate and the recorder run in a shadow
+process of each worker's own (``SIDECAR_SHADOW_PROCESS=0``: on threads in the
+worker), so they can never fail or slow a response.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse
 
 from .._errors import FieldProblem, InputError, SidecarError, short_repr
 from .._settings import settings_from_env
-from ..recording import Recorder, RecordPolicy, open_store
+from ..recording import Recorder, open_store
 from ._middleware import BodyLimitMiddleware
 
 __all__ = ["ErrorResponse", "PredictResponse", "Sidecar"]
@@ -97,51 +98,50 @@ class Sidecar:
     """The advanced model, its preprocessing and its shadow baseline behind one endpoint."""
 
     def __init__(self) -> None:
-        import sidecar
         from sidecar.serving._logging import quiet_client_errors
-        from sidecar.serving._metrics import SHADOW
+        from sidecar.serving._metrics import RECORDER, SHADOW
+        from sidecar.serving._shadow_process import (
+            ShadowProcess,
+            load_bundle,
+            open_recorder,
+            record_policy,
+            set_live_gauges,
+        )
 
         quiet_client_errors()
-
         settings = settings_from_env()
-        if not settings.bundle:
-            raise SidecarError(
-                "SIDECAR_BUNDLE must name the bundle directory to serve; got nothing. "
-                "Example: SIDECAR_BUNDLE=./my-bundle bentoml serve"
-            )
         self.settings = settings
-        self.bundle = sidecar.load(
-            settings.bundle,
-            trusted=settings.trusted,
-            allow_pickle=settings.allow_pickle,
-            shadow_timeout=settings.shadow_timeout,
-        )
+        # The worker's own bundle answers requests; with a shadow process the
+        # baseline, the candidate and the recorder live there instead.
+        self.bundle = load_bundle(settings, candidate=not settings.shadow_process)
         if self.bundle.advanced.framework == "torch":
             import torch
 
             torch.set_num_threads(1)
-        self.bundle.shadow.on_outcome = lambda outcome: SHADOW.labels(outcome).inc()
-        self.recorder = _recorder(settings)
-        policy = RecordPolicy(
-            exclude=settings.record_exclude,
-            hash=settings.record_hash,
-            key=settings.hash_key.encode() if settings.hash_key else None,
-        )
-        if settings.candidate:
-            self.bundle.attach_candidate(
-                sidecar.load(
-                    settings.candidate,
-                    trusted=settings.trusted,
-                    allow_pickle=settings.allow_pickle,
-                )
-            )
-        self.bundle.attach_recorder(self.recorder, policy=policy)
-        self.bundle.observers.append(_set_live_gauges)
+        self.shadow_process: ShadowProcess | None = None
+        self.recorder: Recorder | None = None
+        if settings.shadow_process:
+            # The store serves /feedback here; the child writes the records.
+            self.store = open_store(settings.store, migrate=False)
+
+            def dropped(n: int) -> None:
+                SHADOW.labels("dropped").inc()
+                RECORDER.labels("dropped").inc(n)
+
+            self.shadow_process = ShadowProcess(on_dropped=dropped)
+            self.bundle.shadow_submit = self.shadow_process.submit
+        else:
+            self.bundle.shadow.on_outcome = lambda outcome: SHADOW.labels(outcome).inc()
+            self.recorder = open_recorder(settings)
+            self.store = self.recorder.store
+            self.bundle.attach_recorder(self.recorder, policy=record_policy(settings))
+            self.bundle.observers.append(set_live_gauges)
         logger.info(
-            "serving bundle %s version %s, recording to %s",
+            "serving bundle %s version %s, recording to %s (shadow %s)",
             self.bundle.name,
             self.bundle.version,
             _redacted(settings.store),
+            f"process {self.shadow_process.pid}" if self.shadow_process else "threads",
         )
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
@@ -165,11 +165,18 @@ class Sidecar:
                     ),
                 )
         try:
-            result = await asyncio.to_thread(self.bundle.feedback, labels)
+            result = await asyncio.to_thread(self._feedback, labels)
         except SidecarError as exc:
             ctx.response.status_code = exc.http_status
             return cast(FeedbackResponse, _error(exc))
         return FeedbackResponse(**result.to_dict())
+
+    def _feedback(self, labels: Any) -> Any:
+        if self.shadow_process is not None:
+            # Labels for just-served requests must find their records: let the
+            # shadow process write what it was sent first.
+            self.shadow_process.flush(timeout=5.0)
+        return self.bundle.feedback(labels, store=self.store)
 
     @bentoml.on_startup
     def _tune_worker(self) -> None:
@@ -177,18 +184,23 @@ class Sidecar:
         # collector from scanning it on every full collection (BENTOML_NOTES).
         gc.collect()
         gc.freeze()
-        # The shadow and recorder threads share this process's GIL with the
-        # request thread. At Python's default 5 ms switch interval a background
-        # thread that wants the GIL can hold up a request for that long (and
-        # models such as scikit-learn's boosted trees drop and take it back
-        # hundreds of times a request); at 2 ms the sidecar served the
-        # benchmark's single client at parity with a bare service instead of
-        # 0.86x (p99 1.16x instead of 1.31x; tests/benchmarks/README.md).
+        # Background threads (BentoML's, and the shadow and recorder threads when
+        # they run in the worker) share this process's GIL with the request
+        # thread. At Python's default 5 ms switch interval a thread that wants
+        # the GIL can hold up a request for that long (and models such as
+        # scikit-learn's boosted trees drop and take it back hundreds of times
+        # a request); see tests/benchmarks/README.md.
         sys.setswitchinterval(self.settings.switch_interval)
 
     @bentoml.on_shutdown
     def _flush(self) -> None:
         # SIGTERM: finish the shadow jobs, then write every queued record.
+        if self.shadow_process is not None:
+            if not self.shadow_process.close(timeout=45.0):
+                logger.error("the shadow process did not write every record at shutdown")
+            self.store.close()
+            return
+        assert self.recorder is not None
         self.bundle.shadow.drain(timeout=10.0)
         if not self.recorder.close(timeout=30.0):
             logger.error("shutdown left records unwritten: %s", self.recorder.counters.snapshot())
@@ -223,30 +235,6 @@ class Sidecar:
             bundle_version=pred.bundle_version,
             preprocessing_version=pred.preprocessing_version,
         )
-
-
-def _set_live_gauges(bundle: Any) -> None:
-    from sidecar.serving._metrics import DISAGREEMENT, QUEUE, UNKNOWN_RATE
-
-    stats = bundle.stats
-    if stats.records:
-        for feature in bundle.preprocessing.categorical_fields:
-            UNKNOWN_RATE.labels(feature).set(stats.unknown.get(feature, 0) / stats.records)
-    if stats.shadow_compared:
-        DISAGREEMENT.set(stats.shadow_disagreements / stats.shadow_compared)
-    if bundle.recorder is not None:
-        QUEUE.set(bundle.recorder.pending())
-
-
-def _recorder(settings: Any) -> Recorder:
-    from sidecar.serving._metrics import RECORDER
-
-    # Not migrated here: a store that is down at start-up must not stop serving;
-    # the recorder migrates before its first write and retries until it can.
-    store = open_store(settings.store, migrate=False)
-    recorder = Recorder(store, max_queue=settings.recorder_queue, linger=settings.recorder_linger)
-    recorder.on_event = lambda event, n: RECORDER.labels(event).inc(n)
-    return recorder
 
 
 def _redacted(url: str) -> str:

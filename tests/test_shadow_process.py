@@ -1,0 +1,325 @@
+"""The shadow process of a real `bentoml serve`: same records, and a baseline that cannot hurt.
+
+Each worker hands its requests to a process of its own that runs the
+baseline and writes the records. These tests serve a bundle whose baseline
+misbehaves on cue (``tests.models.controlled_baseline``): it raises, hangs,
+spins in pure Python holding its GIL, or dies of a segmentation fault. The
+responses must come on time, the worker must survive, the shadow process must
+come back, and what happened must be recorded and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar.recording import COLUMNS, open_store
+from tests.models import BASELINE_CONTROL
+
+pytestmark = pytest.mark.serve
+
+SHADOW_TIMEOUT = 0.5
+
+
+@pytest.fixture(scope="module")
+def controlled_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quickstart's preprocessing and model, with ``controlled_baseline`` as the baseline."""
+    import sidecar
+    from sidecar._quickstart import build_quickstart, load_quickstart_data
+    from sidecar.runtimes import CallablePredictor
+
+    base = build_quickstart(tmp_path_factory.mktemp("quick") / "bundle")
+    _, _, ref, y_ref = load_quickstart_data()
+    baseline = CallablePredictor(
+        "tests.models:controlled_baseline",
+        task="classification",
+        classes=tuple(base.advanced.classes or ()),
+    )
+    bundle = sidecar.wrap(
+        base.advanced,
+        task="classification",
+        preprocessing=base.preprocessing,
+        reference=(ref, y_ref),
+        baseline=baseline,
+        name="controlled",
+    )
+    path = tmp_path_factory.mktemp("controlled") / "bundle"
+    bundle.save(path)
+    return path
+
+
+class Server:
+    def __init__(self, bundle: Path, store: str, tmp: Path, **env: str) -> None:
+        self.control = tmp / "baseline-mode"
+        self.control.write_text("")
+        self.log = tmp / "server.log"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+        environ.update(
+            SIDECAR_BUNDLE=str(bundle),
+            SIDECAR_STORE=store,
+            SIDECAR_SHADOW_TIMEOUT=str(SHADOW_TIMEOUT),
+            OMP_NUM_THREADS="1",
+            BENTOML_DO_NOT_TRACK="1",
+            **{BASELINE_CONTROL: str(self.control)},
+            **env,
+        )
+        environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve makes its own
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bentoml",
+                    "serve",
+                    "sidecar.serving.service:Sidecar",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=environ,
+                start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the server exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"the server was not ready in 90 s:\n{self.log.read_text()[-3000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def mode(self, mode: str) -> None:
+        self.control.write_text(mode)
+
+    def post(self, path: str, body: Any) -> tuple[int, Any, float]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        start = time.monotonic()
+        conn.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+        resp = conn.getresponse()
+        data = json.loads(resp.read())
+        elapsed = time.monotonic() - start
+        conn.close()
+        return resp.status, data, elapsed
+
+    def predict(self, records: list[dict[str, Any]]) -> tuple[list[str], float]:
+        status, data, elapsed = self.post("/predict", {"records": records})
+        assert status == 200, data
+        return data["request_ids"], elapsed
+
+    def labelled(self, request_id: str) -> bool:
+        """Send a label for ``request_id``; ``True`` if the store knew the request."""
+        status, data, _ = self.post(
+            "/feedback", {"labels": [{"request_id": request_id, "label": "benign"}]}
+        )
+        assert status == 200, data
+        return bool(data["accepted"] == 1)
+
+    def metric(self, name: str, **labels: str) -> float:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        want = name
+        if labels:
+            want += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(want + " ")
+        )
+
+    def processes(self) -> dict[str, list[int]]:
+        """The live worker and shadow-process pids below this server, from /proc."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                if stat[0] != "Z":
+                    children.setdefault(int(stat[1]), []).append(int(entry.name))
+        found: dict[str, list[int]] = {"worker": [], "shadow": []}
+        todo = [self.proc.pid]
+        while todo:
+            for pid in children.get(todo.pop(), []):
+                todo.append(pid)
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"sidecar.serving._shadow_process" in cmd:
+                    found["shadow"].append(pid)
+                elif b"_bentoml_impl.worker" in cmd:
+                    found["worker"].append(pid)
+        return found
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=90)
+
+
+@pytest.fixture
+def server(controlled_bundle: Path, tmp_path: Path) -> Iterator[Server]:
+    server = Server(controlled_bundle, f"sqlite:///{tmp_path / 'records.db'}", tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _rows(db: Path) -> dict[str, sqlite3.Row]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return {r["request_id"]: r for r in conn.execute("SELECT * FROM sidecar_predictions")}
+
+
+def test_the_shadow_process_records_what_the_sdk_records(
+    controlled_bundle: Path, quickstart_records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    import sidecar
+    from sidecar.recording import Recorder
+
+    records = [dict(r) for r in quickstart_records[:40]]
+    served_db = tmp_path / "served.db"
+    server = Server(controlled_bundle, f"sqlite:///{served_db}", tmp_path)
+    try:
+        assert server.processes()["shadow"], "no shadow process runs beside the worker"
+        served = [server.predict(records[i : i + 4])[0] for i in range(0, 40, 4)]
+    finally:
+        server.stop()
+    sdk_db = tmp_path / "sdk.db"
+    bundle = sidecar.load(controlled_bundle)
+    recorder = Recorder(open_store(f"sqlite:///{sdk_db}"))
+    bundle.attach_recorder(recorder)
+    sdk = [list(bundle.predict(records[i : i + 4]).request_ids) for i in range(0, 40, 4)]
+    bundle.shadow.drain(10)
+    assert recorder.close(10)
+    got, want = _rows(served_db), _rows(sdk_db)
+    assert len(got) == len(want) == 40
+    skip = {"request_id", "ts", "advanced_latency_ms", "baseline_latency_ms"}
+    for served_ids, sdk_ids in zip(served, sdk, strict=True):
+        for a, b in zip(served_ids, sdk_ids, strict=True):
+            row, ref = got[a], want[b]
+            for column in COLUMNS:
+                if column not in skip:
+                    assert row[column] == ref[column], (column, row[column], ref[column])
+            assert row["baseline_latency_ms"] is not None and row["shadow_error"] is None
+
+
+def test_a_baseline_that_raises_hangs_or_spins_never_slows_a_response(
+    server: Server, quickstart_records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    record = dict(quickstart_records[0])
+    server.predict([record])  # warm
+    errors_before = server.metric("sidecar_shadow_outcomes_total", outcome="error")
+
+    server.mode("raise")
+    raised = [server.predict([record])[0][0] for _ in range(3)]
+    assert server.labelled(raised[-1])  # flushes the shadow process: the rows are written
+    assert server.metric("sidecar_shadow_outcomes_total", outcome="error") >= errors_before + 1
+
+    timeouts_before = server.metric("sidecar_shadow_outcomes_total", outcome="timeout")
+    for mode in ("hang", "spin"):
+        server.mode(mode)
+        for _ in range(5):
+            _, elapsed = server.predict([record])
+            assert elapsed < 1.0, f"a response took {elapsed:.2f} s behind a baseline that {mode}s"
+    server.mode("")
+    last = server.predict([record])[0][0]
+    deadline = time.monotonic() + 20
+    while not server.labelled(last) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the hung and spinning calls are still running out
+    assert server.metric("sidecar_shadow_outcomes_total", outcome="timeout") >= (
+        timeouts_before + 1
+    )
+    rows = _rows(tmp_path / "records.db")
+    assert all("the baseline broke" in rows[rid]["shadow_error"] for rid in raised)
+    assert any((r["shadow_error"] or "").startswith("timeout") for r in rows.values())
+    assert rows[last]["shadow_error"] is None
+
+
+def test_a_baseline_that_crashes_its_process_does_not_touch_the_worker(
+    server: Server, quickstart_records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    record = dict(quickstart_records[0])
+    before = server.processes()
+    assert len(before["worker"]) == 1 and len(before["shadow"]) == 1, before
+    first = server.predict([record])[0][0]
+    assert server.labelled(first)
+
+    server.mode("crash")
+    for _ in range(5):
+        server.predict([record])  # answered while the shadow process dies
+        time.sleep(0.1)
+    server.mode("")
+    deadline = time.monotonic() + 60
+    back = None
+    while time.monotonic() < deadline:
+        rid = server.predict([record])[0][0]
+        if server.labelled(rid):
+            back = rid
+            break
+        time.sleep(0.3)
+    assert back is not None, f"the shadow process did not come back:\n{server.log.read_text()}"
+    after = server.processes()
+    assert after["worker"] == before["worker"], "the worker died with its shadow process"
+    assert len(after["shadow"]) == 1 and after["shadow"] != before["shadow"], after
+    assert server.metric("sidecar_recorder_rows_total", event="dropped") >= 1
+    log = server.log.read_text()
+    assert "the shadow process" in log and "is back" in log, log[-3000:]
+    server.stop()
+    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    try:
+        writers = store.writers()
+    finally:
+        store.close()
+    assert len(writers) == 2  # the first shadow process and the one that replaced it
+    assert sum(w.dropped for w in writers) >= 1  # what the worker dropped meanwhile is counted
+
+
+def test_a_worker_killed_with_sigkill_loses_no_acknowledged_record(
+    server: Server, quickstart_records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    record = dict(quickstart_records[0])
+    [worker] = server.processes()["worker"]
+    [shadow] = server.processes()["shadow"]
+    acked = [rid for _ in range(30) for rid in server.predict([record, record])[0]]
+    os.kill(worker, signal.SIGKILL)
+    # The shadow process reads what the worker sent before it died, writes it, and ends.
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{shadow}").exists() and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if "State:\tZ" in Path(f"/proc/{shadow}/status").read_text():
+                break
+        time.sleep(0.1)
+    stored = _rows(tmp_path / "records.db")
+    missing = [rid for rid in acked if rid not in stored]
+    assert not missing, f"{len(missing)} of {len(acked)} acknowledged records were lost"
