@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -207,23 +208,25 @@ def test_the_shadow_process_records_what_the_sdk_records(
     import sidecar
     from sidecar.recording import Recorder
 
-    records = [dict(r) for r in quickstart_records[:40]]
+    records = [dict(r) for r in quickstart_records]
+    # Ten small requests, and one too large for a datagram (it goes in pieces).
+    requests = [records[i : i + 4] for i in range(0, 40, 4)] + [records * 3]
     served_db = tmp_path / "served.db"
     server = Server(controlled_bundle, f"sqlite:///{served_db}", tmp_path)
     try:
         assert server.processes()["shadow"], "no shadow process runs beside the worker"
-        served = [server.predict(records[i : i + 4])[0] for i in range(0, 40, 4)]
+        served = [server.predict(batch)[0] for batch in requests]
     finally:
         server.stop()
     sdk_db = tmp_path / "sdk.db"
     bundle = sidecar.load(controlled_bundle)
     recorder = Recorder(open_store(f"sqlite:///{sdk_db}"))
     bundle.attach_recorder(recorder)
-    sdk = [list(bundle.predict(records[i : i + 4]).request_ids) for i in range(0, 40, 4)]
+    sdk = [list(bundle.predict(batch).request_ids) for batch in requests]
     bundle.shadow.drain(10)
     assert recorder.close(10)
     got, want = _rows(served_db), _rows(sdk_db)
-    assert len(got) == len(want) == 40
+    assert len(got) == len(want) == 40 + 3 * len(records)
     skip = {"request_id", "ts", "advanced_latency_ms", "baseline_latency_ms"}
     for served_ids, sdk_ids in zip(served, sdk, strict=True):
         for a, b in zip(served_ids, sdk_ids, strict=True):
@@ -247,23 +250,35 @@ def test_a_baseline_that_raises_hangs_or_spins_never_slows_a_response(
     assert server.metric("sidecar_shadow_outcomes_total", outcome="error") >= errors_before + 1
 
     timeouts_before = server.metric("sidecar_shadow_outcomes_total", outcome="timeout")
+    server.mode("")
+    calm = statistics.median(server.predict([record])[1] for _ in range(7))
     for mode in ("hang", "spin"):
         server.mode(mode)
-        for _ in range(5):
-            _, elapsed = server.predict([record])
-            assert elapsed < 1.0, f"a response took {elapsed:.2f} s behind a baseline that {mode}s"
+        server.predict([record])
+        time.sleep(0.3)  # the shadow process is hanging or spinning now, for 3 s
+        times = [server.predict([record])[1] for _ in range(7)]
+        assert max(times) < 1.0, f"a response took {max(times):.2f} s behind a {mode} baseline"
+        # A spinning baseline on a thread of the worker would hold its GIL: responses
+        # measured 3-7x slower. In a process of its own it costs them nothing.
+        assert statistics.median(times) <= 2 * calm + 0.005, (mode, calm, times)
+        time.sleep(SHADOW_TIMEOUT)
     server.mode("")
-    last = server.predict([record])[0][0]
-    deadline = time.monotonic() + 20
-    while not server.labelled(last) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the hung and spinning calls are still running out
+    deadline = time.monotonic() + 30
+    clean = None
+    while clean is None and time.monotonic() < deadline:
+        # the hung and spinning calls run out; until then the baseline may be off
+        rid = server.predict([record])[0][0]
+        if server.labelled(rid) and _rows(tmp_path / "records.db")[rid]["shadow_error"] is None:
+            clean = rid
+        else:
+            time.sleep(0.3)
+    assert clean is not None, "the baseline did not come back after hanging and spinning"
     assert server.metric("sidecar_shadow_outcomes_total", outcome="timeout") >= (
         timeouts_before + 1
     )
     rows = _rows(tmp_path / "records.db")
     assert all("the baseline broke" in rows[rid]["shadow_error"] for rid in raised)
     assert any((r["shadow_error"] or "").startswith("timeout") for r in rows.values())
-    assert rows[last]["shadow_error"] is None
 
 
 def test_a_baseline_that_crashes_its_process_does_not_touch_the_worker(
@@ -276,9 +291,11 @@ def test_a_baseline_that_crashes_its_process_does_not_touch_the_worker(
     assert server.labelled(first)
 
     server.mode("crash")
-    for _ in range(5):
+    deadline = time.monotonic() + 30
+    while before["shadow"][0] in server.processes()["shadow"] and time.monotonic() < deadline:
         server.predict([record])  # answered while the shadow process dies
         time.sleep(0.1)
+    assert before["shadow"][0] not in server.processes()["shadow"], "the baseline did not crash"
     server.mode("")
     deadline = time.monotonic() + 60
     back = None
@@ -312,6 +329,7 @@ def test_a_worker_killed_with_sigkill_loses_no_acknowledged_record(
     [worker] = server.processes()["worker"]
     [shadow] = server.processes()["shadow"]
     acked = [rid for _ in range(30) for rid in server.predict([record, record])[0]]
+    time.sleep(0.3)  # the worker hands requests over every 10 ms
     os.kill(worker, signal.SIGKILL)
     # The shadow process reads what the worker sent before it died, writes it, and ends.
     deadline = time.monotonic() + 30

@@ -32,7 +32,6 @@ Run as ``python -m sidecar.serving._shadow_process FD`` by :class:`ShadowProcess
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import logging
 import os
@@ -45,10 +44,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .._errors import SidecarError
 from .._settings import Settings, settings_from_env
+from .._shadow import ShadowRunner
 
 __all__ = ["ShadowProcess", "load_bundle", "open_recorder"]
 
@@ -57,8 +58,8 @@ logger = logging.getLogger("sidecar.serving")
 #: Largest datagram: a message is sent whole up to this size, in pieces beyond it.
 #: (Each datagram carries a one-byte tag: M a whole message, C a piece, E the last piece.)
 DATAGRAM = 128 << 10
-#: How long the rest of a message in pieces may wait for the child to read.
-PIECES_DEADLINE = 1.0
+#: How long a retired child may take to write what it has and exit.
+RETIRE_TIMEOUT = 60.0
 #: The send buffer asked for (Linux caps it at twice ``net.core.wmem_max``).
 SEND_BUFFER = 4 << 20
 #: Least time between two restarts of a child that keeps dying.
@@ -129,71 +130,96 @@ def set_live_gauges(bundle: Any) -> None:
 # -- the worker's side ----------------------------------------------------------------
 
 
+@dataclass
+class _Child:
+    sock: socket.socket
+    proc: subprocess.Popen[bytes]
+
+
 class ShadowProcess:
     """A worker's handle on its shadow process: start, feed, flush, close, restart.
 
-    ``on_dropped(n)`` is called (on the caller's thread) for every ``n`` records
-    that could not be handed over; they are also reported to the child, which
-    adds them to its writer's ``dropped`` count in the store.
+    :meth:`submit` only appends to a bounded queue (a :class:`ShadowRunner`);
+    the runner's thread pickles what gathered every ``interval`` seconds into
+    one message and sends it, waiting at most ``send_timeout`` for the child
+    to read. A child that stops reading that long, or dies, is retired -- its
+    end of the socket closed, so it writes what it has and exits -- and a
+    fresh one is started; meanwhile records are dropped. ``on_dropped(n)`` is
+    called for every ``n`` records dropped here; they are also reported to the
+    next child, which adds them to its writer's ``dropped`` count in the store.
     """
 
     def __init__(
         self,
         *,
+        interval: float = 0.01,
+        max_pending: int = 10_000,
         start_timeout: float = 120.0,
+        send_timeout: float = 5.0,
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
         self.start_timeout = start_timeout
+        self.send_timeout = send_timeout
         self.on_dropped = on_dropped
         self.dropped = 0
         self.restarts = 0
         self._unreported = 0  # dropped here, not yet told to a child
-        self._lock = threading.Lock()  # sends, and swapping in a restarted child
+        self._counts = threading.Lock()  # the two counts above; never held across I/O
+        self._io = threading.Lock()  # sends, and swapping children (never on the request path)
         self._flush_lock = threading.Lock()
         self._tokens = itertools.count(1)
-        self._restarting = False
-        self._last_start = 0.0
         self._closed = False
-        self._sock, self._proc = self._spawn()
+        self._last_start = 0.0
+        self.runner = ShadowRunner(interval=interval, max_pending=max_pending)
+        self.runner.handler = self._send_batch
+        self._child: _Child | None = self._spawn()
 
     @property
-    def pid(self) -> int:
-        return self._proc.pid
+    def pid(self) -> int | None:
+        child = self._child
+        return None if child is None else child.proc.pid
 
-    def alive(self) -> bool:
-        return self._proc.poll() is None
-
-    # -- the request path --------------------------------------------------------------
+    # -- the request path ------------------------------------------------------------------
 
     def submit(self, item: tuple[Any, ...]) -> bool:
-        """Hand ``(records, X, prediction, timestamps)`` to the child; never blocks.
+        """Queue ``(records, X, prediction, timestamps)`` for the child; never blocks.
 
-        ``False`` when the records were dropped (and counted): the child is
-        behind by a full socket buffer, restarting, or gone. A request larger
-        than one datagram goes in pieces; once its first piece is taken, the
-        rest may wait up to a second for the child to read.
+        ``False`` when the records were dropped (and counted): the queue is full.
         """
-        n = len(item[0])
-        with self._lock:
-            if self._closed or self._restarting:
-                self._drop(n)
-                return False
-            payload = pickle.dumps(("batch", *item, self._unreported), protocol=5)
-            try:
-                sent = _send_message(self._sock, payload)
-            except OSError as exc:
-                self._drop(n)
-                self._restart_later(f"sending to it failed: {exc}")
-                return False
-            if not sent:
-                self._drop(n)
-                return False
-            self._unreported = 0
+        if self.runner.submit(item):
             return True
+        self._drop(len(item[0]))
+        return False
+
+    def _send_batch(self, batch: list[tuple[Any, ...]]) -> None:
+        """The runner's handler: one message for everything that gathered."""
+        n = sum(len(item[0]) for item in batch)
+        with self._io:
+            child = self._child
+            if child is None or self._closed:
+                self._drop(n)  # restarting, or shut down
+                return
+            with self._counts:
+                reported = self._unreported
+            try:
+                payload = pickle.dumps(("batch", batch, reported), protocol=5)
+            except Exception:
+                logger.exception("a batch for the shadow process could not be pickled")
+                self._drop(n)
+                return
+            try:
+                _send(child.sock, payload, time.monotonic() + self.send_timeout)
+            except (OSError, ValueError) as exc:
+                self._drop(n)
+                self._retire(child, f"sending to it failed: {exc!r}")
+                return
+            with self._counts:
+                self._unreported -= reported
 
     def _drop(self, n: int) -> None:
-        self.dropped += n
-        self._unreported += n
+        with self._counts:
+            self.dropped += n
+            self._unreported += n
         if self.on_dropped is not None:
             with contextlib.suppress(Exception):
                 self.on_dropped(n)
@@ -201,18 +227,23 @@ class ShadowProcess:
     # -- flush and close ----------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the child has run and written everything sent so far."""
+        """Wait until the child has run and written everything submitted so far."""
         deadline = time.monotonic() + timeout
+        if not self.runner.drain(timeout):
+            return False
         with self._flush_lock:
-            token = next(self._tokens)
-            with self._lock:
-                sock = self._sock
-                if self._closed or self._restarting:
+            with self._io:
+                child = self._child
+                if child is None or self._closed:
                     return False
-                if not _send_until(sock, b"M" + pickle.dumps(("flush", token)), deadline):
+                token = next(self._tokens)
+                try:
+                    _send(child.sock, pickle.dumps(("flush", token)), deadline)
+                except (OSError, ValueError) as exc:
+                    self._retire(child, f"sending to it failed: {exc!r}")
                     return False
-            while True:
-                reply = _recv_until(sock, deadline)
+            while True:  # only flush reads from the socket: the replies are its own
+                reply = _recv(child.sock, deadline)
                 if reply is None:
                     return False
                 kind, got = pickle.loads(reply)
@@ -220,147 +251,178 @@ class ShadowProcess:
                     return True
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Let the child finish and write everything, then wait for it; ``True`` if it did."""
-        with self._lock:
-            self._closed = True
-            sock, proc = self._sock, self._proc
+        """Send what is queued, let the child write everything, wait for it; ``True`` if it did."""
         deadline = time.monotonic() + timeout
+        self.runner.drain(timeout / 3)
+        with self._io:
+            self._closed = True
+            child = self._child
+            self._child = None
+        if child is None:
+            logger.error("the shadow process was restarting at shutdown; records were dropped")
+            return False
+        with contextlib.suppress(OSError, ValueError):
+            _send(child.sock, pickle.dumps(("close", 0)), deadline)
         with contextlib.suppress(OSError):
-            _send_until(sock, b"M" + pickle.dumps(("close", 0)), deadline)
-            sock.shutdown(socket.SHUT_WR)
+            child.sock.shutdown(socket.SHUT_WR)
         try:
-            code = proc.wait(max(0.0, deadline - time.monotonic()))
+            code = child.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             logger.error("the shadow process did not finish in %.0f s; killing it", timeout)
-            proc.kill()
-            proc.wait()
-            code = -signal.SIGKILL
-        finally:
-            sock.close()
-            _mark_dead(proc.pid)
+            child.proc.kill()
+            code = child.proc.wait()
+        child.sock.close()
         if code != 0:
             logger.error("the shadow process ended with exit code %s", code)
         return code == 0
 
-    # -- starting and restarting ----------------------------------------------------------
+    # -- starting, retiring, restarting ----------------------------------------------------
 
-    def _spawn(self) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+    def _spawn(self) -> _Child:
         self._last_start = time.monotonic()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with contextlib.suppress(OSError):
-            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        proc = None
         try:
+            with contextlib.suppress(OSError):
+                ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sidecar.serving._shadow_process", str(theirs.fileno())],
+                [sys.executable, "-c", _LAUNCH, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # no terminal's or process group's signals
             )
-        finally:
             theirs.close()
-        ready = _recv_until(ours, time.monotonic() + self.start_timeout)
-        if ready != b"ready":
-            with contextlib.suppress(OSError):
-                proc.kill()
-            code = proc.wait()
+            ready = _recv(ours, time.monotonic() + self.start_timeout)
+            if ready != b"ready":
+                raise SidecarError(
+                    f"the shadow process did not start (exit code {proc.poll()}); its error is in "
+                    "the log above. It loads the bundle and opens the store that SIDECAR_BUNDLE "
+                    "and SIDECAR_STORE name."
+                )
+        except BaseException:
+            theirs.close()
             ours.close()
-            raise SidecarError(
-                f"the shadow process did not start (exit code {code}); its error is in the log "
-                "above. It loads the bundle and opens the store that SIDECAR_BUNDLE and "
-                "SIDECAR_STORE name."
-            )
+            if proc is not None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                proc.wait()
+            raise
         ours.setblocking(False)
-        return ours, proc
+        child = _Child(ours, proc)
+        threading.Thread(
+            target=self._watch, args=(child,), name="sidecar-shadow-watch", daemon=True
+        ).start()
+        return child
 
-    def _restart_later(self, why: str) -> None:
-        """Start a fresh child on a thread of its own; records are dropped meanwhile."""
-        if self._restarting or self._closed:
+    def _watch(self, child: _Child) -> None:
+        """Reap the child when it ends; if it died while serving, replace it."""
+        code = child.proc.wait()
+        _mark_dead(child.proc.pid)
+        with self._io:
+            if self._child is child:
+                self._retire(child, f"it died (exit code {code})")
+
+    def _retire(self, child: _Child, why: str) -> None:
+        """Take ``child`` out of service and start its replacement. Call with ``_io`` held.
+
+        Closing our end lets it read what was sent, write it and exit; one that
+        does not exit within a minute is killed.
+        """
+        if self._child is not child:
             return
-        self._restarting = True
-        code = self._proc.poll()
-        logger.error(
-            "the shadow process (pid %d, exit code %s) is gone: %s; restarting it",
-            self._proc.pid,
-            code,
-            why,
-        )
+        self._child = None
+        logger.error("the shadow process (pid %d) is out: %s; restarting it", child.proc.pid, why)
+        with contextlib.suppress(OSError):
+            child.sock.close()
+
+        def retire() -> None:
+            try:
+                child.proc.wait(RETIRE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+
+        threading.Thread(target=retire, name="sidecar-shadow-retire", daemon=True).start()
         threading.Thread(target=self._restart, name="sidecar-shadow-restart", daemon=True).start()
 
     def _restart(self) -> None:
-        old_sock, old_proc = self._sock, self._proc
-        with contextlib.suppress(OSError):
-            old_sock.close()
-        with contextlib.suppress(OSError):
-            old_proc.kill()
-        with contextlib.suppress(Exception):
-            old_proc.wait(10)
-        _mark_dead(old_proc.pid)
         while not self._closed:
             time.sleep(max(0.0, self._last_start + RESTART_EVERY - time.monotonic()))
+            if self._closed:
+                return
             try:
-                sock, proc = self._spawn()
+                child = self._spawn()
             except Exception:
                 logger.exception("restarting the shadow process failed; trying again")
                 continue
-            with self._lock:
-                self._sock, self._proc = sock, proc
-                self.restarts += 1
-                self._restarting = False
-            logger.warning("the shadow process is back (pid %d)", proc.pid)
+            with self._io:
+                if self._closed or self._child is not None:
+                    stale = True
+                else:
+                    stale = False
+                    self._child = child
+                    self.restarts += 1
+            if stale:
+                child.sock.close()  # it reads EOF and exits
+                return
+            logger.warning("the shadow process is back (pid %d)", child.proc.pid)
             return
 
 
-def _send_message(sock: socket.socket, payload: bytes) -> bool:
-    """Send ``payload`` without blocking; ``False`` if the child's buffer is full.
+#: How the child starts: signals off before anything heavy is imported.
+_LAUNCH = (
+    "import signal, sys\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "from sidecar.serving._shadow_process import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 
-    Raises ``OSError`` if the child is gone, or stopped reading in the middle
-    of a message sent in pieces (the stream is then broken: restart it).
+
+def _send(sock: socket.socket, payload: bytes, deadline: float) -> None:
+    """Send one message (in pieces beyond a datagram), waiting for room until ``deadline``.
+
+    Raises ``TimeoutError`` at the deadline, ``OSError`` if the child is gone.
     """
     if len(payload) <= DATAGRAM:
-        try:
-            sock.sendmsg([b"M", payload])
-        except BlockingIOError:
-            return False
-        return True
+        _send_datagram(sock, [b"M", payload], deadline)
+        return
     view = memoryview(payload)
-    starts = range(0, len(payload), DATAGRAM)
-    try:
-        sock.sendmsg([b"C", view[:DATAGRAM]])
-    except BlockingIOError:
-        return False  # nothing of it was sent: the stream is intact
-    deadline = time.monotonic() + PIECES_DEADLINE
-    for start in starts[1:]:
+    for start in range(0, len(payload), DATAGRAM):
         tag = b"E" if start + DATAGRAM >= len(payload) else b"C"
-        if not _send_until(sock, [tag, view[start : start + DATAGRAM]], deadline):
-            raise OSError(errno.ETIMEDOUT, "the child stopped reading in the middle of a message")
-    return True
+        _send_datagram(sock, [tag, view[start : start + DATAGRAM]], deadline)
 
 
-def _send_until(sock: socket.socket, message: bytes | list[Any], deadline: float) -> bool:
-    parts = [message] if isinstance(message, bytes) else message
+def _send_datagram(sock: socket.socket, parts: list[Any], deadline: float) -> None:
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
     while True:
         try:
             sock.sendmsg(parts)
-            return True
+            return
         except BlockingIOError:
             left = deadline - time.monotonic()
             if left <= 0:
-                return False
-            select.select([], [sock], [], left)
+                raise TimeoutError("the shadow process stopped reading") from None
+            poller.poll(left * 1000)
 
 
-def _recv_until(sock: socket.socket, deadline: float) -> bytes | None:
+def _recv(sock: socket.socket, deadline: float) -> bytes | None:
     """One message, or ``None`` at the deadline or when the other end is gone."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+    except (OSError, ValueError):
+        return None
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
-        readable, _, _ = select.select([sock], [], [], left)
-        if readable:
+        if poller.poll(left * 1000):
             try:
                 data = sock.recv(DATAGRAM + 1)
             except BlockingIOError:
                 continue
-            except OSError:
+            except (OSError, ValueError):
                 return None
             return data or None
 
@@ -385,7 +447,7 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))
     # The reader below must get the GIL back quickly even from a baseline that
-    # spins in pure Python, or the worker's socket buffer fills and drops.
+    # spins in pure Python, or the worker's sends wait and then drop.
     sys.setswitchinterval(0.001)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = settings_from_env()
@@ -395,12 +457,20 @@ def main(argv: Sequence[str]) -> int:
             import torch
 
             torch.set_num_threads(1)
-    from ._metrics import SHADOW
+    from ._metrics import QUEUE, SHADOW
 
     bundle.shadow.on_outcome = lambda outcome: SHADOW.labels(outcome).inc()
     recorder = open_recorder(settings)
     bundle.attach_recorder(recorder, policy=record_policy(settings))
     bundle.observers.append(set_live_gauges)
+
+    def flush_and_reply(token: int) -> None:
+        # Off the reading thread: reading must go on while the store is slow.
+        bundle.shadow.drain(timeout=5.0)
+        recorder.flush(timeout=5.0)
+        with contextlib.suppress(OSError):
+            sock.send(b"M" + pickle.dumps(("flushed", token)))
+
     sock.send(b"ready")
     buffer = bytearray(DATAGRAM + 1)
     view = memoryview(buffer)
@@ -410,7 +480,7 @@ def main(argv: Sequence[str]) -> int:
         while True:
             n = sock.recv_into(buffer)
             if n == 0:
-                break  # the worker closed its end, or died
+                break  # the worker closed its end (or died); a message in pieces is discarded
             tag = buffer[0]
             if tag == _WHOLE:
                 message = pickle.loads(view[1:n])
@@ -422,25 +492,24 @@ def main(argv: Sequence[str]) -> int:
                 pieces = bytearray()
             kind = message[0]
             if kind == "batch":
-                _, records, X, pred, timestamps, dropped = message
+                _, items, dropped = message
                 if dropped:
                     recorder.add_dropped(dropped)
-                stats.requests += 1
-                stats.records += len(pred)
-                if pred.unknown:
-                    stats.unknown.update(pred.unknown)
-                bundle.shadow.submit((records, X, pred, timestamps))
+                for item in items:
+                    pred = item[2]
+                    stats.requests += 1
+                    stats.records += len(pred)
+                    if pred.unknown:
+                        stats.unknown.update(pred.unknown)
+                    bundle.shadow.submit(item)
             elif kind == "flush":
-                bundle.shadow.drain(timeout=5.0)
-                recorder.flush(timeout=5.0)
-                sock.send(pickle.dumps(("flushed", message[1])))
+                threading.Thread(target=flush_and_reply, args=(message[1],), daemon=True).start()
             elif kind == "close":
                 break
     finally:
+        # A backstop: a baseline stuck in native code must not keep us alive forever.
+        signal.alarm(120)
         drained = bundle.shadow.drain(timeout=10.0)
         written = recorder.close(timeout=30.0)
+        QUEUE.set(0)
     return 0 if drained and written else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

@@ -120,7 +120,13 @@ class Sidecar:
             torch.set_num_threads(1)
         self.shadow_process: ShadowProcess | None = None
         self.recorder: Recorder | None = None
-        if settings.shadow_process:
+        in_memory = settings.store.startswith("memory:")
+        if settings.shadow_process and in_memory:
+            logger.warning(
+                "SIDECAR_STORE=%s lives in one process: the shadow runs on threads in the worker",
+                settings.store,
+            )
+        if settings.shadow_process and not in_memory:
             # The store serves /feedback here; the child writes the records.
             self.store = open_store(settings.store, migrate=False)
 
