@@ -21,8 +21,9 @@ variable                       meaning                                      defa
 ``SIDECAR_RECORDER_QUEUE``     most records waiting to be written           200000
 ``SIDECAR_RECORDER_LINGER``    seconds the writer waits to batch commits    0.25
 ``SIDECAR_SWITCH_INTERVAL``    a serving worker's GIL switch interval (s)    0.002
-``SIDECAR_SHADOW_PROCESS``      ``1``: each worker runs the baseline and      1
-                               recorder in a process of its own; ``0``:
+``SIDECAR_SHADOW_PROCESS``      ``1``: each worker runs the baseline and      0
+                               recorder in a process of its own (isolates
+                               a baseline that may crash or spin); ``0``:
                                on threads in the worker
 =============================  ===========================================  ==========
 """
@@ -62,7 +63,7 @@ class Settings(BaseModel):
     recorder_queue: int = Field(default=200_000, gt=0)
     recorder_linger: float = Field(default=0.25, ge=0)
     switch_interval: float = Field(default=0.002, gt=0, le=0.1)
-    shadow_process: bool = True
+    shadow_process: bool = False
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:

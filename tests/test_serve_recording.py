@@ -41,7 +41,7 @@ def _free_port() -> int:
 
 
 def _serve(
-    bundle: Path, store: str, log: Path, workers: int = 2
+    bundle: Path, store: str, log: Path, workers: int = 2, shadow_process: bool = False
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     env = dict(
@@ -49,6 +49,7 @@ def _serve(
         SIDECAR_BUNDLE=str(bundle),
         SIDECAR_STORE=store,
         SIDECAR_WORKERS=str(workers),
+        SIDECAR_SHADOW_PROCESS="1" if shadow_process else "0",
         OMP_NUM_THREADS="1",
         BENTOML_DO_NOT_TRACK="1",
     )
@@ -171,7 +172,7 @@ def pg_store() -> Iterator[str]:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "sqlite-shadow-process"])
 def test_sigterm_under_load_keeps_every_acknowledged_record(
     kind: str,
     quickstart_bundle: Path,
@@ -180,11 +181,13 @@ def test_sigterm_under_load_keeps_every_acknowledged_record(
     request: pytest.FixtureRequest,
 ) -> None:
     store = (
-        f"sqlite:///{tmp_path / 'records.db'}"
-        if kind == "sqlite"
-        else request.getfixturevalue("pg_store")
+        request.getfixturevalue("pg_store")
+        if kind == "postgresql"
+        else f"sqlite:///{tmp_path / 'records.db'}"
     )
-    proc, port = _serve(quickstart_bundle, store, tmp_path / "server.log")
+    proc, port = _serve(
+        quickstart_bundle, store, tmp_path / "server.log", shadow_process=kind.endswith("process")
+    )
     try:
         acked = _load(port, quickstart_record, seconds=3.0)
     finally:

@@ -59,9 +59,9 @@ def _set_env(mp: pytest.MonkeyPatch, bundle: Path, store: Path) -> None:
     mp.setenv("SIDECAR_MAX_BODY_BYTES", str(MAX_BODY))
     mp.setenv("SIDECAR_MAX_BATCH", str(MAX_BATCH))
     mp.setenv("SIDECAR_SHADOW_TIMEOUT", str(SHADOW_TIMEOUT))
-    # The baseline on threads in this process, where these tests can reach into
-    # it (make it raise or hang, read its counters). The shadow process, the
-    # default, is tested against real servers in test_shadow_process.py.
+    # The baseline on threads in this process (the default), where these tests
+    # can reach into it (make it raise or hang, read its counters). The shadow
+    # process is tested against real servers in test_shadow_process.py.
     mp.setenv("SIDECAR_SHADOW_PROCESS", "0")
 
 

@@ -76,6 +76,7 @@ class Server:
             SIDECAR_BUNDLE=str(bundle),
             SIDECAR_STORE=store,
             SIDECAR_SHADOW_TIMEOUT=str(SHADOW_TIMEOUT),
+            SIDECAR_SHADOW_PROCESS="1",
             OMP_NUM_THREADS="1",
             BENTOML_DO_NOT_TRACK="1",
             **{BASELINE_CONTROL: str(self.control)},
@@ -329,7 +330,7 @@ def test_a_worker_killed_with_sigkill_loses_no_acknowledged_record(
     [worker] = server.processes()["worker"]
     [shadow] = server.processes()["shadow"]
     acked = [rid for _ in range(30) for rid in server.predict([record, record])[0]]
-    time.sleep(0.3)  # the worker hands requests over every 10 ms
+    time.sleep(0.5)  # the worker hands requests over every 50 ms
     os.kill(worker, signal.SIGKILL)
     # The shadow process reads what the worker sent before it died, writes it, and ends.
     deadline = time.monotonic() + 30

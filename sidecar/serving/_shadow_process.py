@@ -1,32 +1,33 @@
 """The shadow process: each serving worker's baseline, candidate and recorder, out of its GIL.
 
-A serving worker hands every answered request to a process of its own -- one
-datagram on a private ``socketpair`` (``SOCK_SEQPACKET``: whole messages, in
-order) -- and goes on. The child runs the bundle's shadow machinery as the SDK
-does (micro-batches, timed model calls, the batching recorder), so the rows it
-writes are the rows ``Bundle.predict`` writes in-process.
+A serving worker queues every answered request for a process of its own and
+goes on. A thread of the worker hands what gathered over every 50 ms, as one
+message on a private ``socketpair`` (``SOCK_SEQPACKET``: whole datagrams, in
+order; a message larger than a datagram goes in pieces). The child runs the
+bundle's shadow machinery as the SDK does (micro-batches, timed model calls,
+the batching recorder), so the rows it writes are the rows ``Bundle.predict``
+writes in-process.
 
 Why a process and not threads in the worker:
 
-- the shadow work no longer takes the worker's GIL, which the request thread
+- the shadow work does not take the worker's GIL, which the request thread
   wants back hundreds of times a request (scikit-learn's boosted trees let go
   of it once per tree);
-- a baseline that spins in pure Python, or crashes the interpreter (a native
+- a baseline that spins in pure Python, or crashes its interpreter (a native
   fault in an ONNX or torch model), cannot slow or kill the worker: the child
-  is restarted and what was lost is counted.
+  is replaced, and what could not be handed over meanwhile is counted.
 
 The contract on the request path is the recorder's: :meth:`ShadowProcess.submit`
-never blocks. When the socket's buffer is full, or the child is gone, the
-records are dropped and counted (Prometheus, and the writer stats the child
-keeps in the store).
+never blocks; a full queue drops and counts (Prometheus, and the writer stats
+the next child keeps in the store). What a child that crashed had not yet
+written is lost, as with ``kill -9``: at most one flush interval.
 
 The channel is private to a worker and the child it started, so messages are
 pickles (protocol 5); nothing else can write to it. The child ignores SIGTERM
-and SIGINT -- a ``bentoml serve`` that is stopped signals the whole process
-group -- and ends when the worker closes its end (on shutdown, or when the
-worker dies): it then finishes the shadow work and writes every queued record.
-
-Run as ``python -m sidecar.serving._shadow_process FD`` by :class:`ShadowProcess`.
+and SIGINT from its first line (a stopped ``bentoml serve`` signals the
+worker's children too) and ends when the worker closes its end -- on shutdown,
+when it retires the child, or when the worker dies: it then finishes the shadow
+work, writes every queued record and exits.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class ShadowProcess:
     def __init__(
         self,
         *,
-        interval: float = 0.01,
+        interval: float = 0.05,
         max_pending: int = 10_000,
         start_timeout: float = 120.0,
         send_timeout: float = 5.0,

@@ -3,9 +3,9 @@
 Serve it with ``bentoml serve`` from the repository root (``bentofile.yaml``
 names this class) or with ``sidecar serve BUNDLE``; the bundle comes from the
 ``SIDECAR_BUNDLE`` setting. Everything it does is ``Bundle.predict(records,
-shadow=True)``: the baseline, a candidate and the recorder run in a shadow
-process of each worker's own (``SIDECAR_SHADOW_PROCESS=0``: on threads in the
-worker), so they can never fail or slow a response.
+shadow=True)``: the baseline, a candidate and the recorder run on the
+bundle's shadow threads (``SIDECAR_SHADOW_PROCESS=1``: in a process of each
+worker's own), so they can never fail or slow a response.
 """
 
 from __future__ import annotations
