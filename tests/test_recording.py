@@ -504,6 +504,24 @@ class TestRecorder:
         assert (c.enqueued, c.written, c.dropped, c.failed_commits) == (1_000, 1_000, 0, 0)
         assert rec.close() is True
 
+    def test_drops_counted_after_the_last_commit_reach_the_store_on_close(self) -> None:
+        # A serving worker reports the records it dropped (a full queue, a shadow
+        # process restarting) to its recorder, which may have nothing left to write.
+        store = MemoryStore()
+        rec = Recorder(store, linger=0.0)
+        assert rec.enqueue(make_rows("d", 5)) and rec.flush(10)
+        [stats] = store.writers()
+        assert (stats.written, stats.dropped) == (5, 0)
+        rec.add_dropped(3)
+        assert rec.close() is True
+        [stats] = store.writers()
+        assert (stats.written, stats.dropped) == (5, 3)
+
+        idle = Recorder(store)  # never wrote a row
+        idle.add_dropped(2)
+        assert idle.close() is True
+        assert sorted(w.dropped for w in store.writers()) == [2, 3]
+
     def test_rows_commit_in_batches(self) -> None:
         store = CountingStore()
         rec = Recorder(store, linger=0.05)

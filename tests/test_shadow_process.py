@@ -342,3 +342,66 @@ def test_a_worker_killed_with_sigkill_loses_no_acknowledged_record(
     stored = _rows(tmp_path / "records.db")
     missing = [rid for rid in acked if rid not in stored]
     assert not missing, f"{len(missing)} of {len(acked)} acknowledged records were lost"
+
+
+def test_the_handle_drops_and_counts_while_its_child_is_gone_and_never_hangs(
+    controlled_bundle: Path,
+    quickstart_records: list[dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ShadowProcess`` itself, without BentoML: a stopped child, then a killed one."""
+    import sidecar
+    from sidecar.serving._shadow_process import ShadowProcess
+
+    for key in [k for k in os.environ if k.startswith("SIDECAR_")]:
+        monkeypatch.delenv(key)
+    db = tmp_path / "records.db"
+    monkeypatch.setenv("SIDECAR_BUNDLE", str(controlled_bundle))
+    monkeypatch.setenv("SIDECAR_STORE", f"sqlite:///{db}")
+    bundle = sidecar.load(controlled_bundle)
+    records = [dict(r) for r in quickstart_records[:3]]
+
+    def item() -> tuple[Any, ...]:
+        X, pred = bundle._predict(records)
+        return (records, X, pred, None)
+
+    dropped: list[int] = []
+    handle = ShadowProcess(send_timeout=1.0, on_dropped=dropped.append)
+    try:
+        first = handle.pid
+        assert first is not None
+        assert handle.submit(item()) and handle.flush(10)
+
+        os.kill(first, signal.SIGSTOP)  # alive, but reading nothing
+        try:
+            start = time.monotonic()
+            assert handle.flush(0.5) is False  # no answer: False on time, no exception
+            assert time.monotonic() - start < 2.0
+        finally:
+            os.kill(first, signal.SIGCONT)
+        assert handle.flush(10)
+
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while handle.pid == first and time.monotonic() < deadline:
+            time.sleep(0.05)  # the waiter thread notices and retires it
+        assert handle.pid != first
+        for _ in range(5):  # while the replacement starts, records are dropped and counted
+            assert handle.submit(item())
+        deadline = time.monotonic() + 60
+        while handle.pid is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert handle.pid is not None and handle.restarts == 1
+        assert handle.submit(item()) and handle.flush(10)
+        assert sum(dropped) == handle.dropped == 5 * len(records)
+    finally:
+        assert handle.close(30)
+    store = open_store(f"sqlite:///{db}")
+    try:
+        writers = store.writers()
+    finally:
+        store.close()
+    assert len(writers) == 2
+    assert sum(w.dropped for w in writers) == handle.dropped  # reported to the new child
+    assert sum(w.written for w in writers) == 2 * len(records)

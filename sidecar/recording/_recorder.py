@@ -89,6 +89,7 @@ class Recorder:
         self._busy = False
         self._in_flight = 0
         self._migrated = False
+        self._dropped_stored = 0  # the drop count the store's writer row last got
         #: called with ("dropped" | "written" | "failed", n) -- feeds Prometheus; must not raise
         self.on_event: Callable[[str, int], None] | None = None
         self._thread = threading.Thread(target=self._run, name="sidecar-recorder", daemon=True)
@@ -188,8 +189,11 @@ class Recorder:
             with self._cond:
                 while not self._rows and not self._closing:
                     self._cond.wait()
-                if not self._rows and self._closing:
-                    return
+                done = not self._rows and self._closing
+            if done:
+                self._store_final_stats()
+                return
+            with self._cond:
                 # Linger: let a light trickle of requests share one commit.
                 deadline = time.monotonic() + self.linger
                 while (
@@ -230,12 +234,26 @@ class Recorder:
                         break
                     self._cond.wait(remaining)
 
+    def _store_final_stats(self) -> None:
+        """On close: drops counted since the last commit (``add_dropped``) reach the store too."""
+        if self.counters.dropped == self._dropped_stored:
+            return
+        try:
+            if not self._migrated:
+                self.store.migrate()
+                self._migrated = True
+            self.store.write_predictions([], self.stats())
+        except Exception as exc:
+            logger.warning("the recorder's final counts could not be stored: %s", exc)
+
     def _write(self, batch: list[PredictionRow]) -> bool:
         try:
             if not self._migrated:  # a store that was down at start-up gets its schema now
                 self.store.migrate()
                 self._migrated = True
-            written = self.store.write_predictions(batch, _with_written(self.stats(), len(batch)))
+            stats = _with_written(self.stats(), len(batch))
+            written = self.store.write_predictions(batch, stats)
+            self._dropped_stored = stats.dropped
         except StoreError as exc:
             self.counters.failed_commits += 1
             self.counters.last_error = str(exc)
