@@ -110,6 +110,17 @@ class BundleStats:
     shadow_disagreements: int = 0
     shadow_compared: int = 0
 
+    def count(
+        self, n_records: int, unknown: Mapping[str, int], missing: Mapping[str, int] | None = None
+    ) -> None:
+        """Count one request of ``n_records`` and its unknown (and missing) values per field."""
+        self.requests += 1
+        self.records += n_records
+        if unknown:
+            self.unknown.update(unknown)
+        if missing:
+            self.missing.update(missing)
+
 
 class Bundle:
     """An advanced model, its preprocessing, a baseline and a reference, behind one ``predict``.
@@ -265,13 +276,7 @@ class Bundle:
             ts=ts,
             unknown={k: n for k, n in report.unknown.items() if n},
         )
-        stats = self.stats
-        stats.requests += 1
-        stats.records += report.n_records
-        if pred.unknown:
-            stats.unknown.update(pred.unknown)
-        if report.missing:
-            stats.missing.update(report.missing)
+        self.stats.count(report.n_records, pred.unknown, report.missing)
         return X, pred
 
     def predict_proba(self, records: Records | Any) -> np.ndarray:

@@ -13,13 +13,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,61 +25,23 @@ from typing import Any
 import pytest
 
 from sidecar.recording import open_store
+from tests.servers import alive, descendants, serve_sidecar
 
 pytestmark = pytest.mark.serve
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(
     bundle: Path, store: str, log: Path, workers: int = 2, shadow_process: bool = False
 ) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
-    env = dict(
-        os.environ,
-        SIDECAR_BUNDLE=str(bundle),
-        SIDECAR_STORE=store,
-        SIDECAR_WORKERS=str(workers),
+    return serve_sidecar(
+        bundle,
+        store,
+        log,
+        workers=workers,
         SIDECAR_SHADOW_PROCESS="1" if shadow_process else "0",
-        OMP_NUM_THREADS="1",
-        BENTOML_DO_NOT_TRACK="1",
     )
-    with open(log, "wb") as out:  # the child keeps its own descriptor
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "sidecar.serving.service:Sidecar",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            start_new_session=True,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return proc, port
-        except OSError:
-            time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail(f"the server was not ready in 90 s:\n{log.read_text()[-3000:]}")
 
 
 def _load(
@@ -121,35 +80,6 @@ def _load(
     for t in threads:
         t.join()
     return acked
-
-
-def _descendants(root: int) -> list[int]:
-    """Every process below ``root``, from /proc (children first seen, then theirs)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if Path(f"/proc/{p}").exists() and "zombie" not in _state(p)]
-
-
-def _state(pid: int) -> str:
-    try:
-        return (Path(f"/proc/{pid}") / "status").read_text().split("State:", 1)[1].split("\n")[0]
-    except (OSError, IndexError):
-        return "zombie"
 
 
 def _stored_ids(store_url: str) -> set[str]:
@@ -219,16 +149,16 @@ def test_kill_9_loses_at_most_one_flush_interval_and_the_store_stays_readable(
     finally:
         # A crash of the whole server: BentoML's workers run in sessions of their
         # own, so the supervisor's process group is not enough.
-        family = _descendants(proc.pid)
+        family = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
         for pid in family:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(family):
+    while time.monotonic() < deadline and alive(family):
         time.sleep(0.1)
-    assert not _alive(family), "server processes survived SIGKILL"
+    assert not alive(family), "server processes survived SIGKILL"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     stored = _stored_ids(store)

@@ -15,11 +15,8 @@ import http.client
 import json
 import os
 import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -30,6 +27,7 @@ import pytest
 
 from sidecar.recording import COLUMNS, open_store
 from tests.models import BASELINE_CONTROL
+from tests.servers import alive, descendants, serve_sidecar
 
 pytestmark = pytest.mark.serve
 
@@ -68,51 +66,12 @@ class Server:
         self.control = tmp / "baseline-mode"
         self.control.write_text("")
         self.log = tmp / "server.log"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
-        environ.update(
-            SIDECAR_BUNDLE=str(bundle),
-            SIDECAR_STORE=store,
-            SIDECAR_SHADOW_TIMEOUT=str(SHADOW_TIMEOUT),
-            SIDECAR_SHADOW_PROCESS="1",
-            OMP_NUM_THREADS="1",
-            BENTOML_DO_NOT_TRACK="1",
-            **{BASELINE_CONTROL: str(self.control)},
-            **env,
-        )
-        environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve makes its own
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bentoml",
-                    "serve",
-                    "sidecar.serving.service:Sidecar",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                env=environ,
-                start_new_session=True,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the server exited early:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"the server was not ready in 90 s:\n{self.log.read_text()[-3000:]}")
+        settings = {
+            "SIDECAR_SHADOW_TIMEOUT": str(SHADOW_TIMEOUT),
+            "SIDECAR_SHADOW_PROCESS": "1",
+            BASELINE_CONTROL: str(self.control),
+        }
+        self.proc, self.port = serve_sidecar(bundle, store, self.log, **(settings | env))
 
     @property
     def url(self) -> str:
@@ -158,28 +117,16 @@ class Server:
 
     def processes(self) -> dict[str, list[int]]:
         """The live worker and shadow-process pids below this server, from /proc."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except (OSError, IndexError):
-                    continue
-                if stat[0] != "Z":
-                    children.setdefault(int(stat[1]), []).append(int(entry.name))
         found: dict[str, list[int]] = {"worker": [], "shadow": []}
-        todo = [self.proc.pid]
-        while todo:
-            for pid in children.get(todo.pop(), []):
-                todo.append(pid)
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"sidecar.serving._shadow_process" in cmd:
-                    found["shadow"].append(pid)
-                elif b"_bentoml_impl.worker" in cmd:
-                    found["worker"].append(pid)
+        for pid in alive(descendants(self.proc.pid)):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sidecar.serving._shadow_process" in cmd:
+                found["shadow"].append(pid)
+            elif b"_bentoml_impl.worker" in cmd:
+                found["worker"].append(pid)
         return found
 
     def stop(self) -> None:

@@ -476,7 +476,6 @@ def main(argv: Sequence[str]) -> int:
     buffer = bytearray(DATAGRAM + 1)
     view = memoryview(buffer)
     pieces = bytearray()
-    stats = bundle.stats
     try:
         while True:
             n = sock.recv_into(buffer)
@@ -497,11 +496,8 @@ def main(argv: Sequence[str]) -> int:
                 if dropped:
                     recorder.add_dropped(dropped)
                 for item in items:
-                    pred = item[2]
-                    stats.requests += 1
-                    stats.records += len(pred)
-                    if pred.unknown:
-                        stats.unknown.update(pred.unknown)
+                    # the worker's counts, kept here too for the unknown-rate gauges
+                    bundle.stats.count(len(item[2]), item[2].unknown)
                     bundle.shadow.submit(item)
             elif kind == "flush":
                 threading.Thread(target=flush_and_reply, args=(message[1],), daemon=True).start()

@@ -168,15 +168,6 @@ class LoadGenerator:
         self._proc.join(timeout=30)
 
 
-def load(port: int, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
-    """One measurement from a load generator process of its own."""
-    gen = LoadGenerator()
-    try:
-        return gen.run(port, body, clients, seconds)
-    finally:
-        gen.close()
-
-
 def pooled(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Throughput over all of a service's runs, and percentiles of all their latencies."""
     import numpy as np
