@@ -237,6 +237,8 @@ def plan_summary(bundle: Bundle) -> dict[str, Any]:
         "loss": plan.loss + (f" (winsorised at {cap:.4g})" if plan.robust else ""),
         "reference_value": value,
         "paired_sd": float(np.std(adv - base, ddof=1)) if len(adv) > 1 else math.nan,
+        "loss_sd": float(np.std(adv, ddof=1)) if len(adv) > 1 else math.nan,
+        "n_reference": len(adv),
         "required_n": required_n(plan, adv, base),
     }
 

@@ -596,10 +596,15 @@ def _plan_check(args: argparse.Namespace) -> int:
     print(f"alpha / power     {plan['alpha']} / {plan['power']}")
     print(f"smallest effect   {plan['min_effect']} on the per-example {summary['loss']} loss")
     print(f"window            {plan['window']}")
+    need = summary["required_n"]
     print(
-        f"sample size       {summary['required_n']} labelled records for power "
-        f"{plan['power']} (reference sd of the paired loss difference "
-        f"{summary['paired_sd']:.4g}); minimum {plan['min_labelled']}"
+        f"sample size       judged from {plan['min_labelled']} labelled records on; "
+        + (
+            f"{need} rule out a decline of {plan['min_effect']} with power {plan['power']}"
+            if need is not None
+            else "no number rules out a material decline: the reference is too small"
+        )
+        + f" (reference: {summary['n_reference']} records, loss sd {summary['loss_sd']:.4g})"
     )
     return 0
 
@@ -729,7 +734,8 @@ def _promote(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(("promoted " if decision.promote else "rejected ") + candidate.version)
+        word = {"promote": "promoted", "reject": "rejected"}.get(decision.decision, "undecided")
+        print(f"{word} {candidate.version}")
         print(decision.reason)
         for t in decision.tests:
             print(f"test  {t.name:<26} effect {t.effect:+.4g}  p_adj {t.p_adjusted:.3g}")

@@ -9,24 +9,15 @@ The order of the questions
 1. **Does the pipeline look broken?** Preprocessing-health checks need no
    labels: a unit factor, an unknown-code jump, a sign or wrap-around break, a
    format change, a missing-rate jump. -> ``preprocessing_fault``.
-2. **Are there enough labels?** Fewer than the plan's ``min_labelled`` or than
-   its declared power needs -> ``insufficient_data``.
-   Then performance *above* the plan's acceptable range (its whole interval):
-   it points at leakage or a broken label feed -- a pipeline fault, not a
-   better world -> ``preprocessing_fault``.
-3. **Did the advanced model get worse?** Its per-example losses now against
-   its reference losses (Welch; bootstrap CI), significant after
-   Benjamini-Hochberg AND at least ``min_effect``, AND the primary metric
-   outside the plan's acceptable bounds. If not -> ``healthy`` (the evidence
-   lists any drop that was not significant, not material or within bounds).
-4. **Why?** The baseline tells. The gap ``loss_advanced - loss_baseline`` per
-   request (paired, so shared noise cancels) now against the reference:
-   - the gap grew (the advanced model lost its edge) and the baseline did not
-     get worse -> ``overfitting``;
-   - otherwise, the inputs moved (significant and material drift of a raw
-     feature) -> ``data_drift``;
-   - otherwise -> ``concept_drift`` (the same inputs mean something else now;
-     feature-target relation changes are listed as evidence).
+2. **Performance, from the labels**: every test the plan declares (looked up
+   in ``_battery``'s registry), corrected together by the plan's correction,
+   and the equivalence test of the advanced model's decline.
+3. **The verdict** (``_verdict.decide``): the hard floor ``min_labelled``; an
+   alarm (significant AND material AND out of bounds) at any n above it, and
+   why (``overfitting``, ``data_drift``, ``concept_drift``); ``healthy`` when the
+   decline's interval rules out ``min_effect`` or n reached the power target;
+   otherwise ``insufficient_data`` with what is undecided and how many labels
+   would settle it.
 """
 
 from __future__ import annotations
@@ -40,6 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from ._battery import (
+    BOOTSTRAP_MAX_N,
+    Battery,
+    correct,
+    paired_battery,
+    reference_battery,
+    window_battery,
+)
 from ._drift import (
     chi2_homogeneity,
     is_material,
@@ -48,42 +47,26 @@ from ._drift import (
     relation_change,
     sort_reference,
 )
+from ._equivalence import labels_to_settle, required_n_equivalence, tost_welch
 from ._errortree import ErrorSegment, error_segments
 from ._health import CurrentColumns, check_health
 from ._inputs import ReferenceInputs, WindowData
 from ._metrics import metrics_with_ci, outlier_influence, per_example_loss
 from ._plan import MonitoringPlan
-from ._results import DriftResult, HealthFinding, MetricValue, OutlierInfluence, TestResult
+from ._results import (
+    VERDICTS,
+    BoundsCheck,
+    DriftResult,
+    HealthFinding,
+    MetricValue,
+    OutlierInfluence,
+    TestResult,
+    Verdict,
+)
 from ._results import jsonable as _jsonable
-from ._stats import (
-    benjamini_hochberg,
-    bootstrap_mean_diff,
-    diebold_mariano,
-    is_alarm,
-    kruskal,
-    mann_whitney,
-    mcnemar_exact,
-    paired_bootstrap,
-    required_n_paired,
-    welch_anova,
-    welch_t,
-    wilcoxon_signed_rank,
-)
+from ._verdict import Recommendation, decide, recommend
 
-__all__ = ["VERDICTS", "Diagnosis", "Recommendation", "diagnose"]
-
-VERDICTS = (
-    "healthy",
-    "insufficient_data",
-    "preprocessing_fault",
-    "overfitting",
-    "data_drift",
-    "concept_drift",
-)
-
-#: Above this many labelled pairs the bootstrap adds nothing the CLT does not
-#: give, and costs n * n_boot; the analytic tests stand alone.
-BOOTSTRAP_MAX_N = 50_000
+__all__ = ["BOOTSTRAP_MAX_N", "VERDICTS", "Diagnosis", "Recommendation", "diagnose"]
 #: Past BOOTSTRAP_MAX_N, intervals, feature-target relations and the error tree
 #: are estimated on seeded random subsamples (this many records for intervals,
 #: five times as many for relations and the tree); point values and the tests
@@ -92,22 +75,10 @@ SUBSAMPLE_N = 20_000
 
 
 @dataclass(frozen=True)
-class Recommendation:
-    """What to do: an action, the retraining adapter when one applies, and why."""
-
-    action: str
-    adapter: str | None
-    detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "adapter": self.adapter, "detail": self.detail}
-
-
-@dataclass(frozen=True)
 class Diagnosis:
     """One verdict, its recommendation, and all the evidence."""
 
-    verdict: str
+    verdict: Verdict
     recommendation: Recommendation
     plan_sha256: str
     n_records: int
@@ -120,7 +91,7 @@ class Diagnosis:
     drift: tuple[DriftResult, ...]
     relations: tuple[DriftResult, ...]
     health: tuple[HealthFinding, ...]
-    bounds: Mapping[str, Any]
+    bounds: BoundsCheck
     outliers: tuple[OutlierInfluence, ...]
     segments: tuple[ErrorSegment, ...]
     windows: tuple[Mapping[str, Any], ...]
@@ -149,10 +120,10 @@ class Diagnosis:
             },
             "tests": [t.to_dict() for t in self.tests],
             "drift": [d.to_dict() for d in self.drift],
-            "features_drifted": sorted({d.feature for d in self.drift if _drift_alarm(d)}),
+            "features_drifted": sorted({d.feature for d in self.drift if d.alarm}),
             "relations": [r.to_dict() for r in self.relations],
             "health": [h.to_dict() for h in self.health],
-            "bounds": _jsonable(dict(self.bounds)),
+            "bounds": self.bounds.to_dict(),
             "outliers": [o.to_dict() for o in self.outliers],
             "segments": [{**s.to_dict(), "rule": s.rule} for s in self.segments],
             "windows": [_jsonable(dict(w)) for w in self.windows],
@@ -175,11 +146,6 @@ class Diagnosis:
         }
 
 
-def _drift_alarm(d: DriftResult) -> bool:
-    p = d.p_value if math.isnan(d.p_adjusted) else d.p_adjusted
-    return d.material and p <= d.detail.get("alpha", 0.05)
-
-
 def diagnose(
     *,
     plan: MonitoringPlan,
@@ -195,8 +161,6 @@ def diagnose(
     ``model_family`` (``"ensemble"``, ``"neural"`` or ``"other"``) picks the
     retraining adapter the recommendation names.
     """
-    alpha = plan.alpha
-    reasons: list[str] = []
     notes = list(window.notes)
 
     # 1. The pipeline, from the inputs alone, and the performance, from the labels.
@@ -208,124 +172,97 @@ def diagnose(
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sidecar-diagnose") as pool:
         columns = _Columns.submit(pool, reference, window)
         inputs_job = pool.submit(_inputs, plan, reference, window, columns)
-        result = _performance(plan, reference, window, seed, pool)
+        perf = _performance(plan, reference, window, seed, pool)
         health, drift, distributions = inputs_job.result()
     unknown_rates = {
         f: (window.unknown.get(f, 0) / window.n if window.n else 0.0)
         for f in reference.categorical_fields
     }
-    (_, n_lab, metrics, tests, relations, outliers, segments, windows, bounds, required) = result
+    notes.extend(perf.notes)
+    bounds = _bounds_check(plan, perf)
+    verdict, reasons = decide(
+        plan,
+        n_labelled=perf.n_labelled,
+        health=health,
+        bounds=bounds,
+        tests={t.name: t for t in perf.tests},
+        drift=drift,
+        relations=perf.relations,
+    )
+    return Diagnosis(
+        verdict=verdict,
+        recommendation=recommend(verdict, model_family, health, perf.n_labelled, plan, bounds),
+        plan_sha256=plan.sha256,
+        n_records=window.n,
+        n_labelled=perf.n_labelled,
+        since=since,
+        until=until,
+        reasons=tuple(reasons),
+        metrics=perf.metrics,
+        tests=perf.tests,
+        drift=tuple(drift),
+        relations=perf.relations,
+        health=health,
+        bounds=bounds,
+        outliers=perf.outliers,
+        segments=perf.segments,
+        windows=perf.windows,
+        notes=tuple(notes),
+        unknown_rates=unknown_rates,
+        unknown_series=tuple(_unknown_series(plan, window)),
+        distributions=tuple(distributions),
+    )
 
-    primary = metrics.get("advanced", {}).get(plan.primary_metric)
-    below = above = False
+
+@dataclass(frozen=True)
+class _Performance:
+    """Everything that needs labels, for the verdict and the evidence."""
+
+    n_labelled: int
+    metrics: dict[str, dict[str, MetricValue]]
+    tests: tuple[TestResult, ...]
+    relations: tuple[DriftResult, ...]
+    outliers: tuple[OutlierInfluence, ...]
+    segments: tuple[ErrorSegment, ...]
+    windows: tuple[Mapping[str, Any], ...]
+    notes: tuple[str, ...]
+    required: int | None
+    cap: float
+    equivalence: TestResult | None
+    settle: int | None
+
+
+def _bounds_check(plan: MonitoringPlan, perf: _Performance) -> BoundsCheck:
+    """The primary metric against the plan's bounds, with the decline's equivalence test."""
+    lo, hi = plan.bounds.lower, plan.bounds.upper
+    primary = perf.metrics.get("advanced", {}).get(plan.primary_metric)
+    value, below, above = math.nan, False, False
     if primary is not None:
         value = primary.value
-        bounds["value"] = value
-        lo, hi = plan.bounds.lower, plan.bounds.upper
         # Decay counts when the value is out of bounds (the decline itself must be
-        # significant and material, below); "too good" only when the whole
-        # interval is beyond the bound, so window-to-window noise is not a fault.
+        # significant and material too); "too good" only when the whole interval
+        # is beyond the bound, so window-to-window noise is not a fault.
         if plan.higher_is_better:
             below = lo is not None and value < lo
             above = hi is not None and primary.ci_low > hi
         else:  # a loss: above the upper bound is decay, below the lower bound suspicious
             below = hi is not None and value > hi
             above = lo is not None and primary.ci_high < lo
-        bounds["decayed_out_of_bounds"] = below
-        bounds["suspiciously_good"] = above
-
-    by_name = {t.name: t for t in tests}
-
-    def alarm(name: str) -> bool:
-        t = by_name.get(name)
-        return t is not None and is_alarm(t, alpha=alpha, min_effect=plan.min_effect)
-
-    inputs_moved = any(_drift_alarm(d) for d in drift)
-    verdict: str
-    if health:
-        verdict = "preprocessing_fault"
-        reasons.extend(h.message for h in health)
-    elif n_lab < max(plan.min_labelled, required):
-        verdict = "insufficient_data"
-        reasons.append(
-            f"{n_lab} labelled records; the plan needs at least {plan.min_labelled} "
-            f"({required} for its declared power {plan.power:g} at effect {plan.min_effect:g})"
-        )
-    elif above:
-        verdict = "preprocessing_fault"
-        reasons.append(
-            f"{plan.primary_metric} = {bounds['value']:.4g} is better than the plan's "
-            "acceptable range allows: check for leakage or a broken label feed"
-        )
-    else:
-        adv_worse = alarm("advanced_vs_reference")
-        base_worse = alarm("baseline_vs_reference")
-        edge_lost = alarm("gap_vs_reference")
-        declined = adv_worse and (
-            below or (plan.bounds.lower is None and plan.bounds.upper is None)
-        )
-        if not declined:
-            verdict = "healthy"
-            t = by_name.get("advanced_vs_reference")
-            if t is not None and t.effect > 0:
-                why = (
-                    "within the plan's acceptable bounds"
-                    if adv_worse
-                    else "not significant and material"
-                )
-                reasons.append(
-                    f"the advanced model's loss changed by {t.effect:+.4g} "
-                    f"(p_adj={t.p_adjusted:.3g}): {why}"
-                )
-        elif edge_lost and not base_worse:
-            verdict = "overfitting"
-            reasons.append(
-                "the advanced model got worse than its reference and lost its edge over the "
-                "baseline, while the baseline did not get worse"
-            )
-        elif inputs_moved:
-            verdict = "data_drift"
-            moved = sorted({d.feature for d in drift if _drift_alarm(d)})
-            reasons.append(
-                "the advanced model got worse"
-                + (" and so did the baseline" if base_worse else "")
-                + f", and the inputs moved: {', '.join(moved[:10])}"
-            )
-        else:
-            verdict = "concept_drift"
-            changed = sorted({r.feature for r in relations if _drift_alarm(r)})
-            reasons.append(
-                "the advanced model got worse"
-                + (" and so did the baseline" if base_worse else "")
-                + " while the inputs did not move"
-                + (
-                    f"; the relation to the target changed for {', '.join(changed)}"
-                    if changed
-                    else ""
-                )
-            )
-    return Diagnosis(
-        verdict=verdict,
-        recommendation=_recommend(verdict, model_family, health, n_lab, plan, required),
-        plan_sha256=plan.sha256,
-        n_records=window.n,
-        n_labelled=n_lab,
-        since=since,
-        until=until,
-        reasons=tuple(reasons),
-        metrics=metrics,
-        tests=tuple(tests),
-        drift=tuple(drift),
-        relations=tuple(relations),
-        health=health,
-        bounds=bounds,
-        outliers=tuple(outliers),
-        segments=tuple(segments),
-        windows=tuple(windows),
-        notes=tuple(notes),
-        unknown_rates=unknown_rates,
-        unknown_series=tuple(_unknown_series(plan, window)),
-        distributions=tuple(distributions),
+    eq = perf.equivalence
+    return BoundsCheck(
+        lower=lo,
+        upper=hi,
+        value=value,
+        decayed_out_of_bounds=below,
+        suspiciously_good=above,
+        required_n_for_power=perf.required,
+        winsorised_at=perf.cap if plan.robust else None,
+        decline=math.nan if eq is None else eq.effect,
+        decline_ci_low=math.nan if eq is None else eq.ci_low,
+        decline_ci_high=math.nan if eq is None else eq.ci_high,
+        equivalence_p=math.nan if eq is None else eq.p_value,
+        no_material_decline=eq is not None and eq.p_value <= plan.alpha,
+        labels_to_settle=perf.settle,
     )
 
 
@@ -335,61 +272,78 @@ def _performance(
     window: WindowData,
     seed: int,
     pool: ThreadPoolExecutor,
-) -> tuple[Any, ...]:
+) -> _Performance:
     """Everything that needs labels: metrics, tests, relations, outliers, segments, series."""
     mask = np.asarray(window.labelled, dtype=bool)
     n_lab = int(mask.sum())
-    metrics: dict[str, dict[str, MetricValue]] = {}
-    tests: list[TestResult] = []
-    relations: list[DriftResult] = []
-    outliers: list[OutlierInfluence] = []
-    segments: list[ErrorSegment] = []
-    windows: list[dict[str, Any]] = []
-    bounds: dict[str, Any] = {"lower": plan.bounds.lower, "upper": plan.bounds.upper}
-
-    loss_name = plan.loss
     ref_adv, ref_base, cap = reference_losses(plan, reference)
-    if plan.robust:
-        bounds["winsorised_at"] = cap
     required = required_n(plan, ref_adv, ref_base)
-    bounds["required_n_for_power"] = required
+    empty = _Performance(n_lab, {}, (), (), (), (), (), (), required, cap, None, None)
+    if n_lab < 2:
+        return empty
+    # Every labelled record, without copying the window when all are labelled.
+    rows = None if n_lab == window.n else np.flatnonzero(mask)
 
-    if n_lab >= 2:
-        # Every labelled record, without copying the window when all are labelled.
-        rows = None if n_lab == window.n else np.flatnonzero(mask)
+    def take(values: np.ndarray) -> np.ndarray:
+        return values if rows is None else values[rows]
 
-        def take(values: np.ndarray) -> np.ndarray:
-            return values if rows is None else values[rows]
+    y = take(window.labels)
+    adv_pred, base_pred = take(window.advanced), take(window.baseline)
+    adv_p = None if window.advanced_proba is None else take(window.advanced_proba)
+    base_p = None if window.baseline_proba is None else take(window.baseline_proba)
+    if reference.task == "classification":
+        y = _like(y, reference.y)
+    now_adv = np.minimum(_loss(plan.loss, y, adv_pred, adv_p, reference), cap)
+    now_base = np.minimum(_loss(plan.loss, y, base_pred, base_p, reference), cap)
+    # Independent parts, on the pool's threads (NumPy and SciPy release the GIL
+    # in their heavy loops); the largest first.
+    metrics_job = _metrics(plan, reference, y, adv_pred, adv_p, base_pred, base_p, seed, pool)
+    tests_job = pool.submit(
+        _performance_tests, plan, ref_adv, ref_base, now_adv, now_base, take(window.ts), seed
+    )
+    relations_job = pool.submit(_relations, plan, reference, window, rows, y, seed)
+    segments_job = pool.submit(_segments, reference, window, rows, now_adv, now_base, seed)
+    outliers = []
+    if reference.task == "regression":
+        for who, pred in (("advanced", adv_pred), ("baseline", base_pred)):
+            err = np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+            outliers.append(replace(outlier_influence(err, metric="mse", k=1), metric=f"{who}:mse"))
+    windows = _window_series(plan, take(window.ts), now_adv, now_base)
+    equivalence, settle = _equivalence(plan, ref_adv, now_adv)
+    tests, notes = tests_job.result()
+    return _Performance(
+        n_labelled=n_lab,
+        metrics={who: job.result() for who, job in metrics_job.items()},
+        tests=tuple(tests),
+        relations=tuple(relations_job.result()),
+        outliers=tuple(outliers),
+        segments=tuple(segments_job.result()),
+        windows=tuple(windows),
+        notes=tuple(notes),
+        required=required,
+        cap=cap,
+        equivalence=equivalence,
+        settle=settle,
+    )
 
-        y = take(window.labels)
-        adv_pred, base_pred = take(window.advanced), take(window.baseline)
-        adv_p = None if window.advanced_proba is None else take(window.advanced_proba)
-        base_p = None if window.baseline_proba is None else take(window.baseline_proba)
-        if reference.task == "classification":
-            y = _like(y, reference.y)
-        now_adv = np.minimum(_loss(loss_name, y, adv_pred, adv_p, reference), cap)
-        now_base = np.minimum(_loss(loss_name, y, base_pred, base_p, reference), cap)
-        # Independent parts, on the pool's threads (NumPy and SciPy release the GIL
-        # in their heavy loops); the largest first.
-        metrics_job = _metrics(plan, reference, y, adv_pred, adv_p, base_pred, base_p, seed, pool)
-        tests_job = pool.submit(
-            _performance_tests, plan, ref_adv, ref_base, now_adv, now_base, take(window.ts), seed
-        )
-        relations_job = pool.submit(_relations, plan, reference, window, rows, y, seed)
-        segments_job = pool.submit(_segments, reference, window, rows, now_adv, now_base, seed)
-        if reference.task == "regression":
-            for who, pred in (("advanced", adv_pred), ("baseline", base_pred)):
-                err = np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)
-                outliers.append(
-                    replace(outlier_influence(err, metric="mse", k=1), metric=f"{who}:mse")
-                )
-        windows = _window_series(plan, take(window.ts), now_adv, now_base)
-        metrics = {who: job.result() for who, job in metrics_job.items()}
-        tests = tests_job.result()
-        relations = relations_job.result()
-        segments = segments_job.result()
 
-    return (mask, n_lab, metrics, tests, relations, outliers, segments, windows, bounds, required)
+def _equivalence(
+    plan: MonitoringPlan, ref_adv: np.ndarray, now_adv: np.ndarray
+) -> tuple[TestResult | None, int | None]:
+    """The advanced model's decline (now - reference) tested against ``min_effect`` (TOST at
+    the plan's alpha), and about how many labels in all would settle it if it stays open."""
+    if len(ref_adv) < 2 or len(now_adv) < 2:
+        return None, None
+    eq = tost_welch(ref_adv, now_adv, low=-math.inf, high=plan.min_effect, alpha=plan.alpha)
+    settle = labels_to_settle(
+        effect=eq.effect,
+        sd=float(np.std(now_adv, ddof=1)),
+        n=len(now_adv),
+        margin=plan.min_effect,
+        alpha=plan.alpha,
+        ref_var_of_mean=float(np.var(ref_adv, ddof=1)) / len(ref_adv),
+    )
+    return eq, settle
 
 
 # -- pieces ---------------------------------------------------------------------------
@@ -436,12 +390,23 @@ def reference_losses(
     return np.minimum(adv, cap), np.minimum(base, cap), cap
 
 
-def required_n(plan: MonitoringPlan, ref_adv: np.ndarray, ref_base: np.ndarray) -> int:
-    """Labelled records the plan's declared power needs: a paired test of the loss gap
-    at ``min_effect``, with the reference's standard deviation of that gap."""
-    sd = float(np.std(ref_adv - ref_base, ddof=1)) if len(ref_adv) > 1 else 1.0
-    return required_n_paired(
-        min_effect=plan.min_effect, sd=max(sd, 1e-12), alpha=plan.alpha, power=plan.power
+def required_n(plan: MonitoringPlan, ref_adv: np.ndarray, ref_base: np.ndarray) -> int | None:
+    """Labels at which the plan's declared power rules out a decline of ``min_effect``.
+
+    The statistic is the one the verdict weighs: the advanced model's mean
+    per-example loss (winsorised for a robust primary) now against its
+    reference, whose own size and spread bound what any number of labels can
+    show. ``None`` when the reference alone is too small. (``ref_base`` is kept
+    for callers that also report the paired spread.)
+    """
+    n_ref = len(ref_adv)
+    sd = float(np.std(ref_adv, ddof=1)) if n_ref > 1 else 1.0
+    return required_n_equivalence(
+        margin=plan.min_effect,
+        sd=max(sd, 1e-12),
+        alpha=plan.alpha,
+        power=plan.power,
+        n_reference=n_ref if n_ref > 1 else math.inf,
     )
 
 
@@ -535,7 +500,13 @@ def _health(
         sorted_present=columns.current,
         counts=columns.counts,
     )
-    return check_health(reference.sketches, current, alpha=plan.alpha, units=reference.units)
+    return check_health(
+        reference.sketches,
+        current,
+        alpha=plan.alpha,
+        units=reference.units,
+        correction=plan.tests.correction,
+    )
 
 
 def _drift(
@@ -588,14 +559,24 @@ def _drift(
             results.append(ks_drift(name, sort_reference(ref), cur, space="preprocessed"))
     if not results:
         return []
-    ps = [r.p_value for r in results]
-    adjusted = (
-        benjamini_hochberg(ps) if plan.tests.correction == "benjamini_hochberg" else np.array(ps)
-    )
+    return _judged(plan, results)
+
+
+def _judged(plan: MonitoringPlan, results: Sequence[DriftResult]) -> list[DriftResult]:
+    """Drift or relation results corrected as one family by the plan's correction, each
+    marked material (``min_drift_effect``) and an alarm (also significant at ``alpha``)."""
     out = []
-    for r, p in zip(results, adjusted, strict=True):
-        r = replace(r, p_adjusted=float(p), detail={**r.detail, "alpha": plan.alpha})
-        out.append(replace(r, material=is_material(r, min_effect=plan.min_drift_effect)))
+    for r in correct(results, plan.tests.correction):
+        material = is_material(r, min_effect=plan.min_drift_effect)
+        p = r.p_value if math.isnan(r.p_adjusted) else r.p_adjusted
+        out.append(
+            replace(
+                r,
+                material=material,
+                alarm=material and p <= plan.alpha,
+                detail={**r.detail, "alpha": plan.alpha},  # for the report's colours
+            )
+        )
     return out
 
 
@@ -661,13 +642,9 @@ def _performance_tests(
     now_base: np.ndarray,
     ts: np.ndarray,
     seed: int,
-) -> list[TestResult]:
-    tests: list[TestResult] = []
-    small = len(now_adv) <= BOOTSTRAP_MAX_N
-
-    def named(t: TestResult, name: str, what: str) -> TestResult:
-        return replace(t, name=name, detail={**t.detail, "test": t.name, "what": what})
-
+) -> tuple[list[TestResult], list[str]]:
+    """The plan's declared tests (one family, corrected together), and notes on skipped ones."""
+    batteries: list[tuple[str, Battery]] = []
     # Each model now against its reference (unpaired: different requests).
     pairs = (
         ("advanced_vs_reference", ref_adv, now_adv, "advanced model: loss now - reference"),
@@ -680,52 +657,30 @@ def _performance_tests(
         ),
     )
     for name, ref, now, what in pairs:
-        t = welch_t(ref, now)
-        if "bootstrap" in plan.tests.reference and small:
-            b = bootstrap_mean_diff(ref, now, seed=seed)
-            t = replace(
-                t, ci_low=b.ci_low, ci_high=b.ci_high, detail={**t.detail, "bootstrap_p": b.p_value}
-            )
-        tests.append(named(t, name, what))
-        if "mann_whitney" in plan.tests.reference:
-            tests.append(named(mann_whitney(ref, now), f"{name}:mann_whitney", what))
+        done = reference_battery(plan.tests.reference, ref, now, name=name, what=what, seed=seed)
+        batteries.append((name, done))
     # Now, paired on the same requests: is the advanced model still better?
     what = "advanced - baseline loss on the same requests (> 0: advanced is worse)"
-    for test in plan.tests.paired:
-        if test == "mcnemar" and plan.loss == "zero_one":
-            t = mcnemar_exact(now_adv == 0, now_base == 0)
-        elif test == "paired_bootstrap" and small:
-            t = paired_bootstrap(now_adv, now_base, seed=seed)
-        elif test == "wilcoxon":
-            if np.all(now_adv == now_base):
-                continue
-            t = wilcoxon_signed_rank(now_adv, now_base)
-        elif test == "diebold_mariano" and len(now_adv) >= 10:
-            order = np.argsort(ts, kind="stable")
-            t = diebold_mariano(now_adv[order], now_base[order])
-        else:
-            continue
-        tests.append(named(t, f"paired:{test}", what))
+    batteries.append(
+        (
+            "paired",
+            paired_battery(
+                plan.tests.paired, now_adv, now_base, loss=plan.loss, ts=ts, seed=seed, what=what
+            ),
+        )
+    )
     # Across time windows within the period: is the advanced loss changing?
     groups = _split_by_window(now_adv, ts, plan.window_seconds)
-    if len(groups) >= 2:
-        for across in plan.tests.windows:
-            if across == "welch_anova" and all(len(g) >= 2 for g in groups):
-                tests.append(
-                    named(
-                        welch_anova(groups), "windows:welch_anova", "advanced loss across windows"
-                    )
-                )
-            elif across == "kruskal":
-                tests.append(
-                    named(kruskal(groups), "windows:kruskal", "advanced loss across windows")
-                )
-    adjusted = (
-        benjamini_hochberg([t.p_value for t in tests])
-        if plan.tests.correction == ("benjamini_hochberg")
-        else np.array([t.p_value for t in tests])
+    batteries.append(
+        ("windows", window_battery(plan.tests.windows, groups, what="advanced loss across windows"))
     )
-    return [replace(t, p_adjusted=float(p)) for t, p in zip(tests, adjusted, strict=True)]
+    tests = [t for _, b in batteries for t in b.results]
+    notes = [
+        f"{family}: the plan's {', '.join(b.skipped)} did not apply to this window"
+        for family, b in batteries
+        if b.skipped
+    ]
+    return correct(tests, plan.tests.correction), notes
 
 
 def _split_by_window(values: np.ndarray, ts: np.ndarray, width: float) -> list[np.ndarray]:
@@ -787,18 +742,7 @@ def _relations(
             out.append(relation_change(x_ref, tr, x_cur, tc, feature=name, kind="numeric"))
         except ValueError:
             continue
-    if out:
-        adjusted = benjamini_hochberg([r.p_value for r in out])
-        out = [
-            replace(
-                r,
-                p_adjusted=float(p),
-                material=is_material(r, min_effect=plan.min_drift_effect),
-                detail={**r.detail, "alpha": plan.alpha},
-            )
-            for r, p in zip(out, adjusted, strict=True)
-        ]
-    return out
+    return _judged(plan, out)
 
 
 def _window_series(
@@ -886,56 +830,3 @@ def _distributions(
             }
         )
     return out
-
-
-def _recommend(
-    verdict: str,
-    family: str,
-    health: Sequence[HealthFinding],
-    n_lab: int,
-    plan: MonitoringPlan,
-    required: int,
-) -> Recommendation:
-    retrain = {"ensemble": "replace-members", "neural": "fine-tune-head"}.get(family)
-    if verdict == "healthy":
-        return Recommendation("none", None, "no action: performance is within the plan")
-    if verdict == "insufficient_data":
-        need = max(plan.min_labelled, required) - n_lab
-        return Recommendation(
-            "collect labels",
-            None,
-            f"wait for about {max(need, 0)} more labelled records before judging",
-        )
-    if verdict == "preprocessing_fault":
-        features = sorted({h.feature for h in health})
-        detail = (
-            f"fix the preprocessing of {', '.join(features)} (sidecar preprocessing swap); "
-            "do not retrain"
-            if features
-            else "check the label feed and the features for leakage; do not retrain"
-        )
-        return Recommendation("fix preprocessing", None, detail)
-    if verdict == "overfitting":
-        return Recommendation(
-            "retrain",
-            "regularize",
-            "refit the same model family with stronger regularization on recent data",
-        )
-    if verdict == "data_drift":
-        return Recommendation(
-            "retrain",
-            retrain or "regularize",
-            "retrain on recent data: "
-            + (
-                "replace the worst ensemble members"
-                if retrain == "replace-members"
-                else "fine-tune the head"
-                if retrain == "fine-tune-head"
-                else "refit on recent data"
-            ),
-        )
-    return Recommendation(
-        "retrain",
-        retrain or "regularize",
-        "retrain on recent labelled data: the relation between inputs and target changed",
-    )

@@ -41,9 +41,10 @@ from scipy import stats
 
 from .._errors import InputError
 from ..preprocessing._units import UNITS, affine
+from ._battery import adjust
 from ._drift import _sorted_quantiles
 from ._results import HealthFinding
-from ._stats import benjamini_hochberg, two_proportions
+from ._stats import two_proportions
 
 __all__ = ["CurrentColumns", "check_health", "value_shape"]
 
@@ -609,6 +610,7 @@ def check_health(
     unit_tolerance: float = 0.05,
     min_count: int = 100,
     units: Mapping[str, str] | None = None,
+    correction: str = "benjamini_hochberg",
 ) -> list[HealthFinding]:
     """Every preprocessing fault visible in one window, one finding per (feature, check).
 
@@ -740,7 +742,7 @@ def check_health(
             min_format_share=min_format_share,
         )
 
-    adjusted = benjamini_hochberg([t.p_value for t in tests]) if tests else np.empty(0)
+    adjusted = adjust([t.p_value for t in tests], correction)  # the plan's one correction step
     for test, p_adj in zip(tests, adjusted.tolist(), strict=True):
         if p_adj <= alpha and test.material:
             findings.append(

@@ -19,12 +19,13 @@ import hashlib
 import json
 import os
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .._errors import PlanError
 from .._files import read_mapping
+from ._battery import CORRECTIONS, DRIFT, PAIRED, REFERENCE, WINDOWS
 
 __all__ = [
     "Bounds",
@@ -91,23 +92,51 @@ class Bounds(BaseModel):
         return self
 
 
+if TYPE_CHECKING:  # the names are checked at run time, from the registry
+    from typing import TypeAlias
+
+    PairedTest: TypeAlias = str
+    ReferenceTest: TypeAlias = str
+    WindowTest: TypeAlias = str
+    DriftTest: TypeAlias = str
+    Correction: TypeAlias = str
+else:  # every Literal is built from ``_battery``'s registry: one list of names
+    PairedTest = Literal[tuple(PAIRED)]
+    ReferenceTest = Literal[tuple(REFERENCE)]
+    WindowTest = Literal[tuple(WINDOWS)]
+    DriftTest = Literal[DRIFT]
+    Correction = Literal[CORRECTIONS]
+
+
 class PlanTests(BaseModel):
-    """Which tests the diagnosis runs."""
+    """Which tests the diagnosis runs: every name declared here runs, and nothing else.
+
+    The accepted names are the keys of the registries in ``_battery``
+    (``PAIRED``, ``REFERENCE``, ``WINDOWS``, ``DRIFT``, ``CORRECTIONS``).
+
+    paired
+        Advanced against baseline, and champion against candidate, on the same
+        requests. The first that applies decides a promotion.
+    reference
+        Each model's losses now against its reference losses; the first that
+        applies is the one the verdict weighs (``advanced_vs_reference``).
+    windows
+        The advanced model's losses across the period's windows (evidence).
+    drift
+        Input-drift tests: ``ks`` for numeric features, ``chi2_homogeneity``
+        for categorical ones.
+    correction
+        The multiple-testing correction applied within each family of tests
+        (performance, drift, relations, health, promotion).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    paired: tuple[Literal["mcnemar", "paired_bootstrap", "wilcoxon", "diebold_mariano"], ...] = (
-        "paired_bootstrap",
-        "wilcoxon",
-        "diebold_mariano",
-    )
-    reference: tuple[Literal["welch", "mann_whitney", "bootstrap"], ...] = ("welch", "bootstrap")
-    windows: tuple[Literal["anova", "welch_anova", "kruskal", "f_variance"], ...] = (
-        "welch_anova",
-        "kruskal",
-    )
-    drift: tuple[Literal["ks", "chi2_homogeneity"], ...] = ("ks", "chi2_homogeneity")
-    correction: Literal["benjamini_hochberg", "none"] = "benjamini_hochberg"
+    paired: tuple[PairedTest, ...] = ("paired_bootstrap", "wilcoxon", "diebold_mariano")
+    reference: tuple[ReferenceTest, ...] = ("welch", "bootstrap")
+    windows: tuple[WindowTest, ...] = ("welch_anova", "kruskal")
+    drift: tuple[DriftTest, ...] = ("ks", "chi2_homogeneity")
+    correction: Correction = "benjamini_hochberg"
 
 
 class MonitoringPlan(BaseModel):

@@ -9,16 +9,30 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 __all__ = [
+    "VERDICTS",
+    "BoundsCheck",
     "DriftResult",
     "HealthFinding",
     "MetricValue",
     "OutlierInfluence",
     "TestResult",
+    "Verdict",
     "jsonable",
 ]
+
+#: the fixed vocabulary of ``sidecar diagnose``
+Verdict = Literal[
+    "healthy",
+    "insufficient_data",
+    "preprocessing_fault",
+    "overfitting",
+    "data_drift",
+    "concept_drift",
+]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 
 
 def jsonable(value: Any) -> Any:
@@ -112,6 +126,8 @@ class DriftResult(_ToDict):
     p_adjusted: float = math.nan
     material: bool = False
     detail: Mapping[str, Any] = field(default_factory=dict)
+    #: significant after the plan's correction at its alpha AND material
+    alarm: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,3 +140,35 @@ class HealthFinding(_ToDict):
     message: str
     p_value: float = math.nan
     evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BoundsCheck(_ToDict):
+    """The primary metric against the plan's bounds, and the evidence on a material decline.
+
+    ``value`` is the advanced model's primary metric now; ``decayed_out_of_bounds``
+    says it lies on the bad side of a bound, ``suspiciously_good`` that its whole
+    interval lies beyond the good side. ``decline`` is the advanced model's mean
+    (winsorised, for a robust primary) loss now minus its reference, with the
+    ``1 - 2 alpha`` interval ``decline_ci_low``..``decline_ci_high`` and the
+    equivalence test's p-value ``equivalence_p``: ``no_material_decline`` when the
+    interval's upper end is below the plan's ``min_effect``.
+    ``required_n_for_power``: labels at which an unchanged model is shown to be
+    within ``min_effect`` with the plan's power (``None``: the reference is too
+    small for any number); ``labels_to_settle``: about how many labels in all
+    would settle an open question at the variance observed now.
+    """
+
+    lower: float | None
+    upper: float | None
+    value: float = math.nan
+    decayed_out_of_bounds: bool = False
+    suspiciously_good: bool = False
+    required_n_for_power: int | None = None
+    winsorised_at: float | None = None
+    decline: float = math.nan
+    decline_ci_low: float = math.nan
+    decline_ci_high: float = math.nan
+    equivalence_p: float = math.nan
+    no_material_decline: bool = False
+    labels_to_settle: int | None = None

@@ -131,7 +131,10 @@ def test_plan_check_and_plan_set_from_the_command_line(
     assert main(["plan", "check", str(path), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["plan_sha256"] == sidecar.load(path).plan.sha256
-    assert summary["required_n"] > 1 and summary["plan"]["primary_metric"] == "accuracy"
+    assert summary["plan"]["primary_metric"] == "accuracy"
+    # The quickstart's reference (171 records at 96.5% accuracy) pins its own accuracy
+    # only to about +-0.028: no number of labels rules out a decline of 0.025 against it.
+    assert summary["n_reference"] == 171 and summary["required_n"] is None
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(PLAN))
     assert main(["plan", "set", str(path), str(plan_file), "--out", str(tmp_path / "v2")]) == 0

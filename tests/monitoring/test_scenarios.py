@@ -207,10 +207,8 @@ def _significant(t: dict[str, Any], alpha: float, min_effect: float) -> bool:
 
 
 def _powered(d: Diagnosis) -> None:
-    """The labelled records clear the plan's power requirement with room to spare, so
-    the scenario is not one label-loss away from 'insufficient_data'."""
-    required = d.bounds["required_n_for_power"]
-    assert d.n_labelled >= max(1.15 * required, d.n_records * 0.8), (d.n_labelled, required)
+    """Most records are labelled, well above the plan's floor: the verdict weighs evidence."""
+    assert d.n_labelled >= max(2 * 200, d.n_records * 0.8), d.n_labelled
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -369,9 +367,9 @@ def test_too_few_labels_is_insufficient_data(clf: World) -> None:
     assert d.n_labelled == 30
     assert d.recommendation.action == "collect labels"
     assert d.recommendation.adapter is None
-    required = out["evidence"]["bounds"]["required_n_for_power"]
-    assert required > clf.bundle.plan.min_labelled
-    assert f"about {required - 30} more" in d.recommendation.detail
+    floor = clf.bundle.plan.min_labelled
+    assert f"about {floor - 30} more" in d.recommendation.detail
+    assert f"from {floor} on" in " ".join(d.reasons)
     assert out["evidence"]["health"] == []
 
 
@@ -430,7 +428,7 @@ def test_one_huge_outlier_label_is_not_an_alarm_under_the_robust_default_plan(
     out = _common(d, bundle, "healthy")
     ev = out["evidence"]
     assert ev["health"] == [] and ev["features_drifted"] == []
-    assert d.n_labelled >= ev["bounds"]["required_n_for_power"]
+    assert ev["bounds"]["no_material_decline"] is True  # ruled out, not waited out
     mse = next(o for o in ev["outliers"] if o["metric"] == "advanced:mse")
     assert mse["k"] == 1
     assert mse["relative_change"] > 0.10
