@@ -5,15 +5,31 @@ records over as arrays (see ``sidecar._monitor``) and frozen dataclasses come
 back.
 """
 
+from ._battery import CORRECTIONS, DRIFT, PAIRED, REFERENCE, WINDOWS, adjust, correct
 from ._diagnosis import VERDICTS, Diagnosis, Recommendation
 from ._metrics import METRICS, per_example_loss
 from ._plan import Bounds, MonitoringPlan, PlanTests, default_plan, parse_window, read_plan
-from ._results import DriftResult, HealthFinding, MetricValue, OutlierInfluence, TestResult
+from ._promotion import PromotionDecision, PromotionVerdict
+from ._results import (
+    BoundsCheck,
+    DriftResult,
+    HealthFinding,
+    MetricValue,
+    OutlierInfluence,
+    TestResult,
+    Verdict,
+)
 
 __all__ = [
+    "CORRECTIONS",
+    "DRIFT",
     "METRICS",
+    "PAIRED",
+    "REFERENCE",
     "VERDICTS",
+    "WINDOWS",
     "Bounds",
+    "BoundsCheck",
     "Diagnosis",
     "DriftResult",
     "HealthFinding",
@@ -21,8 +37,13 @@ __all__ = [
     "MonitoringPlan",
     "OutlierInfluence",
     "PlanTests",
+    "PromotionDecision",
+    "PromotionVerdict",
     "Recommendation",
     "TestResult",
+    "Verdict",
+    "adjust",
+    "correct",
     "default_plan",
     "parse_window",
     "per_example_loss",

@@ -1,0 +1,160 @@
+"""The plan is what runs: every registered name is accepted, runs when declared, and only then."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from sidecar import PlanError
+from sidecar.monitoring import (
+    CORRECTIONS,
+    DRIFT,
+    PAIRED,
+    REFERENCE,
+    WINDOWS,
+    MonitoringPlan,
+    PlanTests,
+)
+from sidecar.monitoring._battery import paired_battery, registry_names
+from sidecar.monitoring._promotion import decide_promotion
+from tests.monitoring import sims
+
+
+@pytest.fixture(scope="module")
+def world() -> tuple[Any, Any]:
+    """A classifier over three daily windows, a shifted input so drift tests have work."""
+    return sims.classification(11, n=900, days=3.0, input_shift=0.3)
+
+
+def _names(plan: MonitoringPlan, world: tuple[Any, Any]) -> set[str]:
+    d = sims.diagnose_sim(plan, *world)
+    return {t.name for t in d.tests}
+
+
+def test_the_plan_accepts_exactly_the_registered_names() -> None:
+    schema = PlanTests.model_json_schema()["properties"]
+    for family, names in registry_names().items():
+        if family == "correction":
+            assert tuple(schema[family]["enum"]) == names == CORRECTIONS
+        else:
+            assert tuple(schema[family]["items"]["enum"]) == names
+    assert (tuple(PAIRED), tuple(REFERENCE), tuple(WINDOWS), DRIFT) == (
+        registry_names()["paired"],
+        registry_names()["reference"],
+        registry_names()["windows"],
+        registry_names()["drift"],
+    )
+    with pytest.raises(PlanError, match=r"`tests.windows.0`: Input should be 'anova'"):
+        MonitoringPlan.from_mapping(
+            {
+                "task": "regression",
+                "primary_metric": "mae",
+                "min_effect": 1,
+                "tests": {"windows": ["levene"]},
+            }
+        )
+
+
+@pytest.mark.parametrize("name", list(WINDOWS), ids=list(WINDOWS))
+def test_each_window_test_runs_when_declared_and_only_then(
+    world: tuple[Any, Any], name: str
+) -> None:
+    plan = sims.plan_for(world[0], tests={"windows": [name]})
+    names = _names(plan, world)
+    assert {n for n in names if n.startswith("windows:")} == {f"windows:{name}"}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE), ids=list(REFERENCE))
+def test_each_reference_test_runs_when_declared_and_decides_when_first(
+    world: tuple[Any, Any], name: str
+) -> None:
+    plan = sims.plan_for(world[0], tests={"reference": [name]})
+    d = sims.diagnose_sim(plan, *world)
+    decisive = {t.name: t for t in d.tests}["advanced_vs_reference"]
+    assert decisive.detail["test"] == {
+        "welch": "welch_t", "mann_whitney": "mann_whitney", "bootstrap": "bootstrap_mean_diff"
+    }[name]  # fmt: skip
+    assert not any(t.name.startswith("advanced_vs_reference:") for t in d.tests)
+    both = sims.plan_for(
+        world[0], tests={"reference": [name, "welch" if name != "welch" else "bootstrap"]}
+    )
+    assert any(n.startswith("advanced_vs_reference:") for n in _names(both, world))
+
+
+@pytest.mark.parametrize("name", list(PAIRED), ids=list(PAIRED))
+def test_each_paired_test_runs_when_declared_and_only_then(
+    world: tuple[Any, Any], name: str
+) -> None:
+    plan = sims.plan_for(world[0], tests={"paired": [name]})
+    names = _names(plan, world)
+    assert {n for n in names if n.startswith("paired:")} == {f"paired:{name}"}
+
+
+def test_a_paired_test_that_does_not_apply_is_named_in_the_notes() -> None:
+    ref, win = sims.regression(2, n=400)
+    plan = sims.plan_for(ref, tests={"paired": ["mcnemar", "wilcoxon"]})
+    d = sims.diagnose_sim(plan, ref, win)
+    assert {t.name for t in d.tests if t.name.startswith("paired:")} == {"paired:wilcoxon"}
+    assert any("mcnemar" in note and "did not apply" in note for note in d.notes), d.notes
+
+
+@pytest.mark.parametrize("name", list(DRIFT), ids=list(DRIFT))
+def test_each_drift_test_runs_when_declared_and_only_then(name: str) -> None:
+    ref, win = sims.classification(12, n=600, input_shift=0.3)
+    plan = sims.plan_for(ref, tests={"drift": [name]})
+    d = sims.diagnose_sim(plan, ref, win)
+    ran = {r.test for r in d.drift}
+    assert ran == ({"ks"} if name == "ks" else set())  # the sims have numeric inputs only
+
+
+def test_drift_ks_declared_is_the_only_drift_that_runs_on_numeric_inputs() -> None:
+    ref, win = sims.classification(12, n=600, input_shift=0.3)
+    d = sims.diagnose_sim(sims.plan_for(ref, tests={"drift": []}), ref, win)
+    assert d.drift == () and d.to_dict()["evidence"]["features_drifted"] == []
+
+
+@pytest.mark.parametrize("correction", list(CORRECTIONS), ids=list(CORRECTIONS))
+def test_the_declared_correction_is_the_one_applied_to_every_family(
+    world: tuple[Any, Any], correction: str
+) -> None:
+    plan = sims.plan_for(world[0], tests={"correction": correction})
+    d = sims.diagnose_sim(plan, *world)
+    for family in (list(d.tests), list(d.drift), list(d.relations)):
+        p = np.array([r.p_value for r in family])
+        adj = np.array([r.p_adjusted for r in family])
+        expected = {
+            "none": p,
+            "bonferroni": np.minimum(1.0, p * len(p)),
+            "benjamini_hochberg": stats.false_discovery_control(p, method="bh"),
+        }[correction]
+        np.testing.assert_allclose(adj, expected, rtol=1e-12)
+
+
+def test_the_promotion_decision_runs_the_same_paired_battery_and_correction() -> None:
+    rng = np.random.default_rng(13)
+    n = 800
+    y = rng.integers(0, 2, n)
+    champ = np.where(rng.random(n) < 0.8, y, 1 - y)
+    cand = np.where(rng.random(n) < 0.9, y, 1 - y)
+    ts = np.arange(n, dtype=np.float64)
+    for declared, correction in (
+        (("mcnemar", "wilcoxon"), "none"),
+        (("diebold_mariano",), "bonferroni"),
+    ):
+        ref, _ = sims.classification(0, n=10)
+        plan = sims.plan_for(ref, tests={"paired": list(declared), "correction": correction})
+        decision = decide_promotion(
+            plan=plan, y=y, champion=champ, champion_proba=None, candidate=cand,
+            candidate_proba=None, classes=(0, 1), ts=ts, champion_version="a",
+            candidate_version="b",
+        )  # fmt: skip
+        loss_a, loss_b = (champ != y).astype(float), (cand != y).astype(float)
+        battery = paired_battery(declared, loss_a, loss_b, loss="zero_one", ts=ts)
+        assert [t.name for t in decision.tests] == [t.name for t in battery.results]
+        assert [t.p_value for t in decision.tests] == [t.p_value for t in battery.results]
+        if correction == "none":
+            assert [t.p_adjusted for t in decision.tests] == [t.p_value for t in decision.tests]
+        assert decision.deciding_test == f"paired:{declared[0]}"
