@@ -154,6 +154,9 @@ def test_too_few_shadow_labels_reject_and_mismatches_are_refused(setup: dict[str
     )
     decision = promotion_decision(sidecar.load(tmp / "champion"), sidecar.load(tmp / "better"), url)
     assert not decision.promote and "needs at least" in decision.reason
+    assert decision.decision == "insufficient_data" and decision.to_dict()["decision"] == (
+        "insufficient_data"
+    )
     champion = sidecar.load(tmp / "champion")
     other = champion.with_preprocessing(
         sidecar.TabularPreprocessor(
@@ -169,3 +172,79 @@ def test_too_few_shadow_labels_reject_and_mismatches_are_refused(setup: dict[str
     with pytest.raises(sidecar.InputError, match="must be a bundle registry"):
         Registry.open(tmp / "better")
     assert main(["rollback", str(tmp / "better")]) == 2
+
+
+# --------------------------------------------------------------------------- the decision order
+
+
+def _decide(champ_acc: float, cand_acc: float, n: int, seed: int, **plan: Any) -> Any:
+    """Champion and candidate right independently with the given rates on ``n`` requests."""
+    from sidecar.monitoring import default_plan
+    from sidecar.monitoring._promotion import decide_promotion
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    champ = np.where(rng.random(n) < champ_acc, y, 1 - y)
+    cand = np.where(rng.random(n) < cand_acc, y, 1 - y)
+    base = default_plan("classification", reference_metric=champ_acc)
+    chosen = base.model_copy(update=plan) if plan else base
+    return decide_promotion(
+        plan=chosen, y=y, champion=champ, champion_proba=None, candidate=cand,
+        candidate_proba=None, classes=(0, 1), ts=np.arange(n, dtype=np.float64),
+        champion_version="champ", candidate_version="cand", seed=seed,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("champ", "cand", "n", "expected"),
+    [
+        (0.80, 0.95, 300, "promote"),  # clearly better on a few hundred pairs
+        (0.80, 0.80, 150, "insufficient_data"),  # below the floor
+        (0.80, 0.81, 300, "insufficient_data"),  # cannot tell yet
+        (0.80, 0.80, 20000, "reject"),  # verifiably not better by 0.025
+        (0.80, 0.75, 2000, "reject"),  # worse
+        (0.80, 0.90, 20000, "promote"),
+    ],
+    ids=["clear-300", "floor", "open-300", "same-20000", "worse-2000", "better-20000"],
+)
+def test_the_promotion_order_at_small_and_large_n(
+    champ: float, cand: float, n: int, expected: str
+) -> None:
+    decision = _decide(champ, cand, n, seed=1)
+    assert decision.decision == expected, decision.reason
+    assert decision.promote == (expected == "promote")
+    if expected == "insufficient_data" and n >= 200:
+        assert "more pairs would settle it" in decision.reason
+        assert decision.labels_to_settle > n
+    if expected == "reject" and n == 20000 and cand == champ:
+        assert decision.equivalence.p_value <= 0.05 and "rules out" in decision.reason
+
+
+def test_promotion_is_calibrated_both_ways() -> None:
+    """An equal candidate is promoted in at most alpha of runs; a candidate better by
+    exactly min_effect is rejected as 'not better' in at most alpha of runs."""
+    runs, alpha = 150, 0.05
+    mc = 3 * (alpha * (1 - alpha) / runs) ** 0.5
+    equal = sum(_decide(0.85, 0.85, 600, seed=s).promote for s in range(runs))
+    assert equal / runs <= alpha + mc
+    better = [_decide(0.85, 0.875, 600, seed=s) for s in range(runs)]
+    wrongly_rejected = sum(
+        d.decision == "reject" and d.equivalence.p_value <= alpha for d in better
+    )
+    assert wrongly_rejected / runs <= alpha + mc
+
+
+def test_the_cli_says_undecided_and_exits_1(
+    setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp = setup["tmp"]
+    url = _shadow(
+        tmp, tmp / "champion", tmp / "better", setup["served"][:120], setup["y"][:120], "e.db"
+    )
+    capsys.readouterr()
+    code = main(
+        ["promote", str(tmp / "champion"), "--candidate", str(tmp / "better"), "--store", url]
+    )
+    assert code == 1
+    assert capsys.readouterr().out.startswith("undecided ")
+    assert not (tmp / "champion" / "ACTIVE").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -158,3 +159,23 @@ def test_the_promotion_decision_runs_the_same_paired_battery_and_correction() ->
         if correction == "none":
             assert [t.p_adjusted for t in decision.tests] == [t.p_value for t in decision.tests]
         assert decision.deciding_test == f"paired:{declared[0]}"
+
+
+@pytest.mark.parametrize("correction", list(CORRECTIONS), ids=list(CORRECTIONS))
+def test_the_health_checks_use_the_declared_correction(correction: str) -> None:
+    ref, win = sims.classification(14, n=1000)
+    x1 = win.raw_numeric["x1"].copy()
+    x1[: len(x1) // 3] = np.nan  # a third of x1 goes missing: a pipeline fault
+    win = replace(win, raw_numeric={**win.raw_numeric, "x1": x1})
+    d = sims.diagnose_sim(sims.plan_for(ref, tests={"correction": correction}), ref, win)
+    found = {(h.feature, h.check): h for h in d.health}
+    missing = found[("x1", "missing_rate")]
+    p, adjusted = missing.p_value, missing.evidence["p_adjusted"]
+    if correction == "none":
+        assert adjusted == p
+    elif correction == "bonferroni":
+        m = adjusted / p
+        assert m >= 2 and m == pytest.approx(round(m))  # p times the number of health tests
+    else:
+        assert p <= adjusted <= min(1.0, 20 * p)
+    assert d.verdict == "preprocessing_fault"
