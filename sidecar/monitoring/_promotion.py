@@ -159,6 +159,15 @@ def decide_promotion(
                 plan.primary_metric, y, pred, proba, classes, n_boot=500, seed=seed
             )
     deciding = tests[0]
+    verdict, reason, eq, settle = _weigh(plan, deciding, loss_champ, loss_cand)
+    return decision(verdict, reason, tests, deciding.name, metrics, eq, settle)
+
+
+def _weigh(
+    plan: MonitoringPlan, deciding: TestResult, loss_champ: np.ndarray, loss_cand: np.ndarray
+) -> tuple[PromotionVerdict, str, TestResult, int | None]:
+    """Promote, reject or wait, from the deciding test and the equivalence of the improvement."""
+    n = len(loss_champ)
     eq = tost_paired(loss_champ, loss_cand, low=-math.inf, high=plan.min_effect, alpha=plan.alpha)
     sd = float(np.std(loss_champ - loss_cand, ddof=1))
     settle = labels_to_settle(
@@ -175,26 +184,29 @@ def decide_promotion(
         f"that can reach {plan.min_effect}"
     )
     interval = f"{1 - 2 * plan.alpha:.0%} interval [{eq.ci_low:.4g}, {eq.ci_high:.4g}]"
-    verdict: PromotionVerdict
     if is_alarm(deciding, alpha=plan.alpha, min_effect=plan.min_effect):
-        verdict, reason = "promote", "promote: " + summary
-    elif eq.p_value <= plan.alpha:
-        verdict = "reject"
-        reason = (
+        return "promote", "promote: " + summary, eq, settle
+    if eq.p_value <= plan.alpha:
+        return (
+            "reject",
             f"reject: the improvement's {interval} rules out one of {plan.min_effect:g} "
-            f"(equivalence p={eq.p_value:.3g}); " + summary
+            f"(equivalence p={eq.p_value:.3g}); " + summary,
+            eq,
+            settle,
         )
-    elif power_n is not None and n >= power_n:
-        verdict = "reject"
-        reason = (
+    if power_n is not None and n >= power_n:
+        return (
+            "reject",
             f"reject: no significant and material improvement in {n} pairs, at least the "
-            f"{power_n} the plan's power {plan.power:g} needs; " + summary
+            f"{power_n} the plan's power {plan.power:g} needs; " + summary,
+            eq,
+            settle,
         )
-    else:
-        verdict = "insufficient_data"
-        more = "" if settle is None else f"; about {max(settle - n, 1)} more pairs would settle it"
-        reason = (
-            f"insufficient_data: the improvement {eq.effect:+.4g}, {interval}, neither reaches "
-            f"significance nor rules out {plan.min_effect:g}{more}; " + summary
-        )
-    return decision(verdict, reason, tests, deciding.name, metrics, eq, settle)
+    more = "" if settle is None else f"; about {max(settle - n, 1)} more pairs would settle it"
+    return (
+        "insufficient_data",
+        f"insufficient_data: the improvement {eq.effect:+.4g}, {interval}, neither reaches "
+        f"significance nor rules out {plan.min_effect:g}{more}; " + summary,
+        eq,
+        settle,
+    )
