@@ -182,7 +182,7 @@ class _ReferenceCdf:
         if self.integer:  # whole numbers: P(X <= 4.5) = P(X <= 4)
             v = np.floor(v + 1e-9 * np.maximum(1.0, np.abs(v)))
         core = np.interp(v, self.xs, self.ls, left=0.0, right=1.0)
-        return self.tail + (1 - 2 * self.tail) * core
+        return np.asarray(self.tail + (1 - 2 * self.tail) * core)
 
 
 def _bin_probabilities(cdf: _ReferenceCdf, points: np.ndarray) -> np.ndarray:
@@ -191,7 +191,7 @@ def _bin_probabilities(cdf: _ReferenceCdf, points: np.ndarray) -> np.ndarray:
     ones = np.ones((points.shape[0], 1))
     p = np.diff(np.hstack([0 * ones, inner, ones]), axis=1)
     floor = cdf.tail / p.shape[1]  # any value is possible, if unlikely
-    return (np.maximum(p, 0.0) + floor) / (1.0 + floor * p.shape[1])
+    return np.asarray((np.maximum(p, 0.0) + floor) / (1.0 + floor * p.shape[1]))
 
 
 def _free_tails(
@@ -221,7 +221,7 @@ def _fit_shares(c: np.ndarray, p: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Maximum-likelihood share of ``g`` in ``(1 - s) p + s g`` for each row (concave in s)."""
 
     def slope(s: np.ndarray) -> np.ndarray:
-        return np.sum(c * (g - p) / ((1 - s[:, None]) * p + s[:, None] * g), axis=1)
+        return np.asarray(np.sum(c * (g - p) / ((1 - s[:, None]) * p + s[:, None] * g), axis=1))
 
     k = c.shape[0]
     lo, hi = np.zeros(k), np.ones(k)
@@ -237,7 +237,7 @@ def _deviance(c: np.ndarray, q: np.ndarray, m: int) -> np.ndarray:
     """G-statistic of counts ``c`` against probabilities ``q``, row by row."""
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(c > 0, c * np.log(c / (m * q)), 0.0)
-    return 2 * np.sum(terms, axis=1)
+    return np.asarray(2 * np.sum(terms, axis=1))
 
 
 def _fit_mixtures(
