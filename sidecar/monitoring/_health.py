@@ -636,7 +636,7 @@ def check_health(
     min_format_share: float = 0.1,
     range_margin: float = 1.0,
     unit_tolerance: float = 0.05,
-    min_mixture_share: float = 0.05,
+    min_mixture_share: float = 0.1,
     min_count: int = 100,
     units: Mapping[str, str] | None = None,
 ) -> list[HealthFinding]:

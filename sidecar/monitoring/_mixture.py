@@ -66,7 +66,7 @@ __all__ = ["MixtureFit", "fit_unit_mixture"]
 
 _TAIL = 2  # percentiles beyond which the sketch's shape is not trusted
 _LEVELS = np.r_[0, _TAIL, 5:100:5, 100 - _TAIL, 100]  # bin edges (and their images)
-_MIN_SEPARATION = 0.5  # total variation between the components below which T is not tried
+_MIN_SEPARATION = 0.25  # total variation between the components below which T is not tried
 _FIT_P = 1e-3  # a mixture fits when its residual deviance has a p-value above this
 _EXPLAINED = 0.9  # ... or when it explains at least this share of the deviance
 _BISECT = 48  # bisection steps for the share (2^-48)
@@ -240,6 +240,21 @@ def _deviance(c: np.ndarray, q: np.ndarray, m: int) -> np.ndarray:
     return np.asarray(2 * np.sum(terms, axis=1))
 
 
+def _preimage(
+    edges: np.ndarray, a: np.ndarray, b: np.ndarray, cdf: _ReferenceCdf, window: np.ndarray
+) -> np.ndarray:
+    """Where the reference's CDF is read for ``P(T(X) <= edge)``, row ``i`` for ``T_i``.
+
+    Whole numbers that arrive as whole numbers were rounded after the
+    conversion (a source that records pounds records 154, not 154.32):
+    ``P(round(a X + b) <= y) = P(X <= ceil((floor(y) + 1/2 - b) / a) - 1)``.
+    """
+    if cdf.integer and bool(np.all(window == np.round(window))):
+        v = (np.floor(edges) + 0.5 - b[:, None]) / a[:, None]
+        return np.ceil(v - 1e-9 * np.maximum(1.0, np.abs(v))) - 1
+    return (edges - b[:, None]) / a[:, None]
+
+
 def _fit_mixtures(
     p: np.ndarray, g: np.ndarray, edges: np.ndarray, c: np.ndarray, lo: float, hi: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -334,7 +349,7 @@ def fit_unit_mixture(
         np.hstack([np.tile(base, (a_all.size, 1)), np.outer(a_all, base) + b_all[:, None]])
     )
     p = _bin_probabilities(cdf, edges)
-    g = _bin_probabilities(cdf, (edges - b_all[:, None]) / a_all[:, None])
+    g = _bin_probabilities(cdf, _preimage(edges, a_all, b_all, cdf, present_sorted))
     separation = 0.5 * np.abs(p - g).sum(axis=1)
     keep = np.flatnonzero(separation >= _MIN_SEPARATION)
     if keep.size == 0:
