@@ -180,7 +180,8 @@ class _ReferenceCdf:
     def __call__(self, v: np.ndarray) -> np.ndarray:
         """P(X <= v), the reference's tail mass counted at its extremes."""
         if self.integer:  # whole numbers: P(X <= 4.5) = P(X <= 4)
-            v = np.floor(v + 1e-9 * np.maximum(1.0, np.abs(v)))
+            with np.errstate(invalid="ignore"):  # +-inf stay as they are
+                v = np.where(np.isfinite(v), np.floor(v + 1e-9 * np.maximum(1.0, np.abs(v))), v)
         core = np.interp(v, self.xs, self.ls, left=0.0, right=1.0)
         return np.asarray(self.tail + (1 - 2 * self.tail) * core)
 
@@ -252,7 +253,7 @@ def _preimage(
     if cdf.integer and bool(np.all(window == np.round(window))):
         v = (np.floor(edges) + 0.5 - b[:, None]) / a[:, None]
         return np.ceil(v - 1e-9 * np.maximum(1.0, np.abs(v))) - 1
-    return (edges - b[:, None]) / a[:, None]
+    return np.asarray((edges - b[:, None]) / a[:, None])
 
 
 def _fit_mixtures(
@@ -269,58 +270,82 @@ def _fit_mixtures(
     return share, p_mix, mix, unchanged
 
 
-def _bend(x: np.ndarray, c0: float, theta: np.ndarray, spread: float) -> np.ndarray:
-    """The inverse of ``y -> c0 + d + s u + k u^2 / spread`` (``u = y - c0``) at ``x``.
+def _bent(theta: np.ndarray, spread: float) -> tuple[float, float, float, float]:
+    """``(d, s, k_low, k_high)`` of the smooth change ``theta`` (see ``_world_change``)."""
+    return theta[0] * spread, math.exp(theta[1]), theta[2] / spread, theta[3] / spread
 
-    ``theta = (d / spread, log s, k)``; the root of the monotone branch, in the
-    form that stays exact as ``k -> 0``; -inf/+inf where ``x`` has no preimage.
-    """
-    d, s, k = theta[0] * spread, math.exp(theta[1]), theta[2] / spread
+
+def _unbend(x: np.ndarray, c0: float, theta: np.ndarray, spread: float) -> np.ndarray:
+    """The preimage of ``x`` under ``y -> c0 + d + s u + k u^2`` (``u = y - c0``; ``k`` is
+    ``k_low`` below the median, ``k_high`` above): the monotone root, in the form that
+    stays exact as ``k -> 0``; -inf/+inf where ``x`` has no preimage."""
+    d, s, k_low, k_high = _bent(theta, spread)
     r = x - c0 - d
+    k = np.where(r >= 0, k_high, k_low)
     disc = s * s + 4 * k * r
     with np.errstate(invalid="ignore", divide="ignore"):
         u = 2 * r / (s + np.sqrt(disc))
-    return np.where(disc >= 0, c0 + u, -np.inf if k > 0 else np.inf)
+    return np.where(disc >= 0, c0 + u, np.where(r >= 0, np.inf, -np.inf))
+
+
+def _matched(q: np.ndarray, window: np.ndarray, spread: float) -> np.ndarray:
+    """The smooth change that maps the reference's 5%..95% quantiles onto the window's,
+    by least squares (the map is linear in its parameters): Nelder-Mead's start."""
+    levels = np.arange(5, 100, 5)
+    u = q[levels] - q[50]
+    y = window[np.minimum((levels / 100 * window.size).astype(int), window.size - 1)] - q[50]
+    design = np.column_stack([np.ones_like(u), u, np.minimum(u, 0) ** 2, np.maximum(u, 0) ** 2])
+    d, s, k_low, k_high = np.linalg.lstsq(design, y, rcond=None)[0]
+    if not s > 0:
+        return np.zeros(4)
+    low, high = q[0] - q[50], q[-1] - q[50]
+    if s + 2 * k_low * low <= 0 or s + 2 * k_high * high <= 0:
+        k_low = k_high = 0.0
+    return np.array([d / spread, math.log(s), k_low * spread, k_high * spread])
 
 
 def _world_change(
-    cdf: _ReferenceCdf, q: np.ndarray, edges: np.ndarray, c: np.ndarray, scale: float
+    cdf: _ReferenceCdf,
+    q: np.ndarray,
+    edges: np.ndarray,
+    c: np.ndarray,
+    scale: float,
+    window: np.ndarray,
 ) -> float:
     """Scaled deviance, in the same bins, of the best smooth change of the reference.
 
     The ordinary change a mixture must beat: the world moved, widened or
-    narrowed, and grew or lost a skew -- a monotone quadratic map ``y -> c0 +
-    d + s (y - c0) + k (y - c0)^2 / spread`` around the reference median ``c0``
-    -- fitted by Nelder-Mead (three parameters) from the window's median and
-    interquartile range. A partial unit switch puts a copy of the whole
-    distribution elsewhere, which no such map does.
+    narrowed, and grew or lost a skew or a tail on either side -- a monotone
+    map ``y -> c0 + d + s u + k u^2`` (``u = y - c0``, ``c0`` the reference
+    median) with one curvature ``k`` below the median and another above --
+    fitted by Nelder-Mead (four parameters) from "no change" and from the map
+    that matches the quantiles (``_matched``). A partial unit switch puts a
+    copy of the whole distribution elsewhere, which no such map does.
     """
-    m = float(c.sum())
+    m = int(c.sum())
     c0, spread = float(q[50]), float(q[75] - q[25]) or float(q[-1] - q[0])
     row = edges[None, :]
-    total = np.cumsum(c)  # the window's quartiles, read off the binned counts
-    at = [
-        float(edges[min(int(np.searchsorted(total, f * m)), edges.size - 1)])
-        for f in (0.25, 0.5, 0.75)
-    ]
-    s0 = (at[2] - at[0]) / spread if at[2] > at[0] else 1.0
-    ends = np.array([q[0] - c0, q[-1] - c0])
+    low, high = float(q[0] - c0), float(q[-1] - c0)
 
     def deviance(theta: np.ndarray) -> float:
-        if np.any(math.exp(theta[1]) + 2 * theta[2] / spread * ends <= 0):
+        d, s, k_low, k_high = _bent(theta, spread)
+        if s + 2 * k_low * low <= 0 or s + 2 * k_high * high <= 0:
             return math.inf  # not monotone over the reference's range
-        p = _bin_probabilities(cdf, _bend(row, c0, theta, spread))
-        d, s, k = theta[0] * spread, math.exp(theta[1]), theta[2] / spread
-        lo, hi = (c0 + d + s * u + k * u * u for u in (q[_TAIL] - c0, q[100 - _TAIL] - c0))
+        p = _bin_probabilities(cdf, _unbend(row, c0, theta, spread))
+        u_lo, u_hi = q[_TAIL] - c0, q[100 - _TAIL] - c0
+        lo, hi = c0 + d + s * u_lo + k_low * u_lo**2, c0 + d + s * u_hi + k_high * u_hi**2
         tails = _free_tails(p, row, c[None, :], lo, hi)
-        return scale * float(_deviance(c[None, :], tails, int(m))[0])
+        return scale * float(_deviance(c[None, :], tails, m)[0])
 
-    guess = np.array([(at[1] - c0) / spread, math.log(max(s0, 1e-3)), 0.0])
-    options = {"xatol": 1e-4, "fatol": 1e-3, "maxiter": 600}
-    return min(  # binned deviances have local minima: start from both ends
-        float(optimize.minimize(deviance, start, method="Nelder-Mead", options=options).fun)
-        for start in (np.zeros(3), guess)
-    )
+    options = {"xatol": 1e-4, "fatol": 1e-3, "maxiter": 800}
+    best = math.inf
+    for start in (np.zeros(4), _matched(q, window, spread)):
+        simplex = np.vstack([start, start + 0.2 * np.eye(4)])  # steps the bins can feel
+        found = optimize.minimize(
+            deviance, start, method="Nelder-Mead", options={**options, "initial_simplex": simplex}
+        )
+        best = min(best, float(found.fun))
+    return best
 
 
 def fit_unit_mixture(
@@ -373,6 +398,7 @@ def fit_unit_mixture(
     half = 1.959963984540054 / math.sqrt(info) if info > 0 else math.inf
     single = 0.5 * float(stats.chi2.sf(lr[best], 1)) if lr[best] > 0 else 1.0
     k = int(keep[best])
+    p_value = min(1.0, single * keep.size)
     return MixtureFit(
         factor=float(a_all[k]),
         offset=float(b_all[k]),
@@ -381,12 +407,14 @@ def fit_unit_mixture(
         share_low=max(0.0, float(share[best]) - half),
         share_high=min(1.0, float(share[best]) + half),
         statistic=float(lr[best]),
-        p_value=min(1.0, single * keep.size),
+        p_value=p_value,
         deviance=float(deviance[best]),
         residual=float(residual[best]),
-        world_change=_world_change(cdf, q, edges[best], c[best], scale)
-        if fitting[best]
-        else math.nan,
+        world_change=(
+            _world_change(cdf, q, edges[best], c[best], scale, present_sorted)
+            if fitting[best] and p_value < 1.0  # else it cannot be named: spare the fit
+            else math.nan
+        ),
         df=int(df[best]),
         separation=float(separation[k]),
         candidates=int(keep.size),

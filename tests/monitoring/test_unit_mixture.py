@@ -8,14 +8,20 @@ prints the full power table and the cost on a million rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from scipy import optimize, stats
 from sklearn.ensemble import GradientBoostingClassifier
 
 import sidecar
 from sidecar._monitor import diagnose
+from sidecar._reference import _numeric_sketch
+from sidecar.monitoring import Diagnosis
+from sidecar.monitoring._mixture import MixtureFit, _fit_shares, fit_unit_mixture
 from sidecar.recording import open_store
 from tests.monitoring import worlds
 from tests.monitoring.worlds import Shift
@@ -54,9 +60,7 @@ def bundle() -> sidecar.Bundle:
     )
 
 
-def _diagnose(
-    bundle: sidecar.Bundle, tmp_path: Path, shift: Shift, n: int
-) -> sidecar.monitoring.Diagnosis:
+def _diagnose(bundle: sidecar.Bundle, tmp_path: Path, shift: Shift, n: int) -> Diagnosis:
     period = worlds.classification_period(SEED, 2, n, shift)
     ts = worlds.serving_times(SEED, n)
     store = open_store(f"sqlite:///{tmp_path / 'served.db'}")
@@ -114,3 +118,138 @@ def test_a_served_partial_switch_is_a_preprocessing_fault_with_its_share(
 def test_a_served_clean_window_names_no_mixture(bundle: sidecar.Bundle, tmp_path: Path) -> None:
     d = _diagnose(bundle, tmp_path, Shift(), 2500)
     assert [h.check for h in d.health] == []
+
+
+# --------------------------------------------------------------------------- the fit
+
+
+def _sketch(values: np.ndarray) -> dict[str, Any]:
+    return _numeric_sketch(np.asarray(values, dtype=np.float64))
+
+
+def _fit(reference: np.ndarray, window: np.ndarray, declared: str | None = None) -> MixtureFit:
+    fit = fit_unit_mixture(_sketch(reference), np.sort(window), declared=declared)
+    assert fit is not None
+    return fit
+
+
+def _named(fit: MixtureFit | None, alpha: float = 0.05) -> bool:
+    """What check_health turns into a finding (alone in its family)."""
+    return fit is not None and fit.p_value <= alpha and fit.explains(min_share=MIN_SHARE)
+
+
+MIN_SHARE = 0.1  # check_health's default
+
+
+def test_the_share_is_the_binned_maximum_likelihood(rng: np.random.Generator) -> None:
+    """The bisection on the score finds what scipy's bounded scalar minimiser finds."""
+    k, bins = 6, 30
+    p = rng.dirichlet(np.ones(bins), k)
+    g = rng.dirichlet(np.full(bins, 0.3), k)
+    truth = np.array([0.0, 0.05, 0.2, 0.5, 0.8, 1.0])
+    c = np.array(
+        [
+            rng.multinomial(3000, (1 - s) * pi + s * gi)
+            for s, pi, gi in zip(truth, p, g, strict=True)
+        ]
+    )
+    found = _fit_shares(c.astype(float), p, g)
+    for row in range(k):
+
+        def nll(s: float, row: int = row) -> float:
+            return -float(np.sum(c[row] * np.log((1 - s) * p[row] + s * g[row])))
+
+        best = optimize.minimize_scalar(
+            nll, bounds=(0, 1), method="bounded", options={"xatol": 1e-10}
+        )
+        assert nll(found[row]) <= nll(best.x) + 1e-7
+        assert found[row] == pytest.approx(best.x, abs=1e-4)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(2026)
+
+
+def test_a_third_in_pounds_is_named_with_its_share(rng: np.random.Generator) -> None:
+    reference = rng.normal(70, 12, 5000)
+    window = rng.normal(70, 12, 2000)
+    window[:700] *= 2.20462262
+    fit = _fit(reference, window)
+    assert fit.units == ("kg->lb",)
+    assert fit.factor == pytest.approx(2.20462262) and fit.offset == 0.0
+    assert fit.share_low <= 0.35 <= fit.share_high
+    assert fit.share_high - fit.share_low < 0.06
+    assert fit.p_value < 1e-50 and fit.explains(min_share=MIN_SHARE)
+    assert fit.residual < fit.world_change  # no smooth change of the world does as well
+    assert _fit(reference, window, declared="kg").units == ("kg->lb",)
+    assert "kg->lb" not in _fit(reference, window, declared="m").units
+
+
+def test_whole_numbers_recorded_in_pounds_are_rounded_pounds(rng: np.random.Generator) -> None:
+    """Integer kg in the reference, integer lb from one source: rounding is part of the map."""
+    reference = np.round(rng.normal(78, 14, 5000))
+    window = np.round(rng.normal(78, 14, 2000))
+    hit = rng.random(2000) < 0.35
+    window[hit] = np.round(window[hit] * 2.20462262)
+    fit = _fit(reference, window)
+    assert fit.units == ("kg->lb",) and _named(fit)
+    assert fit.share_low <= hit.mean() <= fit.share_high
+
+
+# --------------------------------------------------------------------------- calibration
+
+CLEAN: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "normal": lambda r, n: r.normal(70, 12, n),
+    "skewed_gamma": lambda r, n: r.gamma(2.0, 50.0, n),
+    "heavy_lognormal": lambda r, n: r.lognormal(3.0, 1.2, n),
+    "heavy_t3": lambda r, n: 20 + 5 * r.standard_t(3, n),
+    "bimodal": lambda r, n: np.where(r.random(n) < 0.4, r.normal(30, 4, n), r.normal(66, 6, n)),
+    "counts": lambda r, n: r.poisson(20, n).astype(float),
+    "zero_inflated": lambda r, n: np.where(r.random(n) < 0.3, 0.0, r.gamma(2.0, 10.0, n)),
+}
+
+
+@pytest.mark.parametrize("n", [300, 2000, 20000], ids=lambda n: f"n{n}")
+def test_false_alarms_over_seeded_clean_windows_stay_below_alpha(n: int) -> None:
+    """Unchanged data, 7 shapes x 30 seeds: the test's p-value <= alpha no more often than
+    alpha allows (binomial 99.9% bound), and a named switch even less often."""
+    alpha, runs = 0.05, 30
+    rejected, named = 0, 0
+    for name, draw in CLEAN.items():
+        for seed in range(runs):
+            r = np.random.default_rng((seed, n, len(name)))
+            fit = fit_unit_mixture(_sketch(draw(r, 1000)), np.sort(draw(r, n)))
+            rejected += fit is not None and fit.p_value <= alpha
+            named += _named(fit, alpha)
+    total = runs * len(CLEAN)
+    assert rejected <= stats.binom.ppf(0.999, total, alpha), rejected / total
+    assert named <= stats.binom.ppf(0.999, total, alpha), named / total
+
+
+def _stretch(x: np.ndarray, s: float) -> np.ndarray:
+    return np.asarray(np.median(x) + s * (x - np.median(x)))
+
+
+WORLD_CHANGES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "shift_10pct": lambda x, r: x + 0.1 * np.abs(np.mean(x)) + 0.1,
+    "shift_30pct": lambda x, r: x + 0.3 * np.abs(np.mean(x)) + 0.3,
+    "wider_x1.5": lambda x, r: _stretch(x, 1.5),
+    "wider_x3": lambda x, r: _stretch(x, 3.0),
+    "narrower_x0.6": lambda x, r: _stretch(x, 0.6),
+    "more_skew": lambda x, r: (
+        _stretch(x, 1.0) + 0.4 * np.maximum(x - np.median(x), 0) * (x - np.median(x)) / np.std(x)
+    ),
+}
+
+
+@pytest.mark.parametrize("change", WORLD_CHANGES.values(), ids=WORLD_CHANGES.keys())
+@pytest.mark.parametrize("n", [500, 20000], ids=lambda n: f"n{n}")
+def test_a_changed_world_is_not_a_partial_unit_switch(
+    change: Callable[[np.ndarray, np.random.Generator], np.ndarray], n: int
+) -> None:
+    """Shifts, stretches and skews of every clean shape: drift, never a named switch."""
+    for name, draw in CLEAN.items():
+        r = np.random.default_rng((n, len(name)))
+        fit = fit_unit_mixture(_sketch(draw(r, 5000)), np.sort(change(draw(r, n), r)))
+        assert not _named(fit), (name, fit)
