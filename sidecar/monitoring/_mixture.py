@@ -78,7 +78,9 @@ class MixtureFit:
     """The best mixture of the reference with a converted copy of itself.
 
     ``share`` is the estimated fraction of the (non-missing) values that
-    arrive converted, ``share_low``/``share_high`` its 95 % Wald interval;
+    arrive converted, ``share_low``/``share_high`` its 95 % Wald interval
+    (widened upwards by the reference's 2 % tails on either side, which may
+    hold some converted values: the estimate leans low by up to that much);
     ``statistic`` the likelihood ratio against ``share = 0`` and ``p_value``
     its boundary p-value times ``candidates`` (Bonferroni); ``deviance`` and
     ``residual`` the scaled deviance of the window from the reference without
@@ -252,7 +254,7 @@ def _preimage(
     """
     if cdf.integer and bool(np.all(window == np.round(window))):
         v = (np.floor(edges) + 0.5 - b[:, None]) / a[:, None]
-        return np.ceil(v - 1e-9 * np.maximum(1.0, np.abs(v))) - 1
+        return np.asarray(np.ceil(v - 1e-9 * np.maximum(1.0, np.abs(v))) - 1)
     return np.asarray((edges - b[:, None]) / a[:, None])
 
 
@@ -337,7 +339,7 @@ def _world_change(
         tails = _free_tails(p, row, c[None, :], lo, hi)
         return scale * float(_deviance(c[None, :], tails, m)[0])
 
-    options = {"xatol": 1e-4, "fatol": 1e-3, "maxiter": 800}
+    options = {"xatol": 1e-3, "fatol": 0.05, "maxiter": 400}  # deviances matter to ~1
     best = math.inf
     for start in (np.zeros(4), _matched(q, window, spread)):
         simplex = np.vstack([start, start + 0.2 * np.eye(4)])  # steps the bins can feel
@@ -405,7 +407,8 @@ def fit_unit_mixture(
         units=names[k],
         share=float(share[best]),
         share_low=max(0.0, float(share[best]) - half),
-        share_high=min(1.0, float(share[best]) + half),
+        # The reference's free tails may hold converted values too: widened upwards.
+        share_high=min(1.0, float(share[best]) + half + (1 - float(share[best])) * _TAIL / 50),
         statistic=float(lr[best]),
         p_value=p_value,
         deviance=float(deviance[best]),
