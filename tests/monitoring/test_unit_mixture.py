@@ -28,6 +28,8 @@ from tests.monitoring import worlds
 from tests.monitoring.worlds import Shift
 
 SEED = 0
+Draw = Callable[[np.random.Generator, int], np.ndarray]
+Convert = Callable[[np.ndarray], np.ndarray]
 
 
 # --------------------------------------------------------------------------- end to end
@@ -200,7 +202,7 @@ def test_whole_numbers_recorded_in_pounds_are_rounded_pounds(rng: np.random.Gene
 
 # --------------------------------------------------------------------------- calibration
 
-CLEAN: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+CLEAN: dict[str, Draw] = {
     "normal": lambda r, n: r.normal(70, 12, n),
     "skewed_gamma": lambda r, n: r.gamma(2.0, 50.0, n),
     "heavy_lognormal": lambda r, n: r.lognormal(3.0, 1.2, n),
@@ -258,7 +260,7 @@ def test_a_changed_world_is_not_a_partial_unit_switch(
 
 # --------------------------------------------------------------------------- power
 
-SWITCH_WORLDS = {
+SWITCH_WORLDS: dict[str, tuple[Draw, Convert, str]] = {
     # name: (clean values, conversion, units, factor)
     "kg->lb": (lambda r, n: r.normal(70, 12, n), lambda x: x * 2.20462262, "kg->lb"),
     "x1000": (lambda r, n: r.gamma(4.0, 50.0, n), lambda x: x * 1000, "kg->g"),
@@ -297,7 +299,7 @@ def segments() -> dict[str, np.ndarray]:
     """River's bundled image-segment data (2,310 regions, 7 classes): multimodal colours."""
     from river import datasets
 
-    rows = list(datasets.ImageSegments())
+    rows = list(datasets.ImageSegments())  # type: ignore[no-untyped-call]
     columns = {k: np.array([x[k] for x, _ in rows], dtype=float) for k in rows[0][0]}
     columns["class"] = np.array([y for _, y in rows])
     return columns
@@ -330,10 +332,11 @@ def test_a_real_bimodal_feature_raises_no_alarm(
     sketch = {column: _sketch(reference)}
     found = check_health(sketch, CurrentColumns(numeric={column: mixed}), alpha=0.05)
     assert "unit_mixture" not in [f.check for f in found]
-    for convert, units in [
+    conversions: list[tuple[Convert, str]] = [
         (lambda x: x * 2.20462262, "kg->lb"),
         (lambda x: 1.8 * x + 32, "degC->degF"),
-    ]:
+    ]
+    for convert, units in conversions:
         switched = window.copy()
         hit = r.random(window.size) < 0.35
         switched[hit] = convert(switched[hit])
@@ -354,8 +357,8 @@ def test_a_real_multimodal_count_raises_no_alarm() -> None:
         for n in (2000, 20000):
             window = CurrentColumns(numeric={"f1": f1[order[10000 : 10000 + n]]})
             assert check_health(sketch, window, alpha=0.05) == []
-    window = f1[order[10000:30000]].copy()
-    hit = np.random.default_rng(7).random(window.size) < 0.15
-    window[hit] *= 1000  # one source in milli-units
-    found = check_health(sketch, CurrentColumns(numeric={"f1": window}), alpha=0.05)
+    switched = f1[order[10000:30000]].copy()
+    hit = np.random.default_rng(7).random(switched.size) < 0.15
+    switched[hit] *= 1000  # one source in milli-units
+    found = check_health(sketch, CurrentColumns(numeric={"f1": switched}), alpha=0.05)
     assert [(f.check, f.evidence["factor"]) for f in found] == [("unit_mixture", 1000.0)]
