@@ -69,7 +69,7 @@ _LEVELS = np.r_[0, _TAIL, 5:100:5, 100 - _TAIL, 100]  # bin edges (and their ima
 _MIN_SEPARATION = 0.25  # total variation between the components below which T is not tried
 _FIT_P = 1e-3  # a mixture fits when its residual deviance has a p-value above this
 _EXPLAINED = 0.9  # ... or when it explains at least this share of the deviance
-_BISECT = 48  # bisection steps for the share (2^-48)
+_NEWTON = 80  # at most this many safeguarded Newton steps for the share
 _EM_ROUNDS = 4  # rounds of (tails, share)
 
 
@@ -220,20 +220,34 @@ def _free_tails(
     return out
 
 
-def _fit_shares(c: np.ndarray, p: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Maximum-likelihood share of ``g`` in ``(1 - s) p + s g`` for each row (concave in s)."""
+def _fit_shares(
+    c: np.ndarray, p: np.ndarray, g: np.ndarray, start: np.ndarray | None = None
+) -> np.ndarray:
+    """Maximum-likelihood share of ``g`` in ``(1 - s) p + s g`` for each row.
 
-    def slope(s: np.ndarray) -> np.ndarray:
-        return np.asarray(np.sum(c * (g - p) / ((1 - s[:, None]) * p + s[:, None] * g), axis=1))
-
+    The log-likelihood is concave in ``s``: Newton steps on its slope from
+    ``start`` (default 1/2), kept inside a shrinking bracket (a bisection step
+    whenever Newton would leave it), until no share moves by 1e-12.
+    """
+    d = g - p
     k = c.shape[0]
+    at_zero = np.sum(c * d / p, axis=1) <= 0
+    at_one = np.sum(c * d / g, axis=1) >= 0
     lo, hi = np.zeros(k), np.ones(k)
-    at_zero, at_one = slope(lo) <= 0, slope(hi) >= 0
-    for _ in range(_BISECT):
-        mid = (lo + hi) / 2
-        up = slope(mid) > 0
-        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
-    return np.where(at_zero, 0.0, np.where(at_one, 1.0, (lo + hi) / 2))
+    s = np.full(k, 0.5) if start is None else np.clip(start, 1e-6, 1 - 1e-6)
+    for _ in range(_NEWTON):
+        before = s
+        q = p + s[:, None] * d
+        slope = np.sum(c * d / q, axis=1)
+        bend = np.sum(c * (d / q) ** 2, axis=1)  # minus the second derivative
+        up = slope > 0
+        lo, hi = np.where(up, s, lo), np.where(up, hi, s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = s + slope / bend
+        s = np.where((step > lo) & (step < hi), step, (lo + hi) / 2)
+        if np.all(np.abs(s - before) < 1e-12):
+            break
+    return np.asarray(np.where(at_zero, 0.0, np.where(at_one, 1.0, s)))
 
 
 def _deviance(c: np.ndarray, q: np.ndarray, m: int) -> np.ndarray:
@@ -267,7 +281,7 @@ def _fit_mixtures(
     share, p_mix, mix = np.zeros(c.shape[0]), unchanged, unchanged
     for _ in range(_EM_ROUNDS):  # the share, and the reference's tails beside it
         p_mix = _free_tails(p, edges, c * (1 - share[:, None]) * p_mix / mix, lo, hi)
-        share = _fit_shares(c, p_mix, g)
+        share = _fit_shares(c, p_mix, g, start=share if share.any() else None)
         mix = (1 - share[:, None]) * p_mix + share[:, None] * g
     return share, p_mix, mix, unchanged
 
@@ -390,12 +404,17 @@ def fit_unit_mixture(
     residual = scale * _deviance(c, mix, m)
     lr = np.maximum(deviance - residual, 0.0)
     df = np.count_nonzero(np.diff(edges) > 0, axis=1)  # bins - 1 - the share
-    # The bins differ between conversions, so their statistics are not comparable as
-    # they stand: the best is the strongest among those whose mixture fits at all.
+    # The bins differ between conversions, so their likelihood ratios are not
+    # comparable as they stand: among the conversions that are clearly significant
+    # (Bonferroni p <= 0.001) and whose mixture fits, the best is the one that
+    # fits best (residual in standard deviations of its chi-square); failing
+    # those, the largest likelihood ratio.
     fitting = residual <= np.maximum(
         stats.chi2.isf(_FIT_P, np.maximum(df, 1)), (1 - _EXPLAINED) * deviance
     )
-    best = int(np.argmax(np.where(fitting, lr, -1.0) if fitting.any() else lr))
+    eligible = fitting & (lr >= stats.chi2.isf(2 * _FIT_P / keep.size, 1))
+    misfit = (residual - df) / np.sqrt(2 * np.maximum(df, 1))
+    best = int(np.argmin(np.where(eligible, misfit, np.inf)) if eligible.any() else np.argmax(lr))
     info = scale * float(np.sum(c[best] * (g[best] - p[best]) ** 2 / mix[best] ** 2))
     half = 1.959963984540054 / math.sqrt(info) if info > 0 else math.inf
     single = 0.5 * float(stats.chi2.sf(lr[best], 1)) if lr[best] > 0 else 1.0
