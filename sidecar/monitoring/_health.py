@@ -15,7 +15,10 @@ count. All tests of one call are corrected together (Benjamini-Hochberg); a
 finding needs an adjusted p-value at most ``alpha`` *and* a material size (a
 rate that *rose* by ``min_rate_increase``, a share of fact-breaking values of
 at least ``min_share``), so a million rows do not turn one odd value into a
-fault. The unit-factor check is a fit, not a test (see ``_unit_factor``).
+fault. The unit-factor check is a fit, not a test (see ``_unit_factor``); a
+unit switch in only part of the records (``unit_mixture``: one source of three
+sends pounds) is a likelihood-ratio test of a mixture, corrected with the others
+(see ``_mixture``).
 
 >>> import numpy as np
 >>> from sidecar._reference import _numeric_sketch  # what a bundle's reference stores

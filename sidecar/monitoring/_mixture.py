@@ -1,5 +1,8 @@
 """Partial unit switches: a share of a column's values arrives in another unit.
 
+(About 450 lines, over the usual 400: the fit, the sketch's CDF and the smooth
+change of the world the fit must beat belong together and nowhere else.)
+
 When one upstream system of three starts sending pounds, a third of the
 weights are the reference times 2.2046 and the rest are unchanged. No single
 factor maps the reference quantiles onto the window's (the whole-column check
@@ -10,33 +13,47 @@ distribution ``F`` and its image under a known conversion ``T(x) = a x + b``
 (every same-dimension pair in ``UNITS``: kg->lb, x1000, m->cm, degC->degF...)?
 
 The reference is its bundle sketch (101 quantiles), so ``F`` is the
-piecewise-linear CDF through them -- a step function for integer data -- with
-``1 / (n_ref + 1)`` of mass beyond each extreme, as for any continuous sample.
-The window is counted in bins bounded by the reference's 5 % quantiles and
-their images under ``T`` (so both components are resolved), and the share is
-the maximum-likelihood estimate of the binned multinomial mixture (the
-log-likelihood is concave in the share; bisection on its derivative).
+piecewise-linear CDF through them -- a step function for integer data, and
+for whole numbers that still arrive whole the conversion is rounded -- with
+``1 / (n_ref + 1)`` of mass beyond each extreme. The window is counted in
+bins bounded by the reference's 0/2/5/.../95/98/100 % quantiles and their
+images under ``T`` (so both components are resolved). Beyond its 2nd and
+98th percentiles a sketch says how much mass lies, not how it is spread, so
+the reference's tails are split freely there (like the window's counts under
+"no change", by EM beside the converted copy under the mixture). The share is
+the maximum-likelihood estimate of the binned multinomial mixture (concave in
+the share: safeguarded Newton steps).
 
 The reference is a sample too: every deviance is scaled by
 ``m_eff / m = 1 / (1 + m / n_ref)`` (the variance of a two-sample difference
 of proportions), so a million current rows against a 5,000-row reference do
 not turn the reference's own noise into evidence.
 
-Three numbers decide, for the best conversion (largest likelihood ratio):
+For the best conversion -- among the clearly significant ones whose mixture
+fits, the one that fits best -- four things decide:
 
 * **significance** -- the likelihood-ratio statistic against ``share = 0``
   is, on the boundary, a 50:50 mixture of chi2_0 and chi2_1; the p-value is
-  Bonferroni-corrected for the conversions tried;
-* **materiality** -- the share is at least a floor (``min_share``); and
+  Bonferroni-corrected for the conversions tried (the caller corrects it
+  again with the window's other health tests);
+* **materiality** -- the share is at least a floor (``min_share``);
 * **fit** -- the mixture must explain the change: its residual deviance is
   within the chi-square noise of its degrees of freedom (p > 0.001) or at most
-  a tenth of the no-mixture deviance. A shifted, widened or re-skewed world
-  leaves most of its deviance unexplained, and is left to the drift tests.
+  a tenth of the no-mixture deviance; and
+* **not an ordinary change** -- it must fit clearly better (by the chi-square
+  1-df 0.001 point) than the best smooth monotone change of the reference
+  (shift, stretch, and a curvature on each side of the median; see
+  ``_world_change``). A shifted, widened or re-skewed world is left to the
+  drift tests.
 
 Conversions whose two components barely differ on this feature (total
-variation below 0.5, e.g. x2.2 on a zero-centred feature, where a widening
-looks like a scale mixture) are not tried: they cannot be told from a change
-of the world, and leaving them out keeps the correction small.
+variation below 0.25, e.g. x1.09 on almost anything) are not tried: they
+cannot be told from a change of the world, and leaving them out keeps the
+correction small. Known limits: a factor within the spread of a very skewed
+feature (x2.2 where values span two decades) separates poorly; a share under
+about 15 % of a few hundred rows is often missed or, with no declared unit,
+taken for a neighbouring factor (x1440 for x1000); the share leans low by up
+to the reference tails' 2 % on each side (its interval is widened for it).
 
 >>> import numpy as np
 >>> from sidecar._reference import _numeric_sketch
