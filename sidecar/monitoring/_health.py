@@ -15,7 +15,10 @@ count. All tests of one call are corrected together (Benjamini-Hochberg); a
 finding needs an adjusted p-value at most ``alpha`` *and* a material size (a
 rate that *rose* by ``min_rate_increase``, a share of fact-breaking values of
 at least ``min_share``), so a million rows do not turn one odd value into a
-fault. The unit-factor check is a fit, not a test (see ``_unit_factor``).
+fault. The unit-factor check is a fit, not a test (see ``_unit_factor``); a
+unit switch in only part of the records (``unit_mixture``: one source of three
+sends pounds) is a likelihood-ratio test of a mixture, corrected with the others
+(see ``_mixture``).
 
 >>> import numpy as np
 >>> from sidecar._reference import _numeric_sketch  # what a bundle's reference stores
@@ -43,6 +46,7 @@ from .._errors import InputError
 from ..preprocessing._units import UNITS, affine
 from ._battery import adjust
 from ._drift import _sorted_quantiles
+from ._mixture import MixtureFit, fit_unit_mixture
 from ._results import HealthFinding
 from ._stats import two_proportions
 
@@ -319,6 +323,22 @@ def _unit_factor(
     )
 
 
+def _mixture_candidate(feature: str, fit: MixtureFit, min_share: float) -> _Candidate:
+    """A partial unit switch (see ``_mixture``) as a test: its p-value, its share, its fit."""
+    offset = f" {'+' if fit.offset > 0 else '-'} {abs(fit.offset):.6g}" if fit.offset else ""
+    return _Candidate(
+        feature,
+        "unit_mixture",
+        f"{feature}: about {fit.share:.0%} of the values (95% CI {fit.share_low:.0%} to "
+        f"{fit.share_high:.0%}) are the reference times {fit.factor:.6g}{offset} (likely "
+        f"{', '.join(fit.units)}), the rest unchanged: one source sends another unit; "
+        "convert its records in preprocessing, do not retrain.",
+        fit.p_value,
+        fit.explains(min_share=min_share),
+        fit.evidence(),
+    )
+
+
 # --------------------------------------------------------------------------- per field
 
 
@@ -370,6 +390,7 @@ def _numeric_checks(
     min_format_share: float,
     range_margin: float,
     unit_tolerance: float,
+    min_mixture_share: float,
     min_count: int,
     declared: str | None,
     present_sorted: np.ndarray | None = None,
@@ -450,6 +471,11 @@ def _numeric_checks(
     )
     if unit is not None:  # a unit change explains a new range and broken integers
         return tests, [unit]
+    if rest.size >= min_count:
+        ordered = np.sort(rest) if present_sorted is None else present_sorted
+        fit = fit_unit_mixture(sketch, ordered, declared=declared)
+        if fit is not None:
+            tests.append(_mixture_candidate(feature, fit, min_mixture_share))
 
     margin = range_margin * ((hi - lo) if hi > lo else max(abs(hi), 1.0))
     beyond = ((rest < lo - margin) | (rest > hi + margin)) & ~negative
@@ -492,6 +518,12 @@ def _numeric_checks(
             )
         )
     return tests, []
+
+
+def _unexplained(findings: list[HealthFinding]) -> list[HealthFinding]:
+    """Findings less the ``range`` and ``format`` ones of a field with a partial unit switch."""
+    mixed = {f.feature for f in findings if f.check == "unit_mixture"}
+    return [f for f in findings if f.feature not in mixed or f.check not in ("range", "format")]
 
 
 def _sorted_present(name: str, given: Any, values: np.ndarray) -> np.ndarray | None:
@@ -608,6 +640,7 @@ def check_health(
     min_format_share: float = 0.1,
     range_margin: float = 1.0,
     unit_tolerance: float = 0.05,
+    min_mixture_share: float = 0.1,
     min_count: int = 100,
     units: Mapping[str, str] | None = None,
     correction: str = "benjamini_hochberg",
@@ -638,6 +671,10 @@ def check_health(
     unit_tolerance
         ``unit_factor``: how far (relatively) the fitted slope may be from a
         conversion factor. Needs ``min_count`` present values.
+    min_mixture_share
+        ``unit_mixture``: the smallest share of values arriving in another
+        unit (the rest unchanged) that matters; see ``_mixture``. Needs
+        ``min_count`` present values.
     units
         Optional declared unit of a raw field (a key of ``UNITS``): then only
         conversions from that unit are considered.
@@ -645,13 +682,15 @@ def check_health(
     Values classed as ``wraparound`` are not counted again under ``sign`` or
     ``range``; negative values are not counted again under ``range``; a
     ``unit_factor`` finding suppresses ``range`` and the integer ``format``
-    check of its field, which a unit change explains.
+    check of its field, which a unit change explains, and so does a
+    ``unit_mixture`` finding (a partial switch), once it is significant.
     """
     alpha = _fraction("alpha", alpha, open_low=True)
     min_rate_increase = _fraction("min_rate_increase", min_rate_increase)
     min_share = _fraction("min_share", min_share)
     min_format_share = _fraction("min_format_share", min_format_share)
     unit_tolerance = _fraction("unit_tolerance", unit_tolerance, open_low=True)
+    min_mixture_share = _fraction("min_mixture_share", min_mixture_share)
     if (
         not isinstance(range_margin, int | float)
         or isinstance(range_margin, bool)
@@ -707,6 +746,7 @@ def check_health(
             min_format_share=min_format_share,
             range_margin=float(range_margin),
             unit_tolerance=unit_tolerance,
+            min_mixture_share=min_mixture_share,
             min_count=min_count,
             declared=declared.get(name),
             present_sorted=_sorted_present(name, current.sorted_present.get(name), values),
@@ -754,4 +794,4 @@ def check_health(
                     evidence={**test.evidence, "p_adjusted": p_adj},
                 )
             )
-    return sorted(findings, key=lambda f: (f.feature, f.check))
+    return sorted(_unexplained(findings), key=lambda f: (f.feature, f.check))

@@ -135,7 +135,8 @@ class HealthFinding(_ToDict):
     """A preprocessing-health finding that points at the pipeline, naming the feature."""
 
     feature: str
-    #: "unit_factor", "unknown_rate", "sign", "range", "wraparound", "format" or "missing_rate"
+    #: "unit_factor", "unit_mixture", "unknown_rate", "sign", "range", "wraparound", "format"
+    #: or "missing_rate"
     check: str
     message: str
     p_value: float = math.nan

@@ -157,6 +157,97 @@ def test_a_variance_change_of_a_zero_centred_feature_is_not_a_unit() -> None:
         assert check_health(sketch, window, alpha=0.05) == []
 
 
+# --------------------------------------------------------------------------- partial unit switches
+
+
+def _some(share: float, convert: Callable[[np.ndarray], np.ndarray]) -> Callable[[Any], Any]:
+    """``convert`` applied to every record of one source in ``1 / share``."""
+
+    def fault(x: np.ndarray) -> np.ndarray:
+        x = x.copy()
+        hit = np.arange(x.size) % round(1 / share) == 0
+        x[hit] = convert(x[hit])
+        return x
+
+    return fault
+
+
+PARTIAL = [
+    ("lb_one_in_three", "weight", 1 / 3, lambda x: x * 2.20462262, "kg->lb"),
+    ("cm_one_in_two", "height", 1 / 2, lambda x: x * 100, "m->cm"),
+    ("x1000_one_in_six", "amount", 1 / 6, lambda x: x * 1000, "kg->g"),
+    ("degF_one_in_three", "temperature", 1 / 3, lambda x: 1.8 * x + 32, "degC->degF"),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "share", "convert", "units"), [c[1:] for c in PARTIAL], ids=[c[0] for c in PARTIAL]
+)
+def test_a_partial_unit_switch_is_a_mixture_with_its_share(
+    reference: dict[str, dict[str, Any]],
+    field: str,
+    share: float,
+    convert: Callable[[np.ndarray], np.ndarray],
+    units: str,
+) -> None:
+    """Not a whole-column factor, not a range fault (x1000 goes far beyond it): a mixture."""
+    findings = check_health(reference, _window(16, **{field: _some(share, convert)}), alpha=0.05)
+    assert _checks(findings) == [(field, "unit_mixture")]
+    evidence = findings[0].evidence
+    assert units in evidence["units"]
+    assert evidence["share_low"] <= share <= evidence["share_high"]
+    assert evidence["p_adjusted"] <= 0.05 and findings[0].p_value <= evidence["p_adjusted"]
+    assert f"about {evidence['share']:.0%} of the values" in findings[0].message
+
+
+def test_a_partial_switch_beside_missing_values_and_new_codes(
+    reference: dict[str, dict[str, Any]],
+) -> None:
+    """Each fault keeps its own check in one window: pounds from one source, a blanked
+    field, a new code system."""
+
+    def blank(x: np.ndarray) -> np.ndarray:
+        x = x.copy()
+        x[::5] = np.nan  # 20%
+        return x
+
+    window = _window(
+        17, weight=_some(1 / 3, lambda x: x * 2.20462262), height=blank, diagnosis=_icd10
+    )
+    findings = check_health(reference, window, alpha=0.05)
+    assert _checks(findings) == [
+        ("diagnosis", "format"),
+        ("diagnosis", "unknown_rate"),
+        ("height", "missing_rate"),
+        ("weight", "unit_mixture"),
+    ]
+    # and with a third of the weights missing as well, the share is of the values present
+    both = _window(17, weight=lambda x: blank(_some(1 / 3, lambda v: v * 2.20462262)(x)))
+    found = {f.check: f for f in check_health(reference, both, alpha=0.05)}
+    assert set(found) == {"missing_rate", "unit_mixture"}
+    assert found["unit_mixture"].evidence["n"] == N_CUR * 4 // 5
+
+
+def test_a_partial_switch_below_the_share_floor_is_not_named(
+    reference: dict[str, dict[str, Any]],
+) -> None:
+    window = _window(18, weight=_some(1 / 25, lambda x: x * 2.20462262))  # 4%
+    assert "unit_mixture" not in [f.check for f in check_health(reference, window, alpha=0.05)]
+    named = check_health(reference, window, alpha=0.05, min_mixture_share=0.02)
+    assert _checks(named) == [("weight", "unit_mixture")]
+    with pytest.raises(InputError, match=r"`min_mixture_share` must be a number in \[0, 1\]"):
+        check_health(reference, window, alpha=0.05, min_mixture_share=1.5)
+
+
+def test_a_small_window_is_not_fitted(reference: dict[str, dict[str, Any]]) -> None:
+    """Fewer present values than ``min_count``: no mixture is fitted at all."""
+    lb = _some(1 / 3, lambda x: x * 2.20462262)
+    window = CurrentColumns(numeric={"weight": lb(np.random.default_rng(19).normal(70, 12, 60))})
+    assert check_health(reference, window, alpha=0.05) == []
+    found = check_health(reference, window, alpha=0.05, min_count=50)
+    assert _checks(found) == [("weight", "unit_mixture")]
+
+
 # --------------------------------------------------------------------------- codes
 
 
@@ -308,8 +399,9 @@ def _with_shortcuts(window: CurrentColumns) -> CurrentColumns:
         {"visits": lambda x: np.where(np.arange(x.size) % 10 == 0, x - 2.0**32, x)},
         {"amount": lambda x: np.where(np.arange(x.size) % 5 == 0, np.nan, x)},
         {"diagnosis": lambda d: [v.replace(".", "") if i % 3 else v for i, v in enumerate(d)]},
+        {"weight": lambda x: np.where(np.arange(x.size) % 3 == 0, x * 2.20462262, x)},
     ],
-    ids=["none", "units", "wraparound", "missing", "code-format"],
+    ids=["none", "units", "wraparound", "missing", "code-format", "partial-units"],
 )
 def test_sorted_columns_and_counts_given_change_nothing(
     reference: dict[str, dict[str, Any]], faults: dict[str, Callable[[Any], Any]]
