@@ -6,6 +6,7 @@ back.
 """
 
 from ._diagnosis import VERDICTS, Diagnosis, Recommendation
+from ._estimate import PerformanceEstimate, estimate_performance
 from ._metrics import METRICS, per_example_loss
 from ._plan import Bounds, MonitoringPlan, PlanTests, default_plan, parse_window, read_plan
 from ._results import DriftResult, HealthFinding, MetricValue, OutlierInfluence, TestResult
@@ -20,10 +21,12 @@ __all__ = [
     "MetricValue",
     "MonitoringPlan",
     "OutlierInfluence",
+    "PerformanceEstimate",
     "PlanTests",
     "Recommendation",
     "TestResult",
     "default_plan",
+    "estimate_performance",
     "parse_window",
     "per_example_loss",
     "read_plan",
