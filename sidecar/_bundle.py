@@ -36,6 +36,7 @@ from typing import Any, cast
 import numpy as np
 
 from ._errors import BundleError, InputError
+from ._frames import as_records
 from ._labels import check_labels
 from ._reference import Reference
 from ._shadow import ShadowRunner
@@ -981,22 +982,6 @@ def _as_preprocessor(preprocessing: Any, train: Records | None, ref: Records) ->
         "`preprocessing` must be a TabularPreprocessor, a spec file path or a fitted "
         f"scikit-learn transformer; got {type(preprocessing).__name__}."
     )
-
-
-def as_records(data: Any) -> Records:
-    """Accept a list of mappings, or a pandas DataFrame (turned into records)."""
-    if type(data) is list:  # the serving path: skip the ABC checks below
-        return data
-    if hasattr(data, "to_dict") and hasattr(data, "columns"):
-        return data.to_dict(orient="records")  # type: ignore[no-any-return]
-    if isinstance(data, Mapping):
-        raise InputError(
-            "records must be a list of objects (one per example); got a single object. "
-            "Wrap it in a list: [record]."
-        )
-    if not isinstance(data, Sequence) or isinstance(data, str | bytes):
-        raise InputError(f"records must be a list of objects; got {type(data).__name__}.")
-    return data
 
 
 def _jsonable(classes: tuple[Any, ...] | None) -> list[Any] | None:

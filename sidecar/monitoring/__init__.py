@@ -7,6 +7,7 @@ back.
 
 from ._battery import CORRECTIONS, DRIFT, PAIRED, REFERENCE, WINDOWS, adjust, correct
 from ._diagnosis import VERDICTS, Diagnosis, Recommendation
+from ._estimate import PerformanceEstimate, estimate_performance
 from ._metrics import METRICS, per_example_loss
 from ._plan import Bounds, MonitoringPlan, PlanTests, default_plan, parse_window, read_plan
 from ._promotion import PromotionDecision, PromotionVerdict
@@ -36,6 +37,7 @@ __all__ = [
     "MetricValue",
     "MonitoringPlan",
     "OutlierInfluence",
+    "PerformanceEstimate",
     "PlanTests",
     "PromotionDecision",
     "PromotionVerdict",
@@ -45,6 +47,7 @@ __all__ = [
     "adjust",
     "correct",
     "default_plan",
+    "estimate_performance",
     "parse_window",
     "per_example_loss",
     "read_plan",

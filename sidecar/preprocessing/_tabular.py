@@ -33,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._errors import FieldProblem, InputError, short_repr
+from .._frames import as_records
 from ._units import affine
 
 __all__ = [
@@ -164,7 +165,8 @@ class TabularPreprocessor:
         dupes = sorted(n for n, k in Counter(names).items() if k > 1)
         if dupes:
             raise InputError(f"`columns` must have unique names; got duplicates {dupes}.")
-        if not records:
+        records = as_records(records)
+        if len(records) == 0:
             raise InputError("`records` must hold at least one training record; got none.")
         vocabularies: dict[str, tuple[str, ...]] = {}
         fills: dict[str, float] = {}
@@ -308,6 +310,7 @@ class TabularPreprocessor:
     ) -> tuple[np.ndarray, EncodingReport]:
         """Like :meth:`transform`, and also count unknown and missing values per column."""
         self._check_fitted()
+        records = as_records(records)
         n = len(records)
         if n == 0:
             raise InputError([FieldProblem("records", "a non-empty list of records", "[]")])
@@ -486,7 +489,10 @@ class TabularPreprocessor:
         self._names = [c.name for c in self.columns]
         self._field_set = frozenset(self._names)
         shown = ", ".join(self._names[:8]) + (", ..." if len(self._names) > 8 else "")
-        self._declared = f"absent: the declared fields are {len(self._names)} ({shown})"
+        self._declared = (
+            f"absent: the declared fields are {len(self._names)} ({shown}); "
+            "to drop undeclared fields instead, set extra_fields='ignore' in the preprocessing"
+        )
         self._cat_idx = [j for j, c in enumerate(self.columns) if isinstance(c, CategoricalColumn)]
 
     def __repr__(self) -> str:

@@ -1,0 +1,149 @@
+"""CBPE: the metric estimated from calibrated probabilities before the labels arrive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+from sidecar.monitoring import PerformanceEstimate, estimate_performance
+
+W = np.array([1.5, -1.0])
+
+
+def _world(rng: np.random.Generator, n: int, shift: float, flip: float = 0.0) -> tuple:
+    """Inputs around ``shift`` (covariate shift); labels from a fixed logistic relation,
+    with a share ``flip`` of them drawn from the opposite relation (concept drift)."""
+    x = rng.normal(loc=shift, size=(n, 2))
+    p = 1.0 / (1.0 + np.exp(-(x @ W)))
+    flipped = rng.uniform(size=n) < flip
+    p = np.where(flipped, 1.0 - p, p)
+    return x, (rng.uniform(size=n) < p).astype(int)
+
+
+@pytest.fixture(scope="module")
+def logistic() -> LogisticRegression:
+    """A model whose scores order the true probabilities at every input, shifted or not."""
+    x, y = _world(np.random.default_rng(0), 4000, shift=0.0)
+    return LogisticRegression().fit(x, y)
+
+
+@pytest.fixture(scope="module")
+def forest() -> RandomForestClassifier:
+    """A forest: its raw probabilities are not calibrated, so CBPE must calibrate them."""
+    x, y = _world(np.random.default_rng(0), 4000, shift=0.0)
+    return RandomForestClassifier(n_estimators=30, min_samples_leaf=20, random_state=0).fit(x, y)
+
+
+def _run(
+    model: RandomForestClassifier | LogisticRegression, seed: int, metric: str, flip: float
+) -> PerformanceEstimate:
+    rng = np.random.default_rng(seed)
+    x_ref, y_ref = _world(rng, 1500, shift=0.0)
+    x_now, y_now = _world(rng, 1500, shift=0.8, flip=flip)  # the inputs moved
+    return estimate_performance(
+        metric,
+        model.predict_proba(x_now),
+        reference_proba=model.predict_proba(x_ref),
+        reference_labels=y_ref,
+        classes=[0, 1],
+        labels=y_now,
+        draws=100,
+        seed=seed,
+    )
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "roc_auc", "f1"], ids=str)
+def test_interval_covers_the_realised_metric_under_covariate_shift(
+    logistic: LogisticRegression, metric: str
+) -> None:
+    runs = [_run(logistic, seed, metric, flip=0.0) for seed in range(60)]
+    covered = np.mean([r.low <= r.realised <= r.high for r in runs if r.realised is not None])
+    errors = np.array([r.error for r in runs], dtype=float)
+    assert covered >= 0.88, covered  # nominal 0.95 over 60 seeded windows
+    assert abs(errors.mean()) < 0.02, errors.mean()  # no material bias
+    assert np.median(np.abs(errors)) < 0.03
+
+
+def test_an_uncalibrated_forest_is_calibrated_on_the_reference(
+    forest: RandomForestClassifier,
+) -> None:
+    """The forest's raw scores are not probabilities; calibrated on the reference, the
+    estimate stays close under covariate shift. Measured: the realised accuracy is about
+    0.016 above the estimate (its scores rank the shifted inputs less well than the
+    reference's), the limit of any score-based estimate; the interval does not claim it."""
+    runs = [_run(forest, seed, "accuracy", flip=0.0) for seed in range(30)]
+    errors = np.array([r.error for r in runs], dtype=float)
+    assert abs(errors.mean()) < 0.03, errors.mean()
+
+
+def test_concept_drift_leaves_the_interval(forest: RandomForestClassifier) -> None:
+    """P(y | x) changed: the model's confidence cannot know, the labels show it."""
+    runs = [_run(forest, seed, "accuracy", flip=0.4) for seed in range(20)]
+    outside = np.mean([r.realised is not None and r.realised < r.low for r in runs])
+    assert outside >= 0.9, outside
+
+
+def test_calibrated_probabilities_estimate_their_own_expected_accuracy() -> None:
+    """For probabilities that are calibrated, expected accuracy is the mean top probability."""
+    rng = np.random.default_rng(3)
+    p1 = rng.beta(2.0, 2.0, size=30_000)
+    proba = np.c_[1.0 - p1, p1]
+    y = (rng.uniform(size=len(p1)) < p1).astype(int)
+    est = estimate_performance(
+        "accuracy",
+        proba[10_000:],
+        reference_proba=proba[:10_000],
+        reference_labels=y[:10_000],
+        classes=[0, 1],
+    )
+    expected = float(np.maximum(p1[10_000:], 1.0 - p1[10_000:]).mean())
+    assert est.estimate == pytest.approx(expected, abs=0.01)
+    assert est.realised is None and est.error is None
+    assert est.low < expected < est.high
+
+
+def test_string_classes_and_partial_labels() -> None:
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet([1.0, 1.0, 1.0], size=3000)
+    classes = np.array(["a", "b", "c"])
+    y = classes[[rng.choice(3, p=row) for row in p]]
+    labels = np.array(y[1000:], dtype=object)
+    labels[::2] = None  # half the labels have not arrived
+    est = estimate_performance(
+        "balanced_accuracy",
+        p[1000:],
+        reference_proba=p[:1000],
+        reference_labels=y[:1000],
+        classes=classes,
+        labels=labels,
+    )
+    assert est.realised is not None and est.low <= est.realised <= est.high
+    assert est.to_dict()["error"] == pytest.approx(est.realised - est.estimate)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"metric": "mse"}, "`metric` must be one of"),
+        ({"alpha": 1.5}, r"`alpha` must be a float in \(0, 1\); got 1.5"),
+        ({"proba": np.ones((3, 3))}, r"must be \(n, 2\) arrays"),
+        ({"reference_labels": [0, 1, 7, 0]}, r"among the classes \[0, 1\]; got 7"),
+        ({"proba": np.ones((0, 2))}, "no rows"),
+    ],
+    ids=["metric", "alpha", "shape", "label", "empty"],
+)
+def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
+    args: dict = {
+        "metric": "accuracy",
+        "proba": np.full((5, 2), 0.5),
+        "reference_proba": np.full((4, 2), 0.5),
+        "reference_labels": [0, 1, 1, 0],
+        "classes": [0, 1],
+    }
+    args.update(kwargs)
+    metric = args.pop("metric")
+    proba = args.pop("proba")
+    with pytest.raises(ValueError, match=match):
+        estimate_performance(metric, proba, **args)

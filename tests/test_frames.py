@@ -1,0 +1,113 @@
+"""pandas, polars and Arrow tables wherever records are accepted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import sidecar
+from sidecar import InputError
+from sidecar._frames import as_records, as_values
+
+
+def _frame(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "weight": rng.normal(70, 12, size=n),
+            "age": rng.integers(18, 90, size=n),  # int64: NumPy scalars per cell
+            "color": pd.Categorical(rng.choice(["red", "green", "blue"], size=n)),
+        }
+    )
+    df.loc[::7, "weight"] = np.nan  # missing values
+    y = pd.Series((df["age"] > 50).astype(int), name="label")
+    return df, y
+
+
+def _pre() -> sidecar.TabularPreprocessor:
+    return sidecar.TabularPreprocessor(
+        columns=[
+            sidecar.NumericColumn(name="weight", allow_missing=True),
+            sidecar.NumericColumn(name="age"),
+            sidecar.CategoricalColumn(name="color"),
+        ]
+    )
+
+
+def test_pandas_frame_fits_and_transforms_like_its_records() -> None:
+    df, _ = _frame(200, seed=0)
+    records = as_records(df)
+    assert records[0]["age"] == int(df["age"].iloc[0]) and type(records[0]["age"]) is int
+    assert records[0]["weight"] is None  # NaN -> missing
+    assert type(records[1]["color"]) is str
+    from_frame = _pre().fit(df)
+    from_list = _pre().fit(records)
+    np.testing.assert_array_equal(from_frame.transform(df), from_list.transform(records))
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [pa.Table.from_pandas, lambda df: pa.RecordBatch.from_pandas(df), pl.from_pandas],
+    ids=["arrow-table", "arrow-batch", "polars"],
+)
+def test_arrow_and_polars_tables_give_the_same_records(convert: Any) -> None:
+    df, _ = _frame(50, seed=1)
+    df = df.assign(color=df["color"].astype(str))
+    assert as_records(convert(df)) == as_records(df)
+
+
+def test_wrap_predict_and_feedback_take_tables(tmp_path: Any) -> None:
+    train, y_train = _frame(400, seed=2)
+    ref, y_ref = _frame(150, seed=3)
+    pre = _pre().fit(train)
+    model = LogisticRegression(max_iter=500).fit(pre.transform(train), y_train)
+    bundle = sidecar.wrap(
+        model,
+        task="classification",
+        preprocessing=pre,
+        train=(train, y_train),
+        reference=(ref, y_ref),
+        name="frames",
+    )
+    now, _ = _frame(20, seed=4)
+    from_frame = bundle.predict(now)
+    from_list = bundle.predict(as_records(now))
+    np.testing.assert_array_equal(from_frame.predictions, from_list.predictions)
+    polars = bundle.predict(pl.from_pandas(now.assign(color=now["color"].astype(str))))
+    np.testing.assert_array_equal(polars.predictions, from_list.predictions)
+
+
+def test_series_and_arrays_become_plain_labels() -> None:
+    assert as_values(pd.Series([1, 0, None], dtype="Int64")) == [1, 0, None]
+    assert as_values(pa.array([True, None])) == [True, None]
+    assert as_values(pl.Series([1.5, None])) == [1.5, None]
+    assert as_values(np.array([1, 2])) == [1, 2] and type(as_values(np.array([1]))[0]) is int
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"x": 1}, "got a single object"),
+        ("text", "a pandas, polars or Arrow table; got str"),
+        (pd.DataFrame([[1, 2]], columns=["a", "a"]), "column names must be unique"),
+    ],
+    ids=["mapping", "string", "duplicate-columns"],
+)
+def test_what_is_not_records_is_named(data: Any, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        as_records(data)
+
+
+def test_an_undeclared_field_names_the_setting_that_drops_it() -> None:
+    df, _ = _frame(30, seed=5)
+    pre = _pre().fit(df)
+    with pytest.raises(InputError, match="extra_fields='ignore'"):
+        pre.transform(df.assign(extra=1))
+    ignoring = sidecar.TabularPreprocessor(columns=pre.columns, extra_fields="ignore").fit(df)
+    assert ignoring.transform(df.assign(extra=1)).shape == pre.transform(df).shape
