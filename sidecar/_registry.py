@@ -36,6 +36,10 @@ def resolve_bundle_path(path: Path) -> Path:
     active = path / ACTIVE
     if active.is_file():
         version = active.read_text().strip()
+        if not version or not version.isalnum():
+            raise BundleError(
+                f"{active} must name a version (letters and digits); got {version[:40]!r}."
+            )
         target = path / VERSIONS / version
         if not target.is_dir():
             raise BundleError(f"{path}: the active version {version!r} is missing from versions/.")

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._integrity import confined_file
 from .._safe import skops_dump, skops_load
 from ._base import ModelOutput, Task, labels_from_proba
 from ._compiled import compile_estimator
@@ -58,4 +59,5 @@ class SklearnPredictor:
     def load(
         cls, directory: Path, meta: dict[str, Any], trusted: tuple[str, ...]
     ) -> SklearnPredictor:
-        return cls(skops_load(directory / meta["file"], trusted), task=meta["task"])
+        path = confined_file(directory, meta.get("file"), part=directory.name, field="file")
+        return cls(skops_load(path, trusted), task=meta["task"])

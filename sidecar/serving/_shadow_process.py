@@ -76,18 +76,17 @@ def load_bundle(settings: Settings, *, candidate: bool = True) -> Any:
             "SIDECAR_BUNDLE must name the bundle directory to serve; got nothing. "
             "Example: SIDECAR_BUNDLE=./my-bundle bentoml serve"
         )
-    bundle = sidecar.load(
-        settings.bundle,
-        trusted=settings.trusted,
-        allow_pickle=settings.allow_pickle,
-        shadow_timeout=settings.shadow_timeout,
-    )
+    # Loading runs only what the settings name (SIDECAR_TRUSTED, SIDECAR_ALLOW_PICKLE), and
+    # with SIDECAR_PUBLIC_KEY only a bundle (and candidate) signed with its private key.
+    options: dict[str, Any] = {
+        "trusted": settings.trusted,
+        "allow_pickle": settings.allow_pickle,
+        "public_key": settings.public_key,
+        "max_part_bytes": settings.max_part_bytes,
+    }
+    bundle = sidecar.load(settings.bundle, shadow_timeout=settings.shadow_timeout, **options)
     if candidate and settings.candidate:
-        bundle.attach_candidate(
-            sidecar.load(
-                settings.candidate, trusted=settings.trusted, allow_pickle=settings.allow_pickle
-            )
-        )
+        bundle.attach_candidate(sidecar.load(settings.candidate, **options))
     return bundle
 
 
