@@ -111,7 +111,8 @@ class PicklePredictor:
         if not allow_pickle:
             raise BundleError(
                 f"{directory} holds a pickled model, and unpickling can run any code. Load it "
-                "only if you trust its source, with sidecar.load(..., allow_pickle=True)."
+                "only if you trust its source, with sidecar.load(..., allow_pickle=True) "
+                "(SIDECAR_ALLOW_PICKLE=1 for `sidecar serve` and the other commands)."
             )
         path = confined_file(directory, meta.get("file"), part=directory.name, field="file")
         with open(path, "rb") as fh:

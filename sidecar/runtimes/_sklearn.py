@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import BundleError
 from .._integrity import confined_file
 from .._safe import skops_dump, skops_load
 from ._base import ModelOutput, Task, labels_from_proba
@@ -60,4 +61,11 @@ class SklearnPredictor:
         cls, directory: Path, meta: dict[str, Any], trusted: tuple[str, ...]
     ) -> SklearnPredictor:
         path = confined_file(directory, meta.get("file"), part=directory.name, field="file")
-        return cls(skops_load(path, trusted), task=meta["task"])
+        estimator = skops_load(path, trusted)
+        needs = ("predict", "classes_") if meta["task"] == "classification" else ("predict",)
+        if not all(hasattr(estimator, name) for name in needs):
+            raise BundleError(
+                f"part {directory.name!r} file {path.name!r} must hold a fitted scikit-learn "
+                f"estimator with {' and '.join(needs)}; got {type(estimator).__name__}."
+            )
+        return cls(estimator, task=meta["task"])

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import SidecarError
+from .._errors import BundleError, SidecarError
 from .._settings import Settings, settings_from_env
 from .._shadow import ShadowRunner
 
@@ -84,9 +84,17 @@ def load_bundle(settings: Settings, *, candidate: bool = True) -> Any:
         "public_key": settings.public_key,
         "max_part_bytes": settings.max_part_bytes,
     }
-    bundle = sidecar.load(settings.bundle, shadow_timeout=settings.shadow_timeout, **options)
-    if candidate and settings.candidate:
-        bundle.attach_candidate(sidecar.load(settings.candidate, **options))
+    try:
+        bundle = sidecar.load(settings.bundle, shadow_timeout=settings.shadow_timeout, **options)
+        if candidate and settings.candidate:
+            bundle.attach_candidate(sidecar.load(settings.candidate, **options))
+    except BundleError as exc:
+        # A refused bundle stays refused: a restarted worker would only refuse it again,
+        # forever. In a BentoML worker, stop the server (the arbiter, our parent) instead.
+        if "_bentoml_impl" in sys.argv[0]:
+            logger.critical("refusing to serve %s: %s", settings.bundle, exc)
+            os.kill(os.getppid(), signal.SIGTERM)
+        raise
     return bundle
 
 
