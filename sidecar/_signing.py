@@ -70,7 +70,9 @@ def sign_bundle(
     signature = root / SIGNATURE
     signature.unlink(missing_ok=True)
     try:
-        config = ms.signing.Config().use_elliptic_key_signer(private_key=key, password=password)
+        # model-signing 1.1 hands the password to cryptography, which needs bytes
+        secret = None if password is None else password.encode()
+        config = ms.signing.Config().use_elliptic_key_signer(private_key=key, password=secret)
         config.set_hashing_config(_hashing(ms)).sign(root, signature)
     except Exception as exc:  # a bad key or password: model-signing raises several kinds
         signature.unlink(missing_ok=True)

@@ -626,3 +626,15 @@ def test_bentoml_serve_stops_instead_of_restarting_a_refusing_worker(
     assert text.count("refusing to serve") == 1, text[-3000:]
     assert "numpy.testing._private.utils.runstring" in text
     assert not marker.exists()
+
+
+def test_the_skops_allow_list_is_exact_type_names() -> None:
+    """No prefix, no function: every allowed name imports to a class."""
+    import importlib
+
+    from sidecar._safe import ALLOWED_TYPES
+
+    for name in sorted(ALLOWED_TYPES):
+        module, _, attr = name.rpartition(".")
+        assert isinstance(getattr(importlib.import_module(module), attr), type), name
+    assert not any(name.endswith(".") for name in ALLOWED_TYPES)
