@@ -4,7 +4,9 @@ Format ``sidecar.bundle/2``. ``seal`` maps every field of the manifest -- each
 top-level key, and each ``parts.<part>.<key>`` (framework, format, file,
 factory, factory_kwargs, path, kind, classes, task, version, sha256, ...) -- to
 the sha256 of its canonical JSON. ``seal_sha256`` is the sha256 of the
-canonical seal and the version is its first 12 hex digits. Each part's
+canonical seal; the version is the first 12 hex digits of the sha256 of the
+seal without ``created_at`` (sealed, but *when* a bundle was saved is not
+*what* it is: the same content saved twice is one version). Each part's
 ``sha256`` covers the part's bytes and ``plan_sha256`` the plan, so the version
 covers the whole manifest and every byte. A field edited without resealing is
 refused by name; an attacker who reseals makes another version (and breaks a
@@ -37,6 +39,7 @@ FORMAT = "sidecar.bundle/2"
 LEGACY_FORMAT = "sidecar.bundle/1"
 PARTS = ("preprocessing", "advanced", "baseline", "reference")
 _UNSEALED = ("version", "seal", "seal_sha256")
+_NOT_IN_VERSION = ("created_at",)
 
 
 def _canonical(value: Any) -> bytes:
@@ -65,13 +68,16 @@ def field_digests(manifest: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _version(seal: Mapping[str, str]) -> str:
+    return _digest({k: v for k, v in seal.items() if k not in _NOT_IN_VERSION})[:12]
+
+
 def seal_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """``manifest`` with its ``seal``, ``seal_sha256`` and the ``version`` they make."""
     body = {k: v for k, v in manifest.items() if k not in _UNSEALED}
     body["format"] = FORMAT
     seal = field_digests(body)
-    whole = _digest(seal)
-    return {**body, "seal": seal, "seal_sha256": whole, "version": whole[:12]}
+    return {**body, "seal": seal, "seal_sha256": _digest(seal), "version": _version(seal)}
 
 
 def check_seal(manifest: Mapping[str, Any], where: str) -> None:
@@ -108,10 +114,11 @@ def check_seal(manifest: Mapping[str, Any], where: str) -> None:
             f"{where}: field `seal_sha256` {str(manifest.get('seal_sha256'))[:16]}... does not "
             f"match the seal ({whole[:16]}...); the seal was edited after the bundle was saved."
         )
-    if manifest.get("version") != whole[:12]:
+    version = _version(seal)
+    if manifest.get("version") != version:
         raise BundleError(
             f"{where}: field `version` {manifest.get('version')!r} does not match the sealed "
-            f"manifest (it makes version {whole[:12]!r}); the version was edited after the "
+            f"manifest (it makes version {version!r}); the version was edited after the "
             "bundle was saved."
         )
 

@@ -13,6 +13,8 @@ names it in ``trusted``.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,10 +37,34 @@ ALLOWED_TYPES = frozenset(
 )
 
 
-def skops_dump(obj: Any, path: Path) -> None:
-    import skops.io as sio
+_IMPORT_LOCK = threading.Lock()
 
-    sio.dump(obj, path)
+
+def _skops_io() -> Any:
+    """``skops.io``, imported without importing PyTorch.
+
+    On import, skops lists scikit-learn's estimators, and scikit-learn's package
+    walk imports ``array_api_compat.torch`` -- and so torch, seconds of start-up --
+    whenever torch is installed, though no scikit-learn model needs it. While
+    skops is imported, torch is marked unavailable (the walk skips what it cannot
+    import); afterwards torch imports as usual, for a torch model that needs it.
+    """
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        import skops.io
+
+        return skops.io
+    with _IMPORT_LOCK:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+        try:
+            import skops.io
+        finally:
+            if sys.modules.get("torch", 0) is None:
+                del sys.modules["torch"]
+    return skops.io
+
+
+def skops_dump(obj: Any, path: Path) -> None:
+    _skops_io().dump(obj, path)
 
 
 def normalise_zip(path: Path) -> None:
@@ -66,7 +92,7 @@ def normalise_zip(path: Path) -> None:
 
 def skops_load(path: Path, trusted: Iterable[str] = ()) -> Any:
     """Load ``path``; refuse a type neither skops, :data:`ALLOWED_TYPES` nor ``trusted`` names."""
-    import skops.io as sio
+    sio = _skops_io()
 
     allowed = set(trusted)
     try:

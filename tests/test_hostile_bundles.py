@@ -638,3 +638,25 @@ def test_the_skops_allow_list_is_exact_type_names() -> None:
         module, _, attr = name.rpartition(".")
         assert isinstance(getattr(importlib.import_module(module), attr), type), name
     assert not any(name.endswith(".") for name in ALLOWED_TYPES)
+
+
+def test_a_scikit_learn_bundle_loads_without_importing_torch(
+    sklearn_bundle: Path, torch_bundle: Path
+) -> None:
+    """Fast start: no framework the bundle does not need; torch still loads afterwards."""
+    script = f"""
+import sys
+import sidecar
+bundle = sidecar.load({str(sklearn_bundle)!r})
+assert "torch" not in sys.modules, "torch was imported for a scikit-learn bundle"
+bundle.predict([{{"a": 0.5, "b": -1.0}}])
+net = sidecar.load({str(torch_bundle)!r}, trusted=[{FACTORY!r}])
+assert "torch" in sys.modules
+print(net.predict([{{"a": 0.5, "b": -1.0}}]).predictions.tolist())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("[0]", "[1]")
