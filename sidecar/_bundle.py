@@ -635,6 +635,8 @@ class Bundle:
                 source, meta_kept = self._sources[part]
                 shutil.copytree(source, directory)
                 parts[part] = dict(meta_kept)
+                # the same bytes; a format-1 part gets its sha256 in today's framing
+                parts[part]["sha256"] = scan_part(directory, part, max_part_bytes=1 << 62).sha256
                 continue
             directory.mkdir(parents=True)
             meta: dict[str, Any]
@@ -840,7 +842,8 @@ def _check_parts(root: Path, manifest: dict[str, Any], max_part_bytes: int) -> N
         directory = root / part
         if meta is None or not (directory.is_dir() or directory.is_symlink()):
             raise BundleError(f"{root} is missing its {part!r} part; the bundle is incomplete.")
-        scanned = scan_part(directory, part, max_part_bytes=max_part_bytes)
+        framed = manifest["format"] != LEGACY_FORMAT
+        scanned = scan_part(directory, part, max_part_bytes=max_part_bytes, framed=framed)
         if scanned.sha256 != meta["sha256"]:
             raise BundleError(
                 f"{root}: part {part!r} failed its hash check (field `parts.{part}.sha256` is "

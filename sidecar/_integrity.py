@@ -90,11 +90,15 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def scan_part(directory: Path, part: str, *, max_part_bytes: int = MAX_PART_BYTES) -> PartFiles:
-    """Check and hash a part directory (sha256 over relative paths and bytes, sorted).
+def scan_part(
+    directory: Path, part: str, *, max_part_bytes: int = MAX_PART_BYTES, framed: bool = True
+) -> PartFiles:
+    """Check and hash a part directory: sha256 over each file's relative path and bytes.
 
-    The hash is the one :func:`sidecar._bundle.hash_directory` always made, so
-    bundles keep their part hashes.
+    Files in sorted order; each is framed by its path, a NUL and its size (8
+    bytes, big-endian), so no two different sets of files hash alike. Without
+    ``framed`` (bundle format 1) the size is left out -- which let the bytes of
+    one file be read as the end of one file and the start of another.
     """
     where = f"part {part!r}"
     try:
@@ -114,8 +118,9 @@ def scan_part(directory: Path, part: str, *, max_part_bytes: int = MAX_PART_BYTE
     for rel in files:
         path = directory / rel
         digest.update(rel.encode() + b"\0")
-        total += _hash_file(path, digest, where, f"{part}/{rel}")
-        digest.update(b"\0")
+        total += _hash_file(path, digest, where, f"{part}/{rel}", framed)
+        if not framed:
+            digest.update(b"\0")
         if total > max_part_bytes:
             raise BundleError(
                 f"{where}: its files hold more than {max_part_bytes} bytes once inflated "
@@ -140,21 +145,26 @@ def _walk(directory: Path, where: str, prefix: str = "") -> list[str]:
     return out
 
 
-def _hash_file(path: Path, digest: hashlib._Hash, where: str, name: str) -> int:
-    """Feed the file's bytes to ``digest``; return the bytes it holds once inflated."""
+def _hash_file(path: Path, digest: hashlib._Hash, where: str, name: str, framed: bool) -> int:
+    """Feed the file's (size and) bytes to ``digest``; return the bytes it holds inflated."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
         raise BundleError(f"{where}: {path} cannot be opened as a plain file: {exc}") from exc
     with os.fdopen(fd, "rb") as fh:
-        _check_stat(os.fstat(fh.fileno()), path, where)  # the file opened is the one checked
+        st = os.fstat(fh.fileno())
+        _check_stat(st, path, where)  # the file opened is the one checked
+        if framed:
+            digest.update(st.st_size.to_bytes(8, "big"))
         head = fh.read(4)
         digest.update(head)
         size = len(head)
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
             size += len(chunk)
+    if framed and size != st.st_size:
+        raise BundleError(f"{where}: {path} changed while it was read; refusing it.")
     if head == _ZIP_MAGIC:
         return max(size, _zip_inflated_bytes(path, where, name))
     return size

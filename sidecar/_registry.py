@@ -103,13 +103,20 @@ class Registry:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def register(self, bundle_dir: Path) -> str:
-        """Copy a saved bundle into ``versions/`` (a no-op when that version is there)."""
-        version = str(json.loads((bundle_dir / "manifest.json").read_text())["version"])
+        """Copy a saved bundle into ``versions/`` (a no-op when that version is there).
+
+        The bundle is checked first (files, hashes, seal), so a link is never
+        turned into a copy of what it pointed at.
+        """
+        from ._bundle import check_bundle
+
+        manifest, _ = check_bundle(bundle_dir)
+        version = str(manifest["version"])
         target = self.root / VERSIONS / version
         if not target.exists():
             staging = self.root / VERSIONS / f".{version}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(bundle_dir, staging)
+            shutil.copytree(bundle_dir, staging, symlinks=True)
             os.replace(staging, target)
             self._log({"action": "register", "version": version})
         return version

@@ -190,12 +190,15 @@ class TestLegacyFormat:
 
     @staticmethod
     def _as_legacy(root: Path) -> str:
+        from sidecar._integrity import scan_part
         from sidecar._manifest import LEGACY_FORMAT, legacy_version
 
         manifest = json.loads((root / "manifest.json").read_text())
         for key in ("seal", "seal_sha256"):
             del manifest[key]
         manifest["format"] = LEGACY_FORMAT
+        for part, meta in manifest["parts"].items():  # format 1 hashed without sizes
+            meta["sha256"] = scan_part(root / part, part, framed=False).sha256
         manifest["version"] = legacy_version(manifest, manifest["plan_sha256"])
         (root / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
         return str(manifest["version"])
@@ -211,7 +214,9 @@ class TestLegacyFormat:
         new = sidecar.load(legacy.save(tmp_path / "resaved"))
         assert new.manifest["format"] == "sidecar.bundle/2"
         assert new.version != old_version  # the version now covers the whole manifest
-        assert new.manifest["parts"] == legacy.manifest["parts"]  # copied byte for byte
+        for part, meta in new.manifest["parts"].items():  # copied byte for byte
+            assert {**meta, "sha256": None} == {**legacy.manifest["parts"][part], "sha256": None}
+            assert meta["sha256"] == hash_directory(copy / part)  # today's framing
         ref = cls_data[2]
         np.testing.assert_array_equal(new.predict(ref).predictions, legacy.predict(ref).predictions)
 

@@ -89,12 +89,12 @@ def torch_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _attacker_hash(directory: Path) -> str:
-    """The part hash, computed as the old loader did: following links."""
+    """The part hash as the loader computes it, but following links (as the old one did)."""
     digest = hashlib.sha256()
     for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+        data = file.read_bytes()
         digest.update(file.relative_to(directory).as_posix().encode() + b"\0")
-        digest.update(file.read_bytes())
-        digest.update(b"\0")
+        digest.update(len(data).to_bytes(8, "big") + data)
     return digest.hexdigest()
 
 
@@ -660,3 +660,27 @@ print(net.predict([{{"a": 0.5, "b": -1.0}}]).predictions.tolist())
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in ("[0]", "[1]")
+
+
+def test_a_registry_never_copies_a_link_into_a_file(sklearn_bundle: Path, tmp_path: Path) -> None:
+    from sidecar._registry import Registry
+
+    root, _ = hostile(sklearn_bundle, tmp_path, _symlink_etc_passwd)
+    registry = Registry.open(Path(shutil.copytree(sklearn_bundle, tmp_path / "reg")), create=True)
+    with pytest.raises(sidecar.BundleError, match=r"part 'reference': .*passwd is a symbolic"):
+        registry.register(root)
+    assert registry.versions() == [sidecar.load(tmp_path / "reg").version]
+
+
+def test_splitting_a_file_in_two_changes_the_part_hash(tmp_path: Path) -> None:
+    """Files are framed by their size: bytes cannot move from one file to the next unseen."""
+    from sidecar._integrity import scan_part
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    (one / "a").write_bytes(b"x\0b\0y")
+    (two / "a").write_bytes(b"x")
+    (two / "b").write_bytes(b"y")
+    assert scan_part(one, "p", framed=False).sha256 == scan_part(two, "p", framed=False).sha256
+    assert scan_part(one, "p").sha256 != scan_part(two, "p").sha256
