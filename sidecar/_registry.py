@@ -108,7 +108,7 @@ class Registry:
         The bundle is checked first (files, hashes, seal), so a link is never
         turned into a copy of what it pointed at.
         """
-        from ._bundle import check_bundle
+        from ._checks import check_bundle
 
         manifest, _ = check_bundle(bundle_dir)
         version = str(manifest["version"])

@@ -427,7 +427,7 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ._bundle import check_bundle
+    from ._checks import check_bundle
     from ._registry import resolve_bundle_path
     from ._signing import verify_bundle
 
