@@ -10,10 +10,15 @@ A bundle on disk is a directory::
     reference/         what "normal" looked like (see ``sidecar._reference``)
 
 Every part has its own version and sha256; the bundle's version is derived
-from the parts' hashes and its parent, so any change of any part makes a new
-version, and saving a loaded bundle again keeps it (its parts are copied, not
-re-serialised). Loading re-hashes every part, recomputes the version, and
-refuses a bundle whose files or manifest changed after it was saved.
+from the whole sealed manifest (see ``sidecar._manifest``), which covers every
+field a loader reads and, through the parts' hashes, every byte -- so any
+change makes a new version, and saving a loaded bundle again keeps it (its
+parts are copied, not re-serialised). Loading first checks the files (plain
+files only, no links, within the size limits: ``sidecar._integrity``),
+re-hashes every part, checks the seal, and refuses a bundle whose files or
+manifest changed after it was saved, naming the part or field. Loading runs no
+code the caller did not trust by name (pickle, import paths, skops types
+outside the allow-list in ``sidecar._safe``).
 """
 
 from __future__ import annotations
@@ -35,9 +40,12 @@ from typing import Any, cast
 
 import numpy as np
 
+from ._checks import check_bundle
 from ._errors import BundleError, InputError
 from ._frames import as_records
+from ._integrity import MAX_PART_BYTES, scan_part
 from ._labels import check_labels
+from ._manifest import seal_manifest
 from ._reference import Reference
 from ._shadow import ShadowRunner
 from .monitoring._plan import MonitoringPlan, default_plan
@@ -54,7 +62,6 @@ from .runtimes import ModelOutput, Predictor, as_predictor, load_predictor
 
 __all__ = ["Bundle", "Prediction", "ShadowPrediction", "load", "wrap"]
 
-FORMAT = "sidecar.bundle/1"
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
 PARTS = ("preprocessing", "advanced", "baseline", "reference")
@@ -630,6 +637,8 @@ class Bundle:
                 source, meta_kept = self._sources[part]
                 shutil.copytree(source, directory)
                 parts[part] = dict(meta_kept)
+                # the same bytes; a format-1 part gets its sha256 in today's framing
+                parts[part]["sha256"] = scan_part(directory, part, max_part_bytes=1 << 62).sha256
                 continue
             directory.mkdir(parents=True)
             meta: dict[str, Any]
@@ -645,16 +654,14 @@ class Bundle:
                 meta = model.save(directory)
                 meta.update(task=self.task, classes=_jsonable(model.classes))
                 given = None
-            digest = hash_directory(directory)
+            digest = scan_part(directory, part, max_part_bytes=1 << 62).sha256
             meta.update(version=given or digest[:12], sha256=digest)
             parts[part] = meta
         plan_text = self.plan.canonical_json()
         (root / PLAN).write_text(plan_text)
         plan_sha = hashlib.sha256(plan_text.encode()).hexdigest()
         manifest = {
-            "format": FORMAT,
             "name": self.name,
-            "version": _bundle_version(self.name, self.task, self.parent, parts, plan_sha),
             "plan_sha256": plan_sha,
             "parent": self.parent,
             "task": self.task,
@@ -662,6 +669,7 @@ class Bundle:
             "classes": _jsonable(self._classes),
             "parts": parts,
         }
+        manifest = seal_manifest(manifest)
         (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         return manifest
 
@@ -708,32 +716,13 @@ def _json_rows(matrix: np.ndarray | None, n: int) -> list[str | None]:
     return [dumps(row) for row in matrix.tolist()]
 
 
-def _bundle_version(
-    name: str,
-    task: str,
-    parent: str | None,
-    parts: Mapping[str, Mapping[str, Any]],
-    plan_sha256: str,
-) -> str:
-    """The content-derived bundle version: its identity, every part's sha256 and the plan's."""
-    identity = json.dumps([name, task, parent, [parts[p]["sha256"] for p in PARTS], plan_sha256])
-    return hashlib.sha256(identity.encode()).hexdigest()[:12]
-
-
 def _sources_of(root: Path, manifest: dict[str, Any]) -> dict[str, tuple[Path, dict[str, Any]]]:
     return {part: (root / part, manifest["parts"][part]) for part in PARTS}
 
 
 def hash_directory(directory: Path) -> str:
-    """sha256 over every file's relative path and bytes, in sorted order."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(directory).as_posix().encode() + b"\0")
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    """sha256 over every file's relative path and bytes, in sorted order (links refused)."""
+    return scan_part(directory, directory.name, max_part_bytes=1 << 62).sha256
 
 
 def load(
@@ -742,63 +731,36 @@ def load(
     trusted: Sequence[str] = (),
     allow_pickle: bool = False,
     shadow_timeout: float = 1.0,
+    allow_legacy: bool = False,
+    public_key: str | os.PathLike[str] | None = None,
+    max_part_bytes: int = MAX_PART_BYTES,
 ) -> Bundle:
     """Read a bundle directory (or a registry's active version), checking every part first.
 
-    ``trusted`` names extra types skops may load (beyond scikit-learn, NumPy
-    and SciPy); ``allow_pickle=True`` is needed for a bundle with a pickled
-    model, and should be given only for bundles from a trusted source.
+    Loading runs no code the caller did not name: ``trusted`` lists the import
+    paths (a torch ``factory``, a callable model's ``path``) and the skops types
+    beyond the built-in allow-list of scikit-learn and NumPy types that may be
+    loaded, each by its exact name; ``allow_pickle=True`` is needed for a
+    bundle with a pickled model. Give either only for bundles from a trusted
+    source. ``public_key`` (a PEM file) makes the bundle's signature required
+    and checked first (see ``sidecar sign``). ``allow_legacy=True`` loads a
+    bundle saved before the manifest was sealed (see :mod:`sidecar._manifest`).
+    ``max_part_bytes`` bounds what each part may hold once inflated.
     """
     from ._registry import resolve_bundle_path
 
     root = resolve_bundle_path(Path(path))  # a registry loads its active version
-    manifest_file = root / MANIFEST
-    if not manifest_file.is_file():
-        raise BundleError(f"{root} is not a bundle: it has no {MANIFEST}.")
-    try:
-        manifest = json.loads(manifest_file.read_text())
-    except ValueError as exc:
-        raise BundleError(f"{manifest_file} is not valid JSON: {exc}") from exc
-    if manifest.get("format") != FORMAT:
+    if public_key is not None:
+        from ._signing import verify_bundle
+
+        verify_bundle(root, public_key)
+    manifest, plan = check_bundle(root, allow_legacy=allow_legacy, max_part_bytes=max_part_bytes)
+    if root != Path(path) and manifest["version"] != root.name:
         raise BundleError(
-            f"{manifest_file} must have format {FORMAT!r}; got {manifest.get('format')!r}."
+            f"{root}: field `version` {manifest['version']!r} is not the version the registry "
+            f"keeps it under ({root.name!r}); the registry was tampered with."
         )
-    for part in PARTS:
-        meta = manifest.get("parts", {}).get(part)
-        directory = root / part
-        if meta is None or not directory.is_dir():
-            raise BundleError(f"{root} is missing its {part!r} part; the bundle is incomplete.")
-        actual = hash_directory(directory)
-        if actual != meta["sha256"]:
-            raise BundleError(
-                f"{root}: part {part!r} failed its hash check (manifest sha256 "
-                f"{meta['sha256'][:16]}..., files hash to {actual[:16]}...); the bundle was "
-                "changed or corrupted after it was saved."
-            )
     parts = manifest["parts"]
-    plan_file = root / PLAN
-    if not plan_file.is_file():
-        raise BundleError(
-            f"{root} is missing its monitoring plan {PLAN}; the bundle is incomplete."
-        )
-    plan_text = plan_file.read_text()
-    plan_sha = hashlib.sha256(plan_text.encode()).hexdigest()
-    if plan_sha != manifest.get("plan_sha256"):
-        raise BundleError(
-            f"{root}: {PLAN} failed its hash check (manifest sha256 "
-            f"{str(manifest.get('plan_sha256'))[:16]}..., file hashes to {plan_sha[:16]}...); the "
-            "plan was changed after the bundle was saved. A new plan makes a new bundle version: "
-            "use Bundle.with_plan(...)."
-        )
-    plan = MonitoringPlan.from_mapping(json.loads(plan_text), source=str(plan_file))
-    expected = _bundle_version(
-        manifest["name"], manifest["task"], manifest["parent"], parts, plan_sha
-    )
-    if manifest.get("version") != expected:
-        raise BundleError(
-            f"{manifest_file}: version {manifest.get('version')!r} does not match its parts "
-            f"(they make version {expected!r}); the manifest was edited after the bundle was saved."
-        )
     trusted_t = tuple(trusted)
     bundle = Bundle(
         name=manifest["name"],

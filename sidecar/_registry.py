@@ -36,6 +36,10 @@ def resolve_bundle_path(path: Path) -> Path:
     active = path / ACTIVE
     if active.is_file():
         version = active.read_text().strip()
+        if not version or not version.isalnum():
+            raise BundleError(
+                f"{active} must name a version (letters and digits); got {version[:40]!r}."
+            )
         target = path / VERSIONS / version
         if not target.is_dir():
             raise BundleError(f"{path}: the active version {version!r} is missing from versions/.")
@@ -99,13 +103,20 @@ class Registry:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def register(self, bundle_dir: Path) -> str:
-        """Copy a saved bundle into ``versions/`` (a no-op when that version is there)."""
-        version = str(json.loads((bundle_dir / "manifest.json").read_text())["version"])
+        """Copy a saved bundle into ``versions/`` (a no-op when that version is there).
+
+        The bundle is checked first (files, hashes, seal), so a link is never
+        turned into a copy of what it pointed at.
+        """
+        from ._checks import check_bundle
+
+        manifest, _ = check_bundle(bundle_dir)
+        version = str(manifest["version"])
         target = self.root / VERSIONS / version
         if not target.exists():
             staging = self.root / VERSIONS / f".{version}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(bundle_dir, staging)
+            shutil.copytree(bundle_dir, staging, symlinks=True)
             os.replace(staging, target)
             self._log({"action": "register", "version": version})
         return version

@@ -1,15 +1,20 @@
 """Safe serialisation of scikit-learn objects with skops, trusted types only.
 
-skops never runs arbitrary code on load, but it refuses types it does not
-trust by default. We trust, in addition, the types of the libraries a
-scikit-learn model is made of (scikit-learn, NumPy, SciPy); anything else in a
-file -- a user's own class, a function from another package -- is refused with
-an error that lists it, unless the caller names it in ``trusted``.
+skops refuses, by default, every type outside its own list of scikit-learn
+estimators and NumPy/SciPy building blocks. A type it does not trust can run
+code while it is built (``numpy.testing._private.utils.runstring`` is an
+``exec``), so trust is never given by prefix: beyond skops's defaults we allow
+only the few types, by their exact names, that the models model-sidecar writes
+are made of (:data:`ALLOWED_TYPES`). Anything else in a file -- a user's own
+class, a function -- is refused with an error that lists it, unless the caller
+names it in ``trusted``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,16 +22,49 @@ from typing import Any
 
 from ._errors import BundleError
 
-__all__ = ["TRUSTED_PREFIXES", "skops_dump", "skops_load"]
+__all__ = ["ALLOWED_TYPES", "skops_dump", "skops_load"]
 
-#: the project's own adapters package holds models too (adapters.WeightedEnsemble)
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "scipy.special.", "adapters.")
+#: Types skops does not trust by default that the models this project writes hold:
+#: found with ``skops.io.get_untrusted_types`` over every bundle the tests and the
+#: examples make (trees and forests, gradient boosting, the retraining adapters'
+#: ensemble). Each is a data holder whose state skops sets; none is a function.
+ALLOWED_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "adapters._members.WeightedEnsemble",
+    }
+)
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def _skops_io() -> Any:
+    """``skops.io``, imported without importing PyTorch.
+
+    On import, skops lists scikit-learn's estimators, and scikit-learn's package
+    walk imports ``array_api_compat.torch`` -- and so torch, seconds of start-up --
+    whenever torch is installed, though no scikit-learn model needs it. While
+    skops is imported, torch is marked unavailable (the walk skips what it cannot
+    import); afterwards torch imports as usual, for a torch model that needs it.
+    """
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        import skops.io
+
+        return skops.io
+    with _IMPORT_LOCK:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+        try:
+            import skops.io
+        finally:
+            if sys.modules.get("torch", 0) is None:
+                del sys.modules["torch"]
+    return skops.io
 
 
 def skops_dump(obj: Any, path: Path) -> None:
-    import skops.io as sio
-
-    sio.dump(obj, path)
+    _skops_io().dump(obj, path)
 
 
 def normalise_zip(path: Path) -> None:
@@ -53,19 +91,20 @@ def normalise_zip(path: Path) -> None:
 
 
 def skops_load(path: Path, trusted: Iterable[str] = ()) -> Any:
-    """Load ``path``; refuse any type that is neither built-in trusted nor in ``trusted``."""
-    import skops.io as sio
+    """Load ``path``; refuse a type neither skops, :data:`ALLOWED_TYPES` nor ``trusted`` names."""
+    sio = _skops_io()
 
     allowed = set(trusted)
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # skops raises several kinds on a corrupt file
         raise BundleError(f"{path} is not a readable skops file: {exc}") from exc
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES) and t not in allowed]
+    refused = [t for t in untrusted if t not in ALLOWED_TYPES and t not in allowed]
     if refused:
         raise BundleError(
-            f"{path} holds types that are not trusted: {refused}. If you trust this file, "
-            "pass them by name: sidecar.load(..., trusted=[...])."
+            f"part {path.parent.name!r} file {path.name!r} holds types that are not trusted: "
+            f"{refused}. Building them can run code; if you trust this file, name them: "
+            "sidecar.load(..., trusted=[...]) (SIDECAR_TRUSTED for `sidecar serve`)."
         )
     try:
         return sio.load(path, trusted=list(untrusted))

@@ -12,8 +12,15 @@ variable                       meaning                                      defa
                                counted as a timeout
 ``SIDECAR_TRAFFIC_TIMEOUT``    BentoML's request timeout in seconds         5
 ``SIDECAR_WORKERS``            BentoML worker processes                     1
-``SIDECAR_TRUSTED``            comma-separated extra types skops may load   (none)
+``SIDECAR_TRUSTED``            comma-separated names a bundle may load and  (none)
+                               so run: import paths (a torch factory, a
+                               callable model) and skops types beyond the
+                               allow-list, each by its exact name
 ``SIDECAR_ALLOW_PICKLE``       ``1`` to load bundles holding pickles        0
+``SIDECAR_PUBLIC_KEY``         a PEM public key: the served bundle must     (none)
+                               carry a signature that verifies with it
+``SIDECAR_MAX_PART_BYTES``     most bytes one bundle part may hold once     536870912
+                               inflated (arrays are checked before)
 ``SIDECAR_RECORD_EXCLUDE``     comma-separated raw fields never recorded    (none)
 ``SIDECAR_RECORD_HASH``        raw fields recorded only as a keyed hash     (none)
 ``SIDECAR_HASH_KEY``           the secret key of those hashes               (none)
@@ -56,6 +63,8 @@ class Settings(BaseModel):
     workers: int = Field(default=1, gt=0)
     trusted: tuple[str, ...] = ()
     allow_pickle: bool = False
+    public_key: str | None = None
+    max_part_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     record_exclude: tuple[str, ...] = ()
     record_hash: tuple[str, ...] = ()
     hash_key: str | None = None

@@ -96,7 +96,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--workers", type=int)
     p.add_argument("--store", help="where to record predictions (sets SIDECAR_STORE)")
+    p.add_argument(
+        "--require-signature",
+        metavar="PUBLIC_KEY",
+        help="serve only a bundle signed with this key's private key (sets SIDECAR_PUBLIC_KEY)",
+    )
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser(
+        "sign", help="sign a saved bundle with a private key (OpenSSF model-signing)"
+    )
+    p.add_argument("bundle")
+    p.add_argument("--key", required=True, help="the private key, PEM (e.g. ECDSA P-256)")
+    p.add_argument(
+        "--password-env", metavar="VAR", help="environment variable holding the key's password"
+    )
+    p.set_defaults(func=_sign)
+
+    p = sub.add_parser(
+        "verify", help="check a bundle's signature, hashes and seal (exit 0 if good)"
+    )
+    p.add_argument("bundle")
+    p.add_argument("--key", required=True, help="the signer's public key, PEM")
+    p.set_defaults(func=_verify)
 
     p = sub.add_parser("replay", help="run a data set through the serving path and record it")
     p.add_argument("bundle")
@@ -368,10 +390,52 @@ def _trusted_env() -> tuple[str, ...]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ._bundle import load
-
-    load(args.bundle, trusted=_trusted_env())  # fail here, clearly, rather than in a worker
+    _check_servable(args)  # fail here, clearly, rather than in a worker
     return _run_bentoml(Path(args.bundle), args.host, args.port, args.workers, args.store)
+
+
+def _check_servable(args: argparse.Namespace) -> None:
+    """Load the bundle as the service will (same settings), so a refusal stops here, once."""
+    from ._settings import settings_from_env
+    from .serving._shadow_process import load_bundle
+
+    if getattr(args, "require_signature", None):
+        key = Path(args.require_signature)
+        if not key.is_file():
+            raise InputError(
+                f"--require-signature must name a PEM public key file; got {str(key)!r}."
+            )
+        os.environ["SIDECAR_PUBLIC_KEY"] = str(key.resolve())  # the workers check it too
+    settings = settings_from_env().model_copy(update={"bundle": str(args.bundle)})
+    load_bundle(settings, candidate=False)
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from ._signing import sign_bundle
+
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise InputError(
+                f"--password-env must name a set environment variable; {args.password_env} is "
+                "not set."
+            )
+    signature = sign_bundle(args.bundle, args.key, password=password)
+    print(f"signed {args.bundle}: {signature}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ._checks import check_bundle
+    from ._registry import resolve_bundle_path
+    from ._signing import verify_bundle
+
+    root = resolve_bundle_path(Path(args.bundle))
+    verify_bundle(root, args.key)
+    manifest, _ = check_bundle(root)
+    print(f"verified {args.bundle}: version {manifest['version']}, signed with {args.key}")
+    return 0
 
 
 def _run_bentoml(bundle: Path, host: str, port: int, workers: int | None, store: str | None) -> int:

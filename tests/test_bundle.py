@@ -185,6 +185,50 @@ class TestIntegrity:
         assert tampered.version != original
 
 
+class TestLegacyFormat:
+    """Bundles saved before the seal (format 1) load only when asked for, and re-save sealed."""
+
+    @staticmethod
+    def _as_legacy(root: Path) -> str:
+        from sidecar._integrity import scan_part
+        from sidecar._manifest import LEGACY_FORMAT, legacy_version
+
+        manifest = json.loads((root / "manifest.json").read_text())
+        for key in ("seal", "seal_sha256"):
+            del manifest[key]
+        manifest["format"] = LEGACY_FORMAT
+        for part, meta in manifest["parts"].items():  # format 1 hashed without sizes
+            meta["sha256"] = scan_part(root / part, part, framed=False).sha256
+        manifest["version"] = legacy_version(manifest, manifest["plan_sha256"])
+        (root / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        return str(manifest["version"])
+
+    def test_refused_unless_asked_for_then_resaved_sealed(
+        self, copy: Path, tmp_path: Path, cls_data: tuple[Any, ...]
+    ) -> None:
+        old_version = self._as_legacy(copy)
+        with pytest.raises(sidecar.BundleError, match=r"sidecar\.bundle/1.*allow_legacy=True"):
+            sidecar.load(copy)
+        legacy = sidecar.load(copy, allow_legacy=True)
+        assert legacy.version == old_version
+        new = sidecar.load(legacy.save(tmp_path / "resaved"))
+        assert new.manifest["format"] == "sidecar.bundle/2"
+        assert new.version != old_version  # the version now covers the whole manifest
+        for part, meta in new.manifest["parts"].items():  # copied byte for byte
+            assert {**meta, "sha256": None} == {**legacy.manifest["parts"][part], "sha256": None}
+            assert meta["sha256"] == hash_directory(copy / part)  # today's framing
+        ref = cls_data[2]
+        np.testing.assert_array_equal(new.predict(ref).predictions, legacy.predict(ref).predictions)
+
+    def test_a_legacy_bundle_is_still_checked(self, copy: Path) -> None:
+        self._as_legacy(copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["name"] = "renamed"
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(sidecar.BundleError, match=r"field `version`.*does not match"):
+            sidecar.load(copy, allow_legacy=True)
+
+
 # -- safe loaders: pickle and skops --------------------------------------------------------------
 
 

@@ -269,7 +269,9 @@ def test_wrap_an_onnx_model(data: Data, tmp_path: Path) -> None:
 def test_wrap_a_callable_import_path(data: Data, tmp_path: Path) -> None:
     argv = data.wrap_args("tests.cli_models:weight_rule", tmp_path / "B", "--classes", "0", "1")
     assert main(argv) == 0
-    bundle = sidecar.load(tmp_path / "B")
+    with pytest.raises(sidecar.BundleError, match=r"field `path`.*trusted="):
+        sidecar.load(tmp_path / "B")  # an import path is code: trusted by name, or refused
+    bundle = sidecar.load(tmp_path / "B", trusted=["tests.cli_models:weight_rule"])
     advanced = bundle.manifest["parts"]["advanced"]
     assert (advanced["framework"], advanced["path"]) == ("callable", "tests.cli_models:weight_rule")
     assert bundle.manifest["classes"] == [0, 1]  # typed like the labels in the data

@@ -270,6 +270,12 @@ def wrapped(
     return Wrapped(case, bundle, built, (train, y_train), (ref, y_ref), X_ref, path)
 
 
+def _code_names(bundle: sidecar.Bundle) -> list[str]:
+    """The import paths the advanced model's manifest entry names (a factory, a callable)."""
+    meta = bundle.manifest["parts"]["advanced"]
+    return [meta[k] for k in ("factory", "path") if meta.get(k)]
+
+
 # -- the contract ------------------------------------------------------------------------
 
 
@@ -368,7 +374,11 @@ class TestRuntimeContract:
 
     def test_save_load_round_trip(self, wrapped: Wrapped) -> None:
         bundle, ref = wrapped.bundle, wrapped.ref[0]
-        loaded = sidecar.load(wrapped.path)
+        code = _code_names(bundle)
+        if code:  # an import path runs code: it loads only when trusted by its exact name
+            with pytest.raises(sidecar.BundleError, match=re.escape(code[0])):
+                sidecar.load(wrapped.path)
+        loaded = sidecar.load(wrapped.path, trusted=code)
         assert loaded.version == bundle.version
         assert loaded.preprocessing_version == bundle.preprocessing_version
         assert loaded.info()["parts"] == bundle.info()["parts"]
@@ -388,7 +398,7 @@ class TestRuntimeContract:
 
     def test_predict_shadow_returns_both_models(self, wrapped: Wrapped) -> None:
         bundle, ref = wrapped.bundle, wrapped.ref[0]
-        for b in (bundle, sidecar.load(wrapped.path)):
+        for b in (bundle, sidecar.load(wrapped.path, trusted=_code_names(bundle))):
             pair = b.predict_shadow(ref, timeout=10)
             assert pair.baseline_error is None
             assert pair.baseline is not None

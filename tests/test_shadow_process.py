@@ -34,6 +34,9 @@ pytestmark = pytest.mark.serve
 SHADOW_TIMEOUT = 0.5
 
 
+CONTROLLED = "tests.models:controlled_baseline"
+
+
 @pytest.fixture(scope="module")
 def controlled_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The quickstart's preprocessing and model, with ``controlled_baseline`` as the baseline."""
@@ -44,7 +47,7 @@ def controlled_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = build_quickstart(tmp_path_factory.mktemp("quick") / "bundle")
     _, _, ref, y_ref = load_quickstart_data()
     baseline = CallablePredictor(
-        "tests.models:controlled_baseline",
+        CONTROLLED,
         task="classification",
         classes=tuple(base.advanced.classes or ()),
     )
@@ -69,6 +72,7 @@ class Server:
         settings = {
             "SIDECAR_SHADOW_TIMEOUT": str(SHADOW_TIMEOUT),
             "SIDECAR_SHADOW_PROCESS": "1",
+            "SIDECAR_TRUSTED": CONTROLLED,  # the baseline is an import path: trusted by name
             BASELINE_CONTROL: str(self.control),
         }
         self.proc, self.port = serve_sidecar(bundle, store, self.log, **(settings | env))
@@ -167,7 +171,7 @@ def test_the_shadow_process_records_what_the_sdk_records(
     finally:
         server.stop()
     sdk_db = tmp_path / "sdk.db"
-    bundle = sidecar.load(controlled_bundle)
+    bundle = sidecar.load(controlled_bundle, trusted=[CONTROLLED])
     recorder = Recorder(open_store(f"sqlite:///{sdk_db}"))
     bundle.attach_recorder(recorder)
     sdk = [list(bundle.predict(batch).request_ids) for batch in requests]
@@ -306,7 +310,8 @@ def test_the_handle_drops_and_counts_while_its_child_is_gone_and_never_hangs(
     db = tmp_path / "records.db"
     monkeypatch.setenv("SIDECAR_BUNDLE", str(controlled_bundle))
     monkeypatch.setenv("SIDECAR_STORE", f"sqlite:///{db}")
-    bundle = sidecar.load(controlled_bundle)
+    monkeypatch.setenv("SIDECAR_TRUSTED", CONTROLLED)
+    bundle = sidecar.load(controlled_bundle, trusted=[CONTROLLED])
     records = [dict(r) for r in quickstart_records[:3]]
 
     def item() -> tuple[Any, ...]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -138,6 +139,9 @@ def main() -> None:
     replay(champion, store, shifted[half:], y_new[half:], day0=3)
     champion.attach_candidate(None)
     store.close()
+    # The bundle names its factory, "net:make_net": code, which a loader runs only when it
+    # trusts it by name -- sidecar.load(..., trusted=[...]), or SIDECAR_TRUSTED for the CLI.
+    os.environ["SIDECAR_TRUSTED"] = "net:make_net"
     code = sidecar_cli(
         ["promote", str(out / "model"), "--candidate", str(candidate_dir), "--store", url]
     )
@@ -149,7 +153,7 @@ def main() -> None:
                 "champion_holdout": result.report.champion.get("accuracy"),
                 "candidate_holdout": result.report.candidate.get("accuracy"),
                 "promoted": code == 0,
-                "active_version": sidecar.load(out / "model").version,
+                "active_version": sidecar.load(out / "model", trusted=["net:make_net"]).version,
                 "candidate_version": result.candidate.version,
             }
         )

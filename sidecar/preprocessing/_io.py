@@ -83,4 +83,7 @@ def load_preprocessing(
             version=version,
             allow_nan=doc["allow_nan"],
         )
-    raise BundleError(f"preprocessing kind must be 'tabular' or 'sklearn'; got {meta['kind']!r}.")
+    raise BundleError(
+        "part 'preprocessing' field `kind` must be 'tabular' or 'sklearn'; got "
+        f"{meta.get('kind')!r}."
+    )

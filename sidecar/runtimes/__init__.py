@@ -90,19 +90,26 @@ def load_predictor(
     trusted: tuple[str, ...] = (),
     allow_pickle: bool = False,
 ) -> Predictor:
-    """Load the model described by its manifest entry ``meta`` from ``directory``."""
+    """Load the model described by its manifest entry ``meta`` from ``directory``.
+
+    ``trusted`` names the import paths and extra skops types the caller lets
+    run; ``allow_pickle`` lets a pickle load. Nothing else runs code.
+    """
     framework = meta.get("framework")
     if framework == "sklearn":
         return SklearnPredictor.load(directory, meta, trusted)
     if framework == "torch":
-        return TorchPredictor.load(directory, meta)
+        return TorchPredictor.load(directory, meta, trusted)
     if framework == "onnx":
         return OnnxPredictor.load(directory, meta)
     if framework == "callable":
-        return CallablePredictor.load(directory, meta)
+        return CallablePredictor.load(directory, meta, trusted)
     if framework == "pickle":
         return PicklePredictor.load(directory, meta, allow_pickle)
-    raise BundleError(f"model framework must be one of {list(FRAMEWORKS)}; got {framework!r}.")
+    raise BundleError(
+        f"part {directory.name!r} field `framework` must be one of {list(FRAMEWORKS)}; got "
+        f"{framework!r}."
+    )
 
 
 __all__ += ["import_object"]

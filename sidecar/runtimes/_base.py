@@ -11,7 +11,14 @@ import numpy as np
 
 from .._errors import BundleError, InputError
 
-__all__ = ["ModelOutput", "Predictor", "Task", "import_object", "labels_from_proba"]
+__all__ = [
+    "ModelOutput",
+    "Predictor",
+    "Task",
+    "import_object",
+    "import_trusted",
+    "labels_from_proba",
+]
 
 Task = Literal["classification", "regression"]
 
@@ -75,6 +82,28 @@ def import_object(path: str) -> Any:
     except (ImportError, AttributeError) as exc:
         raise BundleError(f"cannot import {path!r}: {exc}") from exc
     return obj
+
+
+def import_trusted(path: Any, trusted: tuple[str, ...], *, part: str, field: str) -> Any:
+    """Import a bundle's import path, only when the loader trusted it by its exact name.
+
+    Importing runs the module's code and calling the object runs more, so a
+    name read from a bundle is code, and loads only as ``pickle`` does: when
+    asked for by name (``sidecar.load(..., trusted=[path])``; ``SIDECAR_TRUSTED``
+    for a served bundle). A prefix is never trust.
+    """
+    if not isinstance(path, str) or not path:
+        raise BundleError(
+            f"part {part!r} field `{field}` must be an import path 'package.module:name'; "
+            f"got {path!r}."
+        )
+    if path not in trusted:
+        raise BundleError(
+            f"part {part!r} field `{field}` is the import path {path!r}: loading it runs code. "
+            f"If you trust this bundle, name it: sidecar.load(..., trusted=[{path!r}]) "
+            "(SIDECAR_TRUSTED for `sidecar serve` and the other commands)."
+        )
+    return import_object(path)
 
 
 def object_path(obj: Any) -> str | None:

@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 
 from .._errors import BundleError
-from ._base import ModelOutput, Task, import_object, labels_from_proba, object_path
+from .._integrity import confined_file
+from ._base import (
+    ModelOutput,
+    Task,
+    import_object,
+    import_trusted,
+    labels_from_proba,
+    object_path,
+)
 
 
 class CallablePredictor:
@@ -56,9 +64,15 @@ class CallablePredictor:
         return {"framework": "callable", "format": "import-path", "path": self.path}
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any]) -> CallablePredictor:
+    def load(
+        cls, directory: Path, meta: dict[str, Any], trusted: tuple[str, ...] = ()
+    ) -> CallablePredictor:
+        """The callable the manifest names, imported only when ``trusted`` names it."""
+        fn = import_trusted(meta.get("path"), trusted, part=directory.name, field="path")
         classes = tuple(meta["classes"]) if meta.get("classes") is not None else None
-        return cls(meta["path"], task=meta["task"], classes=classes)
+        predictor = cls(fn, task=meta["task"], classes=classes)
+        predictor.path = meta["path"]
+        return predictor
 
 
 class PicklePredictor:
@@ -97,7 +111,9 @@ class PicklePredictor:
         if not allow_pickle:
             raise BundleError(
                 f"{directory} holds a pickled model, and unpickling can run any code. Load it "
-                "only if you trust its source, with sidecar.load(..., allow_pickle=True)."
+                "only if you trust its source, with sidecar.load(..., allow_pickle=True) "
+                "(SIDECAR_ALLOW_PICKLE=1 for `sidecar serve` and the other commands)."
             )
-        with open(directory / meta["file"], "rb") as fh:
+        path = confined_file(directory, meta.get("file"), part=directory.name, field="file")
+        with open(path, "rb") as fh:
             return cls(pickle.load(fh), task=meta["task"])

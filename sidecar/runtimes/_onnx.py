@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import BundleError
+from .._integrity import confined_file
 from ._base import ModelOutput, Task, labels_from_proba
 
 _FILE = "model.onnx"
@@ -110,4 +111,5 @@ class OnnxPredictor:
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> OnnxPredictor:
         classes = tuple(meta["classes"]) if meta.get("classes") is not None else None
-        return cls((directory / meta["file"]).read_bytes(), task=meta["task"], classes=classes)
+        path = confined_file(directory, meta.get("file"), part=directory.name, field="file")
+        return cls(path.read_bytes(), task=meta["task"], classes=classes)

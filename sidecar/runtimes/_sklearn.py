@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import BundleError
+from .._integrity import confined_file
 from .._safe import skops_dump, skops_load
 from ._base import ModelOutput, Task, labels_from_proba
 from ._compiled import compile_estimator
@@ -58,4 +60,12 @@ class SklearnPredictor:
     def load(
         cls, directory: Path, meta: dict[str, Any], trusted: tuple[str, ...]
     ) -> SklearnPredictor:
-        return cls(skops_load(directory / meta["file"], trusted), task=meta["task"])
+        path = confined_file(directory, meta.get("file"), part=directory.name, field="file")
+        estimator = skops_load(path, trusted)
+        needs = ("predict", "classes_") if meta["task"] == "classification" else ("predict",)
+        if not all(hasattr(estimator, name) for name in needs):
+            raise BundleError(
+                f"part {directory.name!r} file {path.name!r} must hold a fitted scikit-learn "
+                f"estimator with {' and '.join(needs)}; got {type(estimator).__name__}."
+            )
+        return cls(estimator, task=meta["task"])

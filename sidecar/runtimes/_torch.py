@@ -14,7 +14,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .._errors import BundleError
-from ._base import ModelOutput, Task, import_object, labels_from_proba
+from .._integrity import confined_file
+from ._base import ModelOutput, Task, import_trusted, labels_from_proba
 
 _STATE = "state_dict.pt"
 _SCRIPT = "model.torchscript.pt"
@@ -110,17 +111,34 @@ class TorchPredictor:
         return meta
 
     @classmethod
-    def load(cls, directory: Path, meta: dict[str, Any]) -> TorchPredictor:
+    def load(
+        cls, directory: Path, meta: dict[str, Any], trusted: tuple[str, ...] = ()
+    ) -> TorchPredictor:
+        """Load the module; a state dict's ``factory`` is imported only if ``trusted`` names it."""
+        part = directory.name
+        path = confined_file(directory, meta.get("file"), part=part, field="file")
+        if meta.get("format") not in ("torchscript", "state_dict"):
+            raise BundleError(
+                f"part {part!r} field `format` must be 'torchscript' or 'state_dict'; got "
+                f"{meta.get('format')!r}."
+            )
+        factory: Any = None
+        kwargs: dict[str, Any] = {}
+        if meta["format"] == "state_dict":
+            factory = import_trusted(meta.get("factory"), trusted, part=part, field="factory")
+            kwargs = meta.get("factory_kwargs") or {}
+            if not isinstance(kwargs, dict):
+                raise BundleError(
+                    f"part {part!r} field `factory_kwargs` must be an object; got "
+                    f"{type(kwargs).__name__}."
+                )
         torch = require_torch()
-        path = directory / meta["file"]
         if meta["format"] == "torchscript":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 module = torch.jit.load(str(path), map_location="cpu")
-            factory = None
         else:
-            factory = meta["factory"]
-            module = import_object(factory)(**meta.get("factory_kwargs", {}))
+            module = factory(**kwargs)
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 module.load_state_dict(state)
@@ -132,6 +150,6 @@ class TorchPredictor:
             task=meta["task"],
             classes=classes,
             output=meta.get("output", "logits"),
-            factory=factory,
+            factory=meta.get("factory") if factory is not None else None,
             factory_kwargs=meta.get("factory_kwargs"),
         )

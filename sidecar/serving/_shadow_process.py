@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import SidecarError
+from .._errors import BundleError, SidecarError
 from .._settings import Settings, settings_from_env
 from .._shadow import ShadowRunner
 
@@ -76,18 +76,25 @@ def load_bundle(settings: Settings, *, candidate: bool = True) -> Any:
             "SIDECAR_BUNDLE must name the bundle directory to serve; got nothing. "
             "Example: SIDECAR_BUNDLE=./my-bundle bentoml serve"
         )
-    bundle = sidecar.load(
-        settings.bundle,
-        trusted=settings.trusted,
-        allow_pickle=settings.allow_pickle,
-        shadow_timeout=settings.shadow_timeout,
-    )
-    if candidate and settings.candidate:
-        bundle.attach_candidate(
-            sidecar.load(
-                settings.candidate, trusted=settings.trusted, allow_pickle=settings.allow_pickle
-            )
-        )
+    # Loading runs only what the settings name (SIDECAR_TRUSTED, SIDECAR_ALLOW_PICKLE), and
+    # with SIDECAR_PUBLIC_KEY only a bundle (and candidate) signed with its private key.
+    options: dict[str, Any] = {
+        "trusted": settings.trusted,
+        "allow_pickle": settings.allow_pickle,
+        "public_key": settings.public_key,
+        "max_part_bytes": settings.max_part_bytes,
+    }
+    try:
+        bundle = sidecar.load(settings.bundle, shadow_timeout=settings.shadow_timeout, **options)
+        if candidate and settings.candidate:
+            bundle.attach_candidate(sidecar.load(settings.candidate, **options))
+    except BundleError as exc:
+        # A refused bundle stays refused: a restarted worker would only refuse it again,
+        # forever. In a BentoML worker, stop the server (the arbiter, our parent) instead.
+        if "_bentoml_impl" in sys.argv[0]:
+            logger.critical("refusing to serve %s: %s", settings.bundle, exc)
+            os.kill(os.getppid(), signal.SIGTERM)
+        raise
     return bundle
 
 

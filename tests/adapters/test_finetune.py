@@ -351,7 +351,9 @@ def test_new_classes_replace_the_head_and_the_candidate_says_so(
     assert candidate.preprocessing_version == champion.preprocessing_version
     assert candidate.plan.sha256 == champion.plan.sha256
     # kept classes start from the champion's rows; the candidate round-trips through disk
-    loaded = sidecar.load(candidate.save(tmp_path / "candidate"))
+    loaded = sidecar.load(
+        candidate.save(tmp_path / "candidate"), trusted=[candidate.advanced.factory]
+    )
     X = np.asarray(resnets.digits_shift(0).test[0][:50])
     assert np.array_equal(
         loaded.advanced.infer(X).predictions, candidate.advanced.infer(X).predictions
@@ -484,7 +486,7 @@ def test_nothing_of_the_champion_is_changed(
     assert champion.advanced.module.training is False
     assert champion.version == version and champion.advanced.classes == tuple(range(10))
     assert {p: p.read_bytes() for p in path.rglob("*") if p.is_file()} == files
-    assert sidecar.load(path).version == version
+    assert sidecar.load(path, trusted=[champion.advanced.factory]).version == version
 
 
 def test_same_seed_same_candidate_and_progress_is_reported(

@@ -318,7 +318,7 @@ def test_torch_module_gets_weight_decay_and_dropout(few_noisy: tuple[Data, Data,
 def test_torch_candidate_round_trips(few_noisy: tuple[Data, Data, Data], tmp_path: Path) -> None:
     bundle = _torch_bundle(few_noisy, dropout=0.1)
     result = adapters.regularize(bundle, worlds.recent(few_noisy[2]))
-    loaded = sidecar.load(result.candidate.save(tmp_path / "candidate"))
+    loaded = sidecar.load(result.candidate.save(tmp_path / "candidate"), trusted=[FACTORY])
     records = few_noisy[2][0][:50]
     assert np.allclose(loaded.predict_proba(records), result.candidate.predict_proba(records))
 
