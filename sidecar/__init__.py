@@ -6,7 +6,11 @@ behind one endpoint, and tell whether -- and why -- performance fell.
 ['AdapterError', 'Bundle', 'BundleError', 'CategoricalColumn']
 """
 
-from ._bundle import Bundle, Prediction, ShadowPrediction, load, wrap
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     AdapterError,
     BundleError,
@@ -16,19 +20,60 @@ from ._errors import (
     SidecarError,
     StoreError,
 )
-from ._export import export_parquet
-from ._monitor import RecentData, diagnose, recent_data
-from ._replay import ReplayResult, replay
-from .preprocessing import (
-    CategoricalColumn,
-    NumericColumn,
-    SklearnPreprocessor,
-    TabularPreprocessor,
-    read_spec,
-)
-from .runtimes import ModelOutput, Predictor
+
+if TYPE_CHECKING:
+    from ._bundle import Bundle, Prediction, ShadowPrediction, load, wrap
+    from ._export import export_parquet
+    from ._monitor import RecentData, diagnose, recent_data
+    from ._replay import ReplayResult, replay
+    from .preprocessing import (
+        CategoricalColumn,
+        NumericColumn,
+        SklearnPreprocessor,
+        TabularPreprocessor,
+        read_spec,
+    )
+    from .runtimes import ModelOutput, Predictor
 
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562), so that `import sidecar` -- and with it every
+# `sidecar ...` command's start-up -- pays for NumPy, SciPy and scikit-learn only
+# when a command needs them.
+_LAZY = {
+    "Bundle": "._bundle",
+    "Prediction": "._bundle",
+    "ShadowPrediction": "._bundle",
+    "load": "._bundle",
+    "wrap": "._bundle",
+    "export_parquet": "._export",
+    "RecentData": "._monitor",
+    "diagnose": "._monitor",
+    "recent_data": "._monitor",
+    "ReplayResult": "._replay",
+    "replay": "._replay",
+    "CategoricalColumn": ".preprocessing",
+    "NumericColumn": ".preprocessing",
+    "SklearnPreprocessor": ".preprocessing",
+    "TabularPreprocessor": ".preprocessing",
+    "read_spec": ".preprocessing",
+    "ModelOutput": ".runtimes",
+    "Predictor": ".runtimes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sidecar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "AdapterError",

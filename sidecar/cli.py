@@ -41,11 +41,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if args.func is _diagnose else 1
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("model-sidecar")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
         description="Wrap, serve, monitor and repair a model with a shadow baseline.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("quickstart", help="train, wrap, save and serve a real example model")
