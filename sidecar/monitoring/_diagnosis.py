@@ -49,6 +49,7 @@ from ._drift import (
 )
 from ._equivalence import labels_to_settle, required_n_equivalence, tost_welch
 from ._errortree import ErrorSegment, error_segments
+from ._estimate import ESTIMABLE, PerformanceEstimate, estimate_performance
 from ._health import CurrentColumns, check_health
 from ._inputs import ReferenceInputs, WindowData
 from ._metrics import metrics_with_ci, outlier_influence, per_example_loss
@@ -101,6 +102,9 @@ class Diagnosis:
     unknown_series: tuple[Mapping[str, Any], ...] = ()
     #: the most drifted numeric features: reference and per-window histograms
     distributions: tuple[Mapping[str, Any], ...] = ()
+    #: the primary metric (or accuracy) estimated from the advanced model's calibrated
+    #: probabilities over every record of the window, labelled or not (CBPE)
+    estimate: PerformanceEstimate | None = None
 
     @property
     def alarm(self) -> bool:
@@ -131,6 +135,7 @@ class Diagnosis:
             "unknown_series": [_jsonable(dict(u)) for u in self.unknown_series],
             "distributions": [_jsonable(dict(d)) for d in self.distributions],
             "notes": list(self.notes),
+            "performance_estimate": None if self.estimate is None else self.estimate.to_dict(),
         }
         return {
             "verdict": self.verdict,
@@ -211,7 +216,43 @@ def diagnose(
         unknown_rates=unknown_rates,
         unknown_series=tuple(_unknown_series(plan, window)),
         distributions=tuple(distributions),
+        estimate=_estimate(plan, reference, window, seed, notes),
     )
+
+
+def _estimate(
+    plan: MonitoringPlan,
+    reference: ReferenceInputs,
+    window: WindowData,
+    seed: int,
+    notes: list[str],
+) -> PerformanceEstimate | None:
+    """CBPE of the primary metric (accuracy when that cannot be estimated without labels)."""
+    if (
+        reference.task != "classification"
+        or reference.classes is None
+        or reference.advanced_proba is None
+        or window.advanced_proba is None
+        or window.n == 0
+    ):
+        return None
+    metric = plan.primary_metric if plan.primary_metric in ESTIMABLE else "accuracy"
+    labels = np.asarray(window.labels, dtype=object).copy()
+    labels[~np.asarray(window.labelled, dtype=bool)] = None
+    try:
+        return estimate_performance(
+            metric,
+            window.advanced_proba,
+            reference_proba=reference.advanced_proba,
+            reference_labels=reference.y,
+            classes=np.asarray(reference.classes),
+            labels=labels,
+            alpha=plan.alpha,
+            seed=seed,
+        )
+    except ValueError as exc:  # e.g. a metric undefined on every draw: evidence, not a failure
+        notes.append(f"no performance estimate: {exc}")
+        return None
 
 
 @dataclass(frozen=True)

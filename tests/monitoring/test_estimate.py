@@ -147,3 +147,26 @@ def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
     proba = args.pop("proba")
     with pytest.raises(ValueError, match=match):
         estimate_performance(metric, proba, **args)
+
+
+def test_the_diagnosis_carries_the_estimate_and_its_error() -> None:
+    """The sims' model always says 0.8 for its class; the reference shows it is right 90 %
+    of the time, so CBPE expects 0.9. A window where it is still right 90 % of the time
+    agrees; one where the world changed (70 %) leaves the interval."""
+    from tests.monitoring import sims
+
+    ref, same = sims.classification(seed=1)
+    plan = sims.plan_for(ref)
+    healthy = sims.diagnose_sim(plan, ref, same)
+    assert healthy.estimate is not None and healthy.estimate.metric == plan.primary_metric
+    assert healthy.estimate.estimate == pytest.approx(0.9, abs=0.02)
+    assert healthy.estimate.realised is not None
+    assert healthy.estimate.low <= healthy.estimate.realised <= healthy.estimate.high
+    ref, changed = sims.classification(seed=1, acc=0.7)
+    drifted = sims.diagnose_sim(plan, ref, changed)
+    assert drifted.estimate is not None and drifted.estimate.realised is not None
+    assert drifted.estimate.realised < drifted.estimate.low
+    as_json = drifted.to_dict()["evidence"]["performance_estimate"]
+    assert as_json["method"] == "cbpe" and as_json["error"] < -0.1
+    reg_ref, reg_now = sims.regression(seed=1)
+    assert sims.diagnose_sim(sims.plan_for(reg_ref), reg_ref, reg_now).estimate is None
