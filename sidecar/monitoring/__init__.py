@@ -11,6 +11,7 @@ from ._estimate import PerformanceEstimate, estimate_performance
 from ._metrics import METRICS, per_example_loss
 from ._plan import Bounds, MonitoringPlan, PlanTests, default_plan, parse_window, read_plan
 from ._promotion import PromotionDecision, PromotionVerdict
+from ._report import render_report
 from ._results import (
     BoundsCheck,
     DriftResult,
@@ -51,4 +52,5 @@ __all__ = [
     "parse_window",
     "per_example_loss",
     "read_plan",
+    "render_report",
 ]

@@ -22,6 +22,7 @@ The order of the questions
 
 from __future__ import annotations
 
+import html
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -105,10 +106,20 @@ class Diagnosis:
     #: the primary metric (or accuracy) estimated from the advanced model's calibrated
     #: probabilities over every record of the window, labelled or not (CBPE)
     estimate: PerformanceEstimate | None = None
+    #: the plan it was made under (its sha256 is ``plan_sha256``)
+    plan: MonitoringPlan | None = field(default=None, repr=False, compare=False)
 
     @property
     def alarm(self) -> bool:
         return self.verdict not in ("healthy",)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows a diagnosis as its HTML report."""
+        from ._report import render_report
+
+        if self.plan is None:
+            return f"<pre>{html.escape(repr(self.to_dict()))}</pre>"
+        return render_report(self, plan=self.plan, title=f"sidecar diagnosis: {self.verdict}")
 
     @property
     def exit_code(self) -> int:
@@ -217,6 +228,7 @@ def diagnose(
         unknown_series=tuple(_unknown_series(plan, window)),
         distributions=tuple(distributions),
         estimate=_estimate(plan, reference, window, seed, notes),
+        plan=plan,
     )
 
 

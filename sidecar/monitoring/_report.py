@@ -30,6 +30,9 @@ def render_report(diagnosis: Diagnosis, *, plan: MonitoringPlan, title: str) -> 
     parts = [
         f"<h1>{_e(title)}</h1>",
         _verdict(d),
+        "<h2 id='metrics'>Metrics now and on the reference</h2>",
+        _metrics_table(d, plan),
+        _estimate(d),
         "<h2 id='metric'>Primary metric per window</h2>",
         _metric_plot(d, plan),
         "<h2 id='drift'>Drift per feature</h2>",
@@ -86,8 +89,66 @@ def _verdict(d: Diagnosis) -> str:
         f"<p><b>Recommendation:</b> {_e(rec.action)}"
         + (f" (adapter <code>{_e(rec.adapter)}</code>)" if rec.adapter else "")
         + f" — {_e(rec.detail)}</p>"
-        f"<p class='muted'>{d.n_records} records, {d.n_labelled} labelled.</p>"
+        f"<p class='muted'>{d.n_records} records, {d.n_labelled} labelled; "
+        f"{_e(_period(d))}.</p>"
         f"<ul>{reasons}</ul>"
+    )
+
+
+def _period(d: Diagnosis) -> str:
+    if d.since is None and d.until is None:
+        return "every stored record"
+    since = "the first record" if d.since is None else _day(d.since)
+    until = "now" if d.until is None else _day(d.until)
+    return f"{since} to {until} (UTC)"
+
+
+def _metrics_table(d: Diagnosis, plan: MonitoringPlan) -> str:
+    """Each metric of both models, now and on the reference, with its interval."""
+    names = [plan.primary_metric, *plan.secondary_metrics]
+    head = "".join(
+        f"<th>{_e(who)}</th>"
+        for who in ("advanced", "advanced_reference", "baseline", "baseline_reference")
+    )
+    rows = []
+    for name in names:
+        cells = []
+        for who in ("advanced", "advanced_reference", "baseline", "baseline_reference"):
+            m = d.metrics.get(who, {}).get(name)
+            cells.append(
+                "<td>-</td>"
+                if m is None
+                else f"<td title='n={m.n}'>{_fmt(m.value)} "
+                f"<span class='muted'>[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]</span></td>"
+            )
+        star = " (primary)" if name == plan.primary_metric else ""
+        rows.append(f"<tr><th>{_e(name)}{star}</th>{''.join(cells)}</tr>")
+    bounds = (
+        f"<p class='muted'>Acceptable {_e(plan.primary_metric)}: "
+        f"{_fmt(plan.bounds.lower)} to {_fmt(plan.bounds.upper)}; "
+        f"smallest material change {_fmt(plan.min_effect)}; 95% intervals in brackets.</p>"
+    )
+    return (
+        f"<table class='metrics' id='metrics-table'><tr><th>metric</th>{head}</tr>"
+        + "".join(rows)
+        + "</table>"
+        + bounds
+    )
+
+
+def _estimate(d: Diagnosis) -> str:
+    e = d.estimate
+    if e is None:
+        return ""
+    realised = (
+        "no labels yet"
+        if e.realised is None
+        else f"realised {_fmt(e.realised)} on the labelled records (error {_fmt(e.error)})"
+    )
+    return (
+        f"<p id='estimate'><b>Estimated {_e(e.metric)} before labels</b> (CBPE, "
+        f"{e.n} records): {_fmt(e.estimate)} "
+        f"<span class='muted'>[{_fmt(e.low)}, {_fmt(e.high)}]</span>; {realised}.</p>"
     )
 
 

@@ -170,3 +170,18 @@ def test_the_diagnosis_carries_the_estimate_and_its_error() -> None:
     assert as_json["method"] == "cbpe" and as_json["error"] < -0.1
     reg_ref, reg_now = sims.regression(seed=1)
     assert sims.diagnose_sim(sims.plan_for(reg_ref), reg_ref, reg_now).estimate is None
+
+
+def test_the_report_shows_metrics_estimate_and_period_and_renders_in_jupyter() -> None:
+    from sidecar.monitoring import render_report
+    from tests.monitoring import sims
+
+    ref, now = sims.classification(seed=2)
+    plan = sims.plan_for(ref)
+    d = sims.diagnose_sim(plan, ref, now)
+    page = render_report(d, plan=plan, title="t")
+    assert "id='metrics-table'" in page and "advanced_reference" in page
+    assert f"{plan.primary_metric} (primary)" in page
+    assert "Estimated" in page and "CBPE" in page
+    assert "(UTC)" in page or "every stored record" in page
+    assert d._repr_html_() == render_report(d, plan=plan, title=f"sidecar diagnosis: {d.verdict}")
