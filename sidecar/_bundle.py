@@ -404,7 +404,7 @@ class Bundle:
             # Labels for just-served requests must find their records: finish the
             # shadow work that builds them, then write what is queued.
             self.shadow.drain(timeout=5.0)
-            self.recorder.flush(timeout=5.0)
+            self.recorder.flush(timeout=5.0, fail_fast=True)  # a store that is down: answer now
         return target.upsert_labels(checked)
 
     def _rows(
