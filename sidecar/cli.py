@@ -656,6 +656,8 @@ def _diagnose(args: argparse.Namespace) -> int:
         )
     for h in result.health:
         print(f"pipeline        {h.feature:<28} {h.check}: {h.message}")
+    for note in result.notes:
+        print(f"note            {note}")
     return result.exit_code
 
 
