@@ -39,6 +39,8 @@ __all__ = ["check_labels", "check_request_id", "coerce_label", "label_rule"]
 _KEYS = frozenset({"request_id", "label", "ts"})
 #: Longest request id accepted (the service issues 38-character ids).
 MAX_REQUEST_ID = 256
+#: Largest time accepted, in epoch seconds either way (the year 5138).
+MAX_EPOCH = 1e11
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _INTEGER = re.compile(r"[+-]?\d{1,30}")
 _TRUE = frozenset({"true", "1"})
@@ -139,7 +141,7 @@ def check_labels(
         if label is MISSING or (allowed is not None and label not in allowed):
             problems.append(FieldProblem(f"{where}.label", expected, short_repr(item["label"])))
         ts = item.get("ts")
-        if ts is not None and _to_float(ts) is MISSING:
+        if ts is not None and (_to_float(ts) is MISSING or abs(_to_float(ts)) > MAX_EPOCH):
             problems.append(
                 FieldProblem(f"{where}.ts", "epoch seconds (a finite number)", short_repr(ts))
             )

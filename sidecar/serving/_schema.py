@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .._labels import MAX_REQUEST_ID
+from .._labels import MAX_EPOCH, MAX_REQUEST_ID
 
 __all__ = ["labels_schema", "records_schema"]
 
@@ -53,7 +53,12 @@ def labels_schema(bundle: str | None) -> dict[str, Any]:
                     "description": "An id the service returned in `request_ids`.",
                 },
                 "label": _label_schema(bundle),
-                "ts": {"type": "number", "description": "When the label was observed (epoch s)."},
+                "ts": {
+                    "type": "number",
+                    "minimum": -MAX_EPOCH,
+                    "maximum": MAX_EPOCH,
+                    "description": "When the label was observed (epoch seconds).",
+                },
             },
         },
         "description": "A non-empty list of {request_id, label} (and optionally ts, epoch s).",
