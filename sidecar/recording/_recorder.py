@@ -6,7 +6,15 @@ traffic commits a few rows at a time rather than row by row, and writes up to
 ``batch_size`` rows in one transaction. A failing store is retried with
 exponential backoff while serving goes on (new rows queue up to the bound and
 are then dropped and counted). ``close`` writes everything still queued.
-A crash loses at most what was queued -- one linger interval plus one commit.
+A crash loses at most what was queued -- one linger interval plus one commit,
+counted from when the rows were queued (a served record is queued by the
+shadow micro-batch a moment after its response: measured from the response,
+one run on a busy machine lost 0.303 s against the 0.25 s linger).
+
+Drops are kept in the store with each commit (the writer's row). A store that
+cannot take a commit cannot take the count either: :meth:`unstored_dropped`
+says how many the store does not know of, they go in with the next commit
+that works, and ``close`` logs them at ERROR with the number.
 """
 
 from __future__ import annotations
