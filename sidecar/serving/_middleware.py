@@ -34,8 +34,9 @@ class BodyLimitMiddleware:
     - a form body (``multipart/*``, url-encoded): 415 -- the APIs take JSON;
     - a body longer than ``max_bytes``: 413 (a declared ``Content-Length`` is
       checked before anything is read);
-    - a body that stops coming for ``body_timeout`` seconds before it is
-      complete: 400 at once, not a 504 at the end of the traffic timeout.
+    - a body that stops coming for ``body_timeout`` seconds after it began,
+      before it is complete: 400 then, not a 504 at the end of the traffic
+      timeout.
 
     The body is read here and replayed to the application message by message.
     """
@@ -98,7 +99,11 @@ class BodyLimitMiddleware:
         messages: list[Message] = []
         size = 0
         while True:
-            message = await self._next(receive)
+            # The first message is not timed: it is there at once for all but a
+            # client that sends headers and no body at all (the traffic timeout's
+            # to end), and a timer per request costs more than the rest of this
+            # guard. A body begun and then stalled is timed.
+            message = await (self._next(receive) if messages else receive())
             if message is None:  # the body stalled
                 got = f"{size} bytes, then nothing for {self.body_timeout:g} s"
                 want = f"{declared} bytes" if declared is not None else "the rest of the body"
