@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -25,19 +24,23 @@ _PR_SET_PDEATHSIG = 1
 def die_with_parent(sig: int = signal.SIGTERM) -> bool:
     """Ask the kernel to send ``sig`` to this process when its parent ends; ``True`` if set.
 
-    Safe in a ``preexec_fn`` (no allocation beyond ctypes' call). If the parent
-    ended before the request took effect, ``sig`` is sent at once.
+    Safe in a ``preexec_fn``. If the parent ended while the request was made,
+    ``sig`` is sent at once.
     """
     if not sys.platform.startswith("linux"):
         return False
     parent = os.getppid()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # dlopen(NULL): the process's own symbols, libc's prctl among them (no
+        # library search, which would run a subprocess -- this runs in preexec_fn).
+        libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
             return False
     except (OSError, AttributeError):
         return False
-    if os.getppid() != parent:  # the parent is gone already: the signal will never come
+    # Reparented between the two calls: the signal will never come. (A parent
+    # of pid 1 is no sign of an orphan: in a container BentoML may be pid 1.)
+    if os.getppid() != parent:
         with contextlib.suppress(OSError):
             os.kill(os.getpid(), sig)
     return True

@@ -445,3 +445,43 @@ def test_stopping_sidecar_serve_leaves_no_process(
     assert set(acked) <= stored
     log = (tmp_path / "serve.log").read_text(errors="replace")
     assert not re.search(r"Traceback", log), log[-3000:]
+
+
+def test_a_child_that_dies_with_its_parent_gets_sigterm_when_the_parent_is_killed(
+    tmp_path: Path,
+) -> None:
+    """The mechanism under the two tests above, alone: parent killed with SIGKILL, the
+    child (in a session of its own, as BentoML's workers are) gets SIGTERM and ends."""
+    marker = tmp_path / "got-sigterm"
+    armed = tmp_path / "armed"
+    child = (
+        "import os, signal, sys, time\n"
+        "from sidecar._lifetime import die_with_parent\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').close(), "
+        "sys.exit(0)))\n"
+        "assert die_with_parent()\n"
+        f"open({str(armed)!r}, 'w').close()\n"
+        "time.sleep(60)\n"
+    )
+    parent = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not armed.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kids = descendants(proc.pid)
+        assert armed.exists() and kids, "the child did not start"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(kids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(kids) and marker.exists()
+    finally:
+        for pid in [proc.pid, *descendants(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
