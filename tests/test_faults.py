@@ -147,6 +147,14 @@ class Client:
             s.sendall(payload)
             data = s.recv(65536)
             took = time.monotonic() - start
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+            while length and len(body) < int(length[1]):
+                more = s.recv(65536)
+                if not more:
+                    break
+                body += more
+            data = head + b"\r\n\r\n" + body
         self.bodies.append(data)
         return data, took
 
