@@ -5,6 +5,8 @@
   body and the whole server log are searched for the password;
 - a full disk (SQLite on a small tmpfs): acknowledged - stored equals the drops reported;
 - ``sidecar serve`` stopped by its PID, or its process group killed: nothing survives.
+
+(One module over 400 lines: the three share the real-server client and the proxy.)
 """
 
 from __future__ import annotations
