@@ -22,6 +22,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 __all__ = ["BodyLimitMiddleware"]
 
+_REFUSED: Any = object()
 #: Media types BentoML would parse as a form; the sidecar's APIs take JSON only.
 _FORM_TYPES = (b"multipart/", b"application/x-www-form-urlencoded")
 
@@ -58,6 +59,24 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
+        declared = await self._check_headers(scope, send)
+        if declared is _REFUSED:
+            return
+        messages = await self._read_body(receive, send, declared)
+        if messages is None:
+            return
+        replay = iter(messages)
+
+        async def replayed() -> Message:
+            try:
+                return next(replay)
+            except StopIteration:
+                return await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _check_headers(self, scope: Scope, send: Send) -> Any:
+        """The declared body length (``None``: none), or ``_REFUSED`` once refused."""
         declared = None
         media = b""
         auth = b""
@@ -77,25 +96,25 @@ class BodyLimitMiddleware:
             and not hmac.compare_digest(auth, f"Bearer {self.feedback_token}".encode())
         ):
             got = "a wrong token" if auth else "no Authorization header"
-            await _refuse(
-                send,
-                401,
-                "Unauthorized",
-                "authorization",
-                "`Bearer <the feedback token>`",
-                got,
-                extra=[(b"www-authenticate", b"Bearer")],
-            )
-            return
+            expected = "`Bearer <the feedback token>`"
+            bearer = [(b"www-authenticate", b"Bearer")]
+            await _refuse(send, 401, "Unauthorized", "authorization", expected, got, extra=bearer)
+            return _REFUSED
         if media.startswith(_FORM_TYPES):
             shown = media.split(b";", 1)[0].decode("latin-1")
             await _refuse(
                 send, 415, "UnsupportedMediaType", "content-type", "application/json", shown
             )
-            return
+            return _REFUSED
         if declared is not None and declared > self.max_bytes:
             await self._too_large(send, f"{declared} bytes (declared Content-Length)")
-            return
+            return _REFUSED
+        return declared
+
+    async def _read_body(
+        self, receive: Receive, send: Send, declared: int | None
+    ) -> list[Message] | None:
+        """The body's messages, or ``None`` when it was refused (or the client left)."""
         messages: list[Message] = []
         size = 0
         while True:
@@ -108,27 +127,18 @@ class BodyLimitMiddleware:
                 got = f"{size} bytes, then nothing for {self.body_timeout:g} s"
                 want = f"{declared} bytes" if declared is not None else "the rest of the body"
                 await _refuse(send, 400, "IncompleteBody", "body", want, got)
-                return
+                return None
             messages.append(message)
             if message["type"] != "http.request":
                 if message["type"] == "http.disconnect":
-                    return  # the client went away: nobody to answer
-                break
+                    return None  # the client went away: nobody to answer
+                return messages
             size += len(message.get("body", b""))
             if size > self.max_bytes:
                 await self._too_large(send, f"more than {self.max_bytes} bytes (chunked)")
-                return
+                return None
             if not message.get("more_body", False):
-                break
-        replay = iter(messages)
-
-        async def replayed() -> Message:
-            try:
-                return next(replay)
-            except StopIteration:
-                return await receive()
-
-        await self.app(scope, replayed, send)
+                return messages
 
     async def _next(self, receive: Receive) -> Message | None:
         """The next message; ``None`` if none comes within ``body_timeout`` seconds."""
