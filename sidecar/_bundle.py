@@ -343,14 +343,20 @@ class Bundle:
         for records, _, pred, timestamps in items:
             hi = lo + len(pred)
             part = _slice(out, lo, hi)
+            item_error = error
+            if part is not None and not _finite_output(part):
+                # Inputs beyond what the baseline can compute with (say +-1.7e308 through
+                # its scaler): NaN is no answer, so it is an error, counted as one.
+                part, item_error = None, "the baseline's output is not finite for these inputs"
+                self.shadow._count("error")
             share = ms * (hi - lo) / len(X)  # the batch's shadow time, shared by its records
-            results.append((part, error, share))
+            results.append((part, item_error, share))
             if recorder is not None:
                 cand = None
                 if candidate is not None:
                     cand_share = None if cand_ms is None else cand_ms * (hi - lo) / len(X)
                     cand = (candidate.version, _slice(cand_out, lo, hi), cand_share)
-                rows.extend(self._rows(records, pred, part, error, share, timestamps, cand))
+                rows.extend(self._rows(records, pred, part, item_error, share, timestamps, cand))
             if part is not None and self.task == "classification":
                 self.stats.shadow_compared += hi - lo
                 self.stats.shadow_disagreements += int(
@@ -412,7 +418,7 @@ class Bundle:
             # Labels for just-served requests must find their records: finish the
             # shadow work that builds them, then write what is queued.
             self.shadow.drain(timeout=5.0)
-            self.recorder.flush(timeout=5.0)
+            self.recorder.flush(timeout=5.0, fail_fast=True)  # a store that is down: answer now
         return target.upsert_labels(checked)
 
     def _rows(
@@ -695,6 +701,14 @@ def _batch_id() -> str:
     index grows at its right edge instead of taking random page splits.
     """
     return f"{time.time_ns():016x}{os.urandom(6).hex()}"
+
+
+def _finite_output(out: ModelOutput) -> bool:
+    """Whether a model's probabilities (or a regressor's values) are all finite numbers."""
+    values = out.probabilities if out.probabilities is not None else out.predictions
+    if values.dtype.kind not in "fc":
+        return True
+    return bool(np.isfinite(values).all())
 
 
 def _slice(out: ModelOutput | None, lo: int, hi: int) -> ModelOutput | None:

@@ -90,8 +90,8 @@ def load_window(
     flags: dict[str, np.ndarray] = {}
     if isinstance(pre, TabularPreprocessor):
         flags = {f: pre.unknown_mask(f, raw[f]) for f in raw_categorical}
-    label_arr = np.array(labels, dtype=object)
-    labelled = np.array([v is not None for v in labels], dtype=bool)
+    label_arr = _checked_labels(labels, bundle, notes)
+    labelled = np.array([v is not None for v in label_arr], dtype=bool)
     return WindowData(
         ts=np.asarray(ts, dtype=np.float64),
         raw_numeric=raw_numeric,
@@ -130,6 +130,37 @@ def _features(
         notes.append(f"the stored inputs could not be preprocessed again: {exc}")
         return None, {}
     return X, dict(report.unknown)
+
+
+def _checked_labels(labels: list[Any], bundle: Bundle, notes: list[str]) -> np.ndarray:
+    """Stored labels as the metrics read them; one they cannot score is left out and counted.
+
+    ``/feedback`` refuses such labels today, but a store written by an older
+    version, or by hand, may hold one: it must not fail the whole analysis.
+    """
+    from ._labels import MISSING, label_rule
+
+    coerce, expected, allowed = label_rule(bundle.task, bundle.advanced.classes)
+    out: list[Any] = []
+    bad: dict[str, int] = {}
+    for v in labels:
+        if v is None:
+            out.append(None)
+            continue
+        got = coerce(v)
+        if got is MISSING or (allowed is not None and got not in allowed):
+            key = repr(v)[:40]
+            bad[key] = bad.get(key, 0) + 1
+            out.append(None)
+        else:
+            out.append(got)
+    if bad:
+        shown = ", ".join(f"{k} ({n})" for k, n in sorted(bad.items(), key=lambda kv: -kv[1])[:5])
+        notes.append(
+            f"{sum(bad.values())} stored labels were left out: each label must be {expected}; "
+            f"got {shown}"
+        )
+    return np.array(out, dtype=object)
 
 
 def _labels_array(values: list[Any]) -> np.ndarray:

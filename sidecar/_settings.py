@@ -11,6 +11,8 @@ variable                       meaning                                      defa
 ``SIDECAR_SHADOW_TIMEOUT``     seconds a baseline may take before it is     1.0
                                counted as a timeout
 ``SIDECAR_TRAFFIC_TIMEOUT``    BentoML's request timeout in seconds         5
+``SIDECAR_BODY_TIMEOUT``       seconds a request body may pause before it   1.0
+                               is refused as incomplete (400)
 ``SIDECAR_WORKERS``            BentoML worker processes                     1
 ``SIDECAR_TRUSTED``            comma-separated names a bundle may load and  (none)
                                so run: import paths (a torch factory, a
@@ -60,6 +62,7 @@ class Settings(BaseModel):
     max_batch: int = Field(default=10_000, gt=0)
     shadow_timeout: float = Field(default=1.0, gt=0)
     traffic_timeout: float = Field(default=5.0, gt=0)
+    body_timeout: float = Field(default=1.0, gt=0)
     workers: int = Field(default=1, gt=0)
     trusted: tuple[str, ...] = ()
     allow_pickle: bool = False

@@ -8,6 +8,7 @@ failure (a bundle that fails its hash check, a server that would not start).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -451,6 +452,17 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _run_bentoml(bundle: Path, host: str, port: int, workers: int | None, store: str | None) -> int:
+    """Run ``bentoml serve`` until it ends; SIGTERM, SIGINT and SIGHUP are passed on to it.
+
+    The command waits for BentoML's graceful shutdown (which writes every
+    queued record) and returns its exit status. If the command itself is
+    killed (even with SIGKILL), the kernel sends BentoML SIGTERM, and each
+    worker ends with BentoML's arbiter the same way (see ``_lifetime``).
+    """
+    import signal
+
+    from ._lifetime import die_with_parent
+
     env = dict(os.environ, SIDECAR_BUNDLE=str(bundle.resolve()), OMP_NUM_THREADS="1")
     if workers:
         env["SIDECAR_WORKERS"] = str(workers)
@@ -458,20 +470,43 @@ def _run_bentoml(bundle: Path, host: str, port: int, workers: int | None, store:
         env["SIDECAR_STORE"] = store
     env.setdefault("SIDECAR_STORE", f"sqlite:///{(bundle.resolve().parent / 'records.db')}")
     cmd = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
+    forwarded: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        forwarded.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, forward) for s in signals}
     try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if proc.poll() is None:  # an exception here: do not leave the server behind
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    # Stopped by a signal we passed on: a clean stop, as with Ctrl+C before.
+    return 0 if forwarded and code in (0, -signal.SIGTERM, -signal.SIGINT) else code
 
 
 def _replay(args: argparse.Namespace) -> int:
     from ._bundle import load
+    from ._redact import redact_url
     from ._replay import replay
-    from ._tables import parse_timestamp, pop_column, read_table
+    from ._tables import pop_column, read_table
     from .recording import open_store
 
     bundle = load(args.bundle, trusted=_trusted_env())
-    records = read_table(args.data, text_columns=bundle.preprocessing.categorical_fields)
+    # The label column is read as text and coerced by the one label rule (see _feedback).
+    text = [*bundle.preprocessing.categorical_fields, *filter(None, [args.label_column])]
+    records = read_table(args.data, text_columns=text)
     labels = stamps = label_stamps = None
     if args.label_column:
         labels = pop_column(records, args.label_column, flag="--label-column", source=args.data)
@@ -479,15 +514,13 @@ def _replay(args: argparse.Namespace) -> int:
         raw = pop_column(
             records, args.timestamp_column, flag="--timestamp-column", source=args.data
         )
-        stamps = [
-            parse_timestamp(v, where=f"{args.timestamp_column}[{i}]") for i, v in enumerate(raw)
-        ]
+        stamps = [_moment(v, f"{args.timestamp_column}[{i}]") for i, v in enumerate(raw)]
     if args.label_timestamp_column:
         raw = pop_column(
             records, args.label_timestamp_column, flag="--label-timestamp-column", source=args.data
         )
         label_stamps = [  # an empty cell: that label never arrived
-            None if v is None else parse_timestamp(v, where=f"{args.label_timestamp_column}[{i}]")
+            None if v is None else _moment(v, f"{args.label_timestamp_column}[{i}]")
             for i, v in enumerate(raw)
         ]
     store = open_store(args.store)
@@ -507,7 +540,8 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(
-            f"replayed {result.records} records into {args.store} in {result.seconds} s; "
+            f"replayed {result.records} records into {redact_url(args.store)} in "
+            f"{result.seconds} s; "
             f"labels joined {result.labels_accepted}, unknown {result.labels_unknown}, "
             f"dropped {result.dropped}"
         )
@@ -520,16 +554,9 @@ def _feedback(args: argparse.Namespace) -> int:
     from .recording import open_store
 
     bundle = load(args.bundle, trusted=_trusted_env())
-    rows = read_table(
-        args.data,
-        text_columns=[args.id_column]
-        + (
-            [args.label_column]
-            if bundle.task == "classification"
-            and all(isinstance(c, str) for c in bundle.advanced.classes or ())
-            else []
-        ),
-    )
+    # Labels are read as text and coerced to the classes' type by the one rule
+    # that /feedback applies ("1" for integer classes, "True" for booleans).
+    rows = read_table(args.data, text_columns=[args.id_column, args.label_column])
     ids = pop_column(rows, args.id_column, flag="--id-column", source=args.data)
     labels = pop_column(rows, args.label_column, flag="--label-column", source=args.data)
     store = open_store(args.store)
@@ -545,11 +572,9 @@ def _feedback(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from ._export import export_parquet
-    from ._tables import parse_timestamp
     from .recording import open_store
 
-    since = parse_timestamp(_number_or_text(args.since), where="--since") if args.since else None
-    until = parse_timestamp(_number_or_text(args.until), where="--until") if args.until else None
+    since, until = _window(args)
     store = open_store(args.store)
     try:
         n = export_parquet(store, args.out, since=since, until=until)
@@ -567,38 +592,113 @@ def _number_or_text(text: str) -> float | str:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from ._redact import redact_url
     from .recording import open_store
 
     store = open_store(args.store)
     try:
-        status = {
-            "store": args.store,
-            **store.count(),
-            "writers": [w.__dict__ for w in store.writers()],
-        }
+        counts = store.count()
+        writers = [w.__dict__ for w in store.writers()]
     finally:
         store.close()
-    status["dropped"] = sum(w["dropped"] for w in status["writers"])
+    now = time.time()
+    stale = _stale_reasons(args.store, writers)
+    status = {
+        "store": redact_url(args.store),
+        **counts,
+        "writers": writers,
+        "dropped": sum(w["dropped"] for w in writers),
+        "stale": stale,
+    }
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"store       {args.store}")
+    print(f"store       {status['store']}")
     print(f"records     {status['predictions']}  (labelled {status['labels']})")
-    print(f"dropped     {status['dropped']}")
-    for w in status["writers"]:
+    print(f"dropped     {status['dropped']}  (as the writers last stored it)")
+    for w in writers:
         print(
             f"writer      {w['writer_id']}  enqueued {w['enqueued']}  written {w['written']}  "
-            f"dropped {w['dropped']}  failed commits {w['failed_commits']}"
+            f"dropped {w['dropped']}  failed commits {w['failed_commits']}  "
+            f"as of {max(0.0, now - w['updated_at']):.0f} s ago"
         )
+    for reason in stale:
+        print(f"stale?      {reason}")
     return 0
 
 
+def _stale_reasons(url: str, writers: list[dict[str, Any]]) -> list[str]:
+    """Why the writers' figures may be behind: the store cannot take their counts, or a
+    writer that is still running has not stored its latest ones."""
+    import shutil
+    import socket
+
+    reasons = []
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite://")[1:])
+        folder = path.parent
+        free = shutil.disk_usage(folder).free if folder.is_dir() else None
+        if free is not None and free < 4 << 20:
+            reasons.append(
+                f"the disk holding the store has {free} bytes free: writers cannot store new "
+                "records or counts (see each server's /metrics, "
+                "sidecar_recorder_unstored_dropped_rows, and its log)"
+            )
+        if (folder.is_dir() and os.statvfs(folder).f_flag & os.ST_RDONLY) or (
+            path.exists() and not os.access(path, os.W_OK)
+        ):
+            reasons.append(
+                "the store is read-only: writers cannot store new records or counts (see each "
+                "server's /metrics, sidecar_recorder_unstored_dropped_rows, and its log)"
+            )
+    host = socket.gethostname()
+    running = [w for w in writers if w["host"] == host and Path(f"/proc/{w['pid']}").exists()]
+    if running:
+        reasons.append(
+            f"{len(running)} writer(s) may still be running on this host: their figures are as "
+            "of their last commit; what they dropped since is on their /metrics"
+        )
+    return reasons
+
+
 def _window(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """``--since`` and ``--until`` as epoch seconds; each finite, and since before until."""
+    since = _bound(args.since, "--since")
+    until = _bound(args.until, "--until")
+    if since is not None and until is not None and until <= since:
+        raise InputError(
+            f"--until must be later than --since; got --since {args.since} and "
+            f"--until {args.until}."
+        )
+    return since, until
+
+
+def _moment(value: Any, where: str) -> float:
+    """A finite time (epoch seconds or ISO 8601) from a data file's cell."""
+    import math
+
     from ._tables import parse_timestamp
 
-    since = parse_timestamp(_number_or_text(args.since), where="--since") if args.since else None
-    until = parse_timestamp(_number_or_text(args.until), where="--until") if args.until else None
-    return since, until
+    t = parse_timestamp(value, where=where)
+    if not math.isfinite(t) or abs(t) > 1e11:
+        raise InputError(f"`{where}` must be finite epoch seconds (within +-1e11); got {value!r}.")
+    return t
+
+
+def _bound(text: str | None, flag: str) -> float | None:
+    import math
+
+    from ._tables import parse_timestamp
+
+    if text is None:
+        return None
+    value = parse_timestamp(_number_or_text(text), where=flag)
+    if not math.isfinite(value) or abs(value) > 1e11:
+        raise InputError(
+            f"{flag} must be finite epoch seconds (within +-1e11) or an ISO 8601 time such as "
+            f"2026-11-26T12:00:00Z; got {text!r}."
+        )
+    return value
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -632,6 +732,8 @@ def _diagnose(args: argparse.Namespace) -> int:
         )
     for h in result.health:
         print(f"pipeline        {h.feature:<28} {h.check}: {h.message}")
+    for note in result.notes:
+        print(f"note            {note}")
     return result.exit_code
 
 

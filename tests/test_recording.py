@@ -1058,8 +1058,10 @@ class TestFeedback:
         assert bundle.feedback(again).accepted == 1
         assert joined(store) == state
         assert json.loads(by_id(store)[ids[0]]["label"]) == "cat"
-        # A label of the right type that the model never saw is evidence, not an error.
-        assert bundle.feedback([{"request_id": ids[9], "label": "wolf"}]).accepted == 1
+        # A label the model's classes do not hold could never be scored: refused, naming them.
+        with pytest.raises(sidecar.InputError, match=r"one of the classes \['cat', 'dog', 'fox'\]"):
+            bundle.feedback([{"request_id": ids[9], "label": "wolf"}])
+        assert by_id(store)[ids[9]]["label"] is None
 
     def test_wrong_label_type_writes_nothing(
         self, recorded: tuple[sidecar.Bundle, Recorder, Store], cls_data: tuple[Any, ...]
@@ -1100,7 +1102,7 @@ class TestFeedback:
         )
         store = MemoryStore()
         store.write_predictions([make_row("r1", 1.0), make_row("r2", 2.0)], None)
-        for bad in (float("nan"), float("inf"), "3.5", True, None):
+        for bad in (float("nan"), float("inf"), "nan", "1e400", 10**400, "3.5 kg", True, None):
             with pytest.raises(sidecar.InputError, match=r"labels\[1\]\.label"):
                 bundle.feedback(
                     [{"request_id": "r1", "label": 1.0}, {"request_id": "r2", "label": bad}],
@@ -1109,7 +1111,7 @@ class TestFeedback:
         assert store.count()["labels"] == 0
         result = bundle.feedback(
             [
-                {"request_id": "r1", "label": 3.5},
+                {"request_id": "r1", "label": " 3.5"},  # a number's text, as a CSV cell holds it
                 {"request_id": "r2", "label": np.int64(4)},
                 {"request_id": "r3", "label": 1.0},
             ],
@@ -1117,7 +1119,7 @@ class TestFeedback:
         )
         assert (result.accepted, result.unknown_request_ids) == (2, ("r3",))
         rows = by_id(store)
-        assert (json.loads(rows["r1"]["label"]), json.loads(rows["r2"]["label"])) == (3.5, 4)
+        assert (json.loads(rows["r1"]["label"]), json.loads(rows["r2"]["label"])) == (3.5, 4.0)
 
     def test_feedback_right_after_predict_finds_the_requests(
         self,

@@ -877,3 +877,109 @@ def test_middleware_leaves_reads_alone(method: str) -> None:
 def test_middleware_leaves_lifespan_alone() -> None:
     sent, seen, _ = _run_middleware({"type": "lifespan"}, [])
     assert seen == [] and sent[0]["status"] == 200
+
+
+def _guard(
+    scope: dict[str, Any], receive: Any, **options: Any
+) -> tuple[list[dict[str, Any]], bool]:
+    """Run the guard with ``receive``; what it sent, and whether the app was called."""
+    from sidecar.serving._middleware import BodyLimitMiddleware
+
+    sent: list[dict[str, Any]] = []
+    called = False
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal called
+        called = True
+
+    asyncio.run(BodyLimitMiddleware(app, max_bytes=1000, **options)(scope, receive, send))
+    return sent, called
+
+
+def _refusal(sent: list[dict[str, Any]]) -> tuple[int, dict[str, Any], dict[bytes, bytes]]:
+    start, body = sent
+    return start["status"], json.loads(body["body"]), dict(start["headers"])
+
+
+@pytest.mark.parametrize("auth", [None, b"Bearer wrong", b"bearer s3cret", b"s3cret"])
+def test_guard_checks_the_feedback_token_before_reading_the_body(auth: bytes | None) -> None:
+    reads = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b"{not json", "more_body": False}
+
+    scope = _scope()
+    scope["path"] = "/feedback"
+    if auth is not None:
+        scope["headers"] = [*scope["headers"], (b"authorization", auth)]
+    sent, called = _guard(scope, receive, feedback_token="s3cret")
+    status, body, headers = _refusal(sent)
+    assert (status, body["error"], reads, called) == (401, "Unauthorized", 0, False)
+    assert headers[b"www-authenticate"] == b"Bearer"
+    assert "s3cret" not in json.dumps(body)
+
+
+def test_guard_lets_the_right_token_and_other_paths_through() -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    scope = _scope()
+    scope["path"] = "/feedback"
+    scope["headers"] = [*scope["headers"], (b"authorization", b"Bearer s3cret")]
+    assert _guard(scope, receive, feedback_token="s3cret") == ([], True)
+    assert _guard(_scope(), receive, feedback_token="s3cret") == ([], True)  # /predict
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        b"multipart/form-data",
+        b"Multipart/Form-Data; charset=x",
+        b"application/x-www-form-urlencoded",
+    ],
+)
+def test_guard_refuses_form_bodies_with_415(media: bytes) -> None:
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"a=1", "more_body": False}
+
+    scope = _scope()
+    scope["headers"] = [(b"content-type", media)]
+    sent, called = _guard(scope, receive)
+    status, body, _ = _refusal(sent)
+    assert (status, body["problems"][0]["field"], called) == (415, "content-type", False)
+
+
+def test_guard_refuses_a_body_that_stalls_with_400() -> None:
+    messages = [{"type": "http.request", "body": b'{"records":', "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(60)  # the client sends no more and keeps the connection open
+        raise AssertionError("not reached")
+
+    start = time.monotonic()
+    sent, called = _guard(_scope(length="100"), receive, body_timeout=0.2)
+    assert time.monotonic() - start < 5
+    status, body, _ = _refusal(sent)
+    assert (status, body["error"], called) == (400, "IncompleteBody", False)
+    assert body["problems"] == [
+        {"field": "body", "expected": "100 bytes", "got": "11 bytes, then nothing for 0.2 s"}
+    ]
+
+
+def test_guard_answers_nothing_to_a_client_that_left() -> None:
+    messages = [
+        {"type": "http.request", "body": b'{"rec', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    assert _guard(_scope(length="100"), receive) == ([], False)

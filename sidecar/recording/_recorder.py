@@ -6,7 +6,15 @@ traffic commits a few rows at a time rather than row by row, and writes up to
 ``batch_size`` rows in one transaction. A failing store is retried with
 exponential backoff while serving goes on (new rows queue up to the bound and
 are then dropped and counted). ``close`` writes everything still queued.
-A crash loses at most what was queued -- one linger interval plus one commit.
+A crash loses at most what was queued -- one linger interval plus one commit,
+counted from when the rows were queued (a served record is queued by the
+shadow micro-batch a moment after its response: measured from the response,
+one run on a busy machine lost 0.303 s against the 0.25 s linger).
+
+Drops are kept in the store with each commit (the writer's row). A store that
+cannot take a commit cannot take the count either: :meth:`unstored_dropped`
+says how many the store does not know of, they go in with the next commit
+that works, and ``close`` logs them at ERROR with the number.
 """
 
 from __future__ import annotations
@@ -90,6 +98,7 @@ class Recorder:
         self._in_flight = 0
         self._migrated = False
         self._dropped_stored = 0  # the drop count the store's writer row last got
+        self._failing = False  # the last commit attempt failed
         #: called with ("dropped" | "written" | "failed", n) -- feeds Prometheus; must not raise
         self.on_event: Callable[[str, int], None] | None = None
         self._thread = threading.Thread(target=self._run, name="sidecar-recorder", daemon=True)
@@ -123,18 +132,35 @@ class Recorder:
         with self._cond:
             self.counters.dropped += n
 
+    def unstored_dropped(self) -> int:
+        """Drops counted here that the store does not know of yet (it could not take them).
+
+        They reach the store with the next commit that succeeds; until then
+        they are only here, on ``/metrics`` and, at shutdown, in the log.
+        """
+        with self._cond:
+            return self.counters.dropped - self._dropped_stored
+
     def pending(self) -> int:
         with self._cond:
             return len(self._rows) + (1 if self._busy else 0)
 
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every queued row is written (or ``timeout`` passes); ``True`` if all were."""
+    def flush(self, timeout: float = 30.0, *, fail_fast: bool = False) -> bool:
+        """Wait until every queued row is written (or ``timeout`` passes); ``True`` if all were.
+
+        With ``fail_fast`` a failing store answers at once: ``False`` as soon
+        as a commit attempt fails (or if the last one did), not after the
+        whole timeout -- what a request waiting on it needs.
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
             self._flushing += 1
+            failed = self.counters.failed_commits
             try:
                 self._cond.notify_all()
                 while self._rows or self._busy:
+                    if fail_fast and (self._failing or self.counters.failed_commits != failed):
+                        return False
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
@@ -162,6 +188,15 @@ class Recorder:
             self._emit("dropped", left)
             logger.error(
                 "recorder closed with %d rows unwritten (store: %s)", left, self.counters.last_error
+            )
+        unstored = self.unstored_dropped()
+        if unstored:
+            logger.error(
+                "recording lost %d records in all; the store could not take the count of %d of "
+                "them, so `sidecar status` does not show those (last store error: %s)",
+                self.counters.dropped,
+                unstored,
+                self.counters.last_error,
             )
         return left == 0
 
@@ -209,6 +244,7 @@ class Recorder:
                 self._in_flight = take
             ok = self._write(batch)
             with self._cond:
+                self._failing = not ok
                 if not ok:
                     self._rows.extendleft(reversed(batch))  # keep order; retry after backoff
                 self._busy = False
@@ -242,9 +278,13 @@ class Recorder:
             if not self._migrated:
                 self.store.migrate()
                 self._migrated = True
-            self.store.write_predictions([], self.stats())
+            stats = self.stats()
+            self.store.write_predictions([], stats)
+            self._dropped_stored = stats.dropped
         except Exception as exc:
-            logger.warning("the recorder's final counts could not be stored: %s", exc)
+            self.counters.failed_commits += 1
+            self.counters.last_error = str(exc)
+            self._emit("failed", 1)
 
     def _write(self, batch: list[PredictionRow]) -> bool:
         try:

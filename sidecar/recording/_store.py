@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .._errors import InputError, StoreError
+from .._redact import redact_url, scrub, secrets_of
 from ._schema import COLUMNS, LATEST
 
 __all__ = [
@@ -207,7 +208,7 @@ class SQLStore:
             raise
         except Exception as exc:
             self._reset()
-            raise StoreError(f"the store {self.url} failed: {type(exc).__name__}: {exc}") from exc
+            raise _store_error(self.url, exc) from (None if secrets_of(self.url) else exc)
 
     # -- schema -------------------------------------------------------------------
 
@@ -229,8 +230,8 @@ class SQLStore:
             current = int(row[0]) if row else 0
             if current > LATEST:
                 raise StoreError(
-                    f"the store {self.url} has schema version {current}, newer than this "
-                    f"model-sidecar understands ({LATEST}); upgrade model-sidecar."
+                    f"the store {redact_url(self.url)} has schema version {current}, newer than "
+                    f"this model-sidecar understands ({LATEST}); upgrade model-sidecar."
                 )
             for version in range(current + 1, LATEST + 1):
                 for statement in steps[version]:
@@ -392,6 +393,16 @@ class SQLStore:
         self._local = threading.local()
 
 
+def _store_error(url: str, exc: BaseException) -> StoreError:
+    """A :class:`StoreError` for ``exc`` that names the store without its secrets.
+
+    The driver's own message is kept (scrubbed too: it may quote the URL);
+    the cause is chained only when the URL holds no secret, so a logged
+    traceback cannot show one.
+    """
+    return StoreError(scrub(f"the store {url} failed: {type(exc).__name__}: {exc}", url))
+
+
 def _finite(x: float) -> float:
     return max(min(x, 1e300), -1e300)
 
@@ -444,7 +455,7 @@ def open_store(url: str, *, migrate: bool = True, create: bool = True) -> Store:
     else:
         raise InputError(
             "a store URL must start with sqlite://, postgresql:// or memory://; "
-            f"got {url!r}. Example: sqlite:///records.db"
+            f"got {redact_url(url)!r}. Example: sqlite:///records.db"
         )
     if migrate:
         store.migrate()

@@ -13,6 +13,7 @@ __all__ = [
     "SHADOW",
     "UNKNOWN",
     "UNKNOWN_RATE",
+    "UNSTORED",
 ]
 
 RECORDS = Counter("sidecar_records", "Records predicted by the advanced model.")
@@ -55,5 +56,12 @@ DISAGREEMENT = Gauge(
 QUEUE = Gauge(
     "sidecar_recorder_queue_rows",
     "Records waiting to be written by this worker's recorder.",
+    multiprocess_mode="livesum",
+)
+UNSTORED = Gauge(
+    "sidecar_recorder_unstored_dropped_rows",
+    "Dropped records whose count the store has not taken yet (it was full, read-only or down): "
+    "`sidecar status` does not show them. They are written with the next commit that succeeds "
+    "and logged at ERROR at shutdown.",
     multiprocess_mode="livesum",
 )

@@ -101,13 +101,21 @@ def load_bundle(settings: Settings, *, candidate: bool = True) -> Any:
 def open_recorder(settings: Settings) -> Any:
     """A recorder on the settings' store, feeding the Prometheus counters."""
     from ..recording import Recorder, open_store
-    from ._metrics import RECORDER
+    from ._metrics import RECORDER, UNSTORED
 
     # Not migrated here: a store that is down at start-up must not stop serving;
     # the recorder migrates before its first write and retries until it can.
     store = open_store(settings.store, migrate=False)
     recorder = Recorder(store, max_queue=settings.recorder_queue, linger=settings.recorder_linger)
-    recorder.on_event = lambda event, n: RECORDER.labels(event).inc(n)
+
+    def on_event(event: str, n: int) -> None:
+        RECORDER.labels(event).inc(n)
+        if event != "written":  # a drop, or a commit that failed: the store may be behind
+            UNSTORED.set(recorder.unstored_dropped())
+        elif recorder.unstored_dropped() == 0:
+            UNSTORED.set(0)
+
+    recorder.on_event = on_event
     return recorder
 
 
@@ -123,7 +131,7 @@ def record_policy(settings: Settings) -> Any:
 
 def set_live_gauges(bundle: Any) -> None:
     """Unknown-code rates, shadow disagreement and recorder queue, from ``bundle``'s counts."""
-    from ._metrics import DISAGREEMENT, QUEUE, UNKNOWN_RATE
+    from ._metrics import DISAGREEMENT, QUEUE, UNKNOWN_RATE, UNSTORED
 
     stats = bundle.stats
     if stats.records:
@@ -133,6 +141,7 @@ def set_live_gauges(bundle: Any) -> None:
         DISAGREEMENT.set(stats.shadow_disagreements / stats.shadow_compared)
     if bundle.recorder is not None:
         QUEUE.set(bundle.recorder.pending())
+        UNSTORED.set(bundle.recorder.unstored_dropped())
 
 
 # -- the worker's side ----------------------------------------------------------------
@@ -282,6 +291,13 @@ class ShadowProcess:
         child.sock.close()
         if code != 0:
             logger.error("the shadow process ended with exit code %s", code)
+        with self._counts:
+            unreported = self._unreported
+        if unreported:
+            logger.error(
+                "the worker dropped %d records that no shadow process could count in the store",
+                unreported,
+            )
         return code == 0
 
     # -- starting, retiring, restarting ----------------------------------------------------
@@ -475,7 +491,7 @@ def main(argv: Sequence[str]) -> int:
     def flush_and_reply(token: int) -> None:
         # Off the reading thread: reading must go on while the store is slow.
         bundle.shadow.drain(timeout=5.0)
-        recorder.flush(timeout=5.0)
+        recorder.flush(timeout=5.0, fail_fast=True)
         with contextlib.suppress(OSError):
             sock.send(b"M" + pickle.dumps(("flushed", token)))
 

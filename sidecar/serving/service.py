@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
 import logging
 import os
-import re
 import sys
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import bentoml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.responses import JSONResponse
 
-from .._errors import FieldProblem, InputError, SidecarError, short_repr
+from .._errors import FieldProblem, InputError, SidecarError, StoreError, short_repr
+from .._redact import redact_url, scrub
 from .._settings import settings_from_env
 from ..recording import Recorder, open_store
 from ._middleware import BodyLimitMiddleware
+from ._schema import labels_schema, records_schema
 
 __all__ = ["ErrorResponse", "PredictResponse", "Sidecar"]
 
@@ -36,14 +36,17 @@ _settings = settings_from_env()
 
 class PredictRequest(BaseModel):
     """The body of ``POST /predict``. ``records`` is checked by the bundle's preprocessing,
-    which names each bad field; a top-level field other than ``records`` is refused."""
+    which names each bad field; a top-level field other than ``records`` is refused.
+
+    The OpenAPI schema of ``records`` is the bundle's record schema (see
+    ``_schema``); validation stays the preprocessing's, so it costs nothing here.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    records: Any = Field(
-        description="A non-empty list of raw records (JSON objects), one per example.",
-        json_schema_extra={"examples": [[{"feature": 1.0}]]},
-    )
+    records: Annotated[
+        Any, WithJsonSchema(records_schema(_settings.bundle, _settings.max_batch))
+    ] = Field(json_schema_extra={"examples": [[{"feature": 1.0}]]})
 
 
 class PredictResponse(BaseModel):
@@ -58,12 +61,11 @@ class PredictResponse(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    """The body of ``POST /feedback``; each label is checked against the bundle's task."""
+    """The body of ``POST /feedback``; each label is checked against the bundle's classes."""
 
     model_config = ConfigDict(extra="forbid")
 
-    labels: Any = Field(
-        description="A non-empty list of {request_id, label} (and optionally ts, epoch seconds).",
+    labels: Annotated[Any, WithJsonSchema(labels_schema(_settings.bundle))] = Field(
         json_schema_extra={"examples": [[{"request_id": "0f1e...-0", "label": "benign"}]]},
     )
 
@@ -98,6 +100,7 @@ class Sidecar:
     """The advanced model, its preprocessing and its shadow baseline behind one endpoint."""
 
     def __init__(self) -> None:
+        from sidecar._lifetime import die_with_parent
         from sidecar.serving._logging import quiet_client_errors
         from sidecar.serving._metrics import RECORDER, SHADOW
         from sidecar.serving._shadow_process import (
@@ -109,6 +112,10 @@ class Sidecar:
         )
 
         quiet_client_errors()
+        if _in_bentoml_worker():
+            # BentoML starts each worker in a session of its own: without this,
+            # a worker whose arbiter was killed serves on as an orphan.
+            die_with_parent()
         settings = settings_from_env()
         self.settings = settings
         # The worker's own bundle answers requests; with a shadow process the
@@ -146,43 +153,45 @@ class Sidecar:
             "serving bundle %s version %s, recording to %s (shadow %s)",
             self.bundle.name,
             self.bundle.version,
-            _redacted(settings.store),
+            redact_url(settings.store),
             f"process {self.shadow_process.pid}" if self.shadow_process else "threads",
         )
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
     async def feedback(self, labels: Any, ctx: bentoml.Context) -> FeedbackResponse:
-        """Join ground truth to served requests: ``{"labels": [{"request_id", "label"}]}``."""
-        token = self.settings.feedback_token
-        if token is not None:
-            given = ctx.request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                ctx.response.status_code = 401
-                return cast(
-                    FeedbackResponse,
-                    JSONResponse(
-                        ErrorResponse(
-                            error="Unauthorized",
-                            message="`Authorization` must be `Bearer <the feedback token>`; "
-                            + ("got a wrong token." if given else "got no Authorization header."),
-                        ).model_dump(),
-                        status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"},
-                    ),
-                )
+        """Join ground truth to served requests: ``{"labels": [{"request_id", "label"}]}``.
+
+        The bearer token (``SIDECAR_FEEDBACK_TOKEN``) is checked by the guard
+        middleware before the body is read. A store that is down answers 503
+        at once; one that does not answer within most of the traffic timeout
+        answers 503 before BentoML's 504.
+        """
+        budget = 0.8 * self.settings.traffic_timeout
         try:
-            result = await asyncio.to_thread(self._feedback, labels)
+            result = await asyncio.wait_for(asyncio.to_thread(self._feedback, labels), budget)
+        except TimeoutError:
+            exc: SidecarError = StoreError(
+                f"the store did not take the labels within {budget:g} s; nothing is known to be "
+                "stored: send them again later."
+            )
+            ctx.response.status_code = exc.http_status
+            return cast(FeedbackResponse, self._error(exc))
         except SidecarError as exc:
             ctx.response.status_code = exc.http_status
-            return cast(FeedbackResponse, _error(exc))
+            return cast(FeedbackResponse, self._error(exc))
         return FeedbackResponse(**result.to_dict())
 
     def _feedback(self, labels: Any) -> Any:
         if self.shadow_process is not None:
             # Labels for just-served requests must find their records: let the
             # shadow process write what it was sent first.
-            self.shadow_process.flush(timeout=5.0)
+            self.shadow_process.flush(timeout=2.0)
         return self.bundle.feedback(labels, store=self.store)
+
+    def _error(self, exc: SidecarError) -> PredictResponse:
+        if isinstance(exc, StoreError):
+            logger.warning("%s", scrub(str(exc), self.settings.store))
+        return _error(exc, self.settings.store)
 
     @bentoml.on_startup
     def _tune_worker(self) -> None:
@@ -223,13 +232,12 @@ class Sidecar:
             if isinstance(exc, InputError):
                 INVALID.inc()
             ctx.response.status_code = exc.http_status
-            return _error(exc)
+            return self._error(exc)
         except Exception as exc:  # a model that breaks on valid input
             logger.exception("prediction failed")
             ctx.response.status_code = 500
-            return _respond(
-                500, ErrorResponse(error=type(exc).__name__, message=f"prediction failed: {exc}")
-            )
+            message = scrub(f"prediction failed: {exc}", self.settings.store)
+            return _respond(500, ErrorResponse(error=type(exc).__name__, message=message))
         RECORDS.inc(len(pred))
         for feature, count in pred.unknown.items():
             UNKNOWN.labels(feature).inc(count)
@@ -243,9 +251,10 @@ class Sidecar:
         )
 
 
-def _redacted(url: str) -> str:
-    """A store URL without its password, for logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+def _in_bentoml_worker() -> bool:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return getattr(spec, "name", "") == "_bentoml_impl.worker.service"
 
 
 def _check_batch(records: Any, max_batch: int) -> None:
@@ -259,11 +268,12 @@ def _check_batch(records: Any, max_batch: int) -> None:
         )
 
 
-def _error(exc: SidecarError) -> PredictResponse:
+def _error(exc: SidecarError, store: str) -> PredictResponse:
+    """The error body of ``exc``; nothing of the store URL's secrets can be in it."""
     problems = getattr(exc, "problems", [])
     body = ErrorResponse(
         error=type(exc).__name__,
-        message=str(exc),
+        message=scrub(str(exc), store),
         problems=[Problem(**p.to_dict()) for p in problems],
     )
     return _respond(exc.http_status, body)
@@ -276,7 +286,12 @@ def _respond(status: int, body: ErrorResponse) -> PredictResponse:
     return cast(PredictResponse, JSONResponse(body.model_dump(), status_code=status))
 
 
-Sidecar.add_asgi_middleware(BodyLimitMiddleware, max_bytes=_settings.max_body_bytes)  # type: ignore[attr-defined]
+Sidecar.add_asgi_middleware(  # type: ignore[attr-defined]
+    BodyLimitMiddleware,
+    max_bytes=_settings.max_body_bytes,
+    feedback_token=_settings.feedback_token,
+    body_timeout=_settings.body_timeout,
+)
 
 # BentoML workers inherit this; the supervisor reads it before it forks them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
