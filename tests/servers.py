@@ -43,6 +43,9 @@ def serve_sidecar(
         SIDECAR_WORKERS=str(workers),
         OMP_NUM_THREADS="1",
         BENTOML_DO_NOT_TRACK="1",
+        # A BentoML home per server: BentoML empties $BENTOML_HOME/prometheus_multiproc_dir
+        # whenever a server starts, so servers sharing a home wipe each other's /metrics.
+        BENTOML_HOME=str(log.parent / f"bentoml-home-{port}"),
         **env,
     )
     with open(log, "wb") as out:  # the child keeps its own descriptor

@@ -124,13 +124,8 @@ def _post(port: int, path: str, body: bytes) -> int:
 
 @pytest.mark.serve
 def test_every_metric_is_exported_by_a_live_service(bundle: Path, tmp_path: Path) -> None:
-    # A BentoML home of its own: BentoML empties $BENTOML_HOME/prometheus_multiproc_dir when
-    # a server starts, so two servers sharing one home wipe each other's metrics.
     proc, port = serve_sidecar(
-        bundle,
-        f"sqlite:///{tmp_path / 'records.db'}",
-        tmp_path / "server.log",
-        BENTOML_HOME=str(tmp_path / "bentoml"),
+        bundle, f"sqlite:///{tmp_path / 'records.db'}", tmp_path / "server.log"
     )
     try:
         records, _ = _records(40, seed=3)
