@@ -54,8 +54,10 @@ __all__ = [
     "BOOTSTRAP_MAX_N",
     "CORRECTIONS",
     "DRIFT",
+    "EQUIVALENCE",
     "PAIRED",
     "REFERENCE",
+    "RELATIONS",
     "WINDOWS",
     "Battery",
     "adjust",
@@ -175,6 +177,15 @@ WINDOWS: Mapping[str, WindowRunner] = {
 #: input-drift tests: numeric features (KS) and categorical ones (chi-square)
 DRIFT: tuple[str, ...] = ("ks", "chi2_homogeneity")
 
+#: feature-target relation tests: the change of each numeric feature's Spearman
+#: correlation with the target, now against the reference (Fisher z)
+RELATIONS: tuple[str, ...] = ("spearman_fisher_z",)
+
+#: equivalence tests (two one-sided tests at the plan's alpha against ``min_effect``):
+#: ``tost_welch`` for `healthy` (the advanced model's decline, now - reference) and
+#: ``tost_paired`` for rejecting a candidate (its paired improvement over the champion)
+EQUIVALENCE: tuple[str, ...] = ("tost_welch", "tost_paired")
+
 #: the multiple-testing corrections a plan may declare
 CORRECTIONS: tuple[str, ...] = ("benjamini_hochberg", "bonferroni", "none")
 
@@ -291,5 +302,7 @@ def registry_names() -> dict[str, tuple[str, ...]]:
         "reference": tuple(REFERENCE),
         "windows": tuple(WINDOWS),
         "drift": DRIFT,
+        "relations": RELATIONS,
+        "equivalence": EQUIVALENCE,
         "correction": CORRECTIONS,
     }

@@ -385,7 +385,7 @@ def _equivalence(
 ) -> tuple[TestResult | None, int | None]:
     """The advanced model's decline (now - reference) tested against ``min_effect`` (TOST at
     the plan's alpha), and about how many labels in all would settle it if it stays open."""
-    if len(ref_adv) < 2 or len(now_adv) < 2:
+    if "tost_welch" not in plan.tests.equivalence or len(ref_adv) < 2 or len(now_adv) < 2:
         return None, None
     eq = tost_welch(ref_adv, now_adv, low=-math.inf, high=plan.min_effect, alpha=plan.alpha)
     settle = labels_to_settle(
@@ -771,6 +771,8 @@ def _relations(
     and both models worse, these name where the concept moved.
     """
     out: list[DriftResult] = []
+    if "spearman_fisher_z" not in plan.tests.relations:
+        return out
     t_now = _target_scores(reference, y)
     t_ref = _target_scores(reference, reference.y)
     if t_now is None or t_ref is None or len(t_now) < 10:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .._errors import PlanError
 from .._files import read_mapping
-from ._battery import CORRECTIONS, DRIFT, PAIRED, REFERENCE, WINDOWS
+from ._battery import CORRECTIONS, DRIFT, EQUIVALENCE, PAIRED, REFERENCE, RELATIONS, WINDOWS
 
 __all__ = [
     "Bounds",
@@ -99,12 +99,16 @@ if TYPE_CHECKING:  # the names are checked at run time, from the registry
     ReferenceTest: TypeAlias = str
     WindowTest: TypeAlias = str
     DriftTest: TypeAlias = str
+    RelationTest: TypeAlias = str
+    EquivalenceTest: TypeAlias = str
     Correction: TypeAlias = str
 else:  # every Literal is built from ``_battery``'s registry: one list of names
     PairedTest = Literal[tuple(PAIRED)]
     ReferenceTest = Literal[tuple(REFERENCE)]
     WindowTest = Literal[tuple(WINDOWS)]
     DriftTest = Literal[DRIFT]
+    RelationTest = Literal[RELATIONS]
+    EquivalenceTest = Literal[EQUIVALENCE]
     Correction = Literal[CORRECTIONS]
 
 
@@ -125,6 +129,14 @@ class PlanTests(BaseModel):
     drift
         Input-drift tests: ``ks`` for numeric features, ``chi2_homogeneity``
         for categorical ones.
+    relations
+        Feature-target relation tests (evidence for concept drift); ``[]`` runs none.
+    equivalence
+        ``tost_welch``: the test behind ``healthy`` before the power target is
+        reached (the decline of the advanced model's mean loss against
+        ``min_effect``); ``tost_paired``: the one behind rejecting a candidate
+        before the power target. Leave one out and that claim needs the power
+        target (or, for ``healthy``, a decline within bounds).
     correction
         The multiple-testing correction applied within each family of tests
         (performance, drift, relations, health, promotion).
@@ -136,7 +148,15 @@ class PlanTests(BaseModel):
     reference: tuple[ReferenceTest, ...] = ("welch", "bootstrap")
     windows: tuple[WindowTest, ...] = ("welch_anova", "kruskal")
     drift: tuple[DriftTest, ...] = ("ks", "chi2_homogeneity")
+    relations: tuple[RelationTest, ...] = ("spearman_fisher_z",)
+    equivalence: tuple[EquivalenceTest, ...] = ("tost_welch", "tost_paired")
     correction: Correction = "benjamini_hochberg"
+
+
+_LATER_TESTS = {
+    "relations": ["spearman_fisher_z"],
+    "equivalence": ["tost_welch", "tost_paired"],
+}
 
 
 class MonitoringPlan(BaseModel):
@@ -220,7 +240,13 @@ class MonitoringPlan(BaseModel):
         return self.primary_metric in ROBUST_METRICS
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        # Tests declared after plans were first hashed enter the hash only when they differ
+        # from their defaults: a plan written before keeps its sha256 (and bundle version).
+        for name, default in _LATER_TESTS.items():
+            if data["tests"].get(name) == default:
+                del data["tests"][name]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @property
     def sha256(self) -> str:

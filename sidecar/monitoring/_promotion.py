@@ -186,7 +186,7 @@ def _weigh(
     interval = f"{1 - 2 * plan.alpha:.0%} interval [{eq.ci_low:.4g}, {eq.ci_high:.4g}]"
     if is_alarm(deciding, alpha=plan.alpha, min_effect=plan.min_effect):
         return "promote", "promote: " + summary, eq, settle
-    if eq.p_value <= plan.alpha:
+    if "tost_paired" in plan.tests.equivalence and eq.p_value <= plan.alpha:
         return (
             "reject",
             f"reject: the improvement's {interval} rules out one of {plan.min_effect:g} "

@@ -41,7 +41,8 @@ def test_the_plan_accepts_exactly_the_registered_names() -> None:
         if family == "correction":
             assert tuple(schema[family]["enum"]) == names == CORRECTIONS
         else:
-            assert tuple(schema[family]["items"]["enum"]) == names
+            items = schema[family]["items"]  # a one-name Literal is a `const`
+            assert tuple(items.get("enum", [items.get("const")])) == names
     assert (tuple(PAIRED), tuple(REFERENCE), tuple(WINDOWS), DRIFT) == (
         registry_names()["paired"],
         registry_names()["reference"],
@@ -179,3 +180,57 @@ def test_the_health_checks_use_the_declared_correction(correction: str) -> None:
     else:
         assert p <= adjusted <= min(1.0, 20 * p)
     assert d.verdict == "preprocessing_fault"
+
+
+def test_relations_run_when_declared_and_only_then() -> None:
+    ref, win = sims.classification(14, n=900, input_shift=0.3)
+    declared = sims.diagnose_sim(sims.plan_for(ref), ref, win)
+    assert declared.relations and {r.test for r in declared.relations} == {"spearman_fisher_z"}
+    none = sims.diagnose_sim(sims.plan_for(ref, tests={"relations": []}), ref, win)
+    assert none.relations == ()
+
+
+def test_the_healthy_equivalence_runs_when_declared_and_only_then() -> None:
+    """An unchanged classifier on a typical day: TOST rules out the smallest effect; without
+    the declared test `healthy` must wait for the power target."""
+    ref, win = sims.classification(16, n=1500)
+    declared = sims.diagnose_sim(sims.plan_for(ref), ref, win)
+    assert not np.isnan(declared.bounds.equivalence_p)
+    assert declared.verdict == "healthy"
+    plan = sims.plan_for(ref, tests={"equivalence": ["tost_paired"]})
+    undeclared = sims.diagnose_sim(plan, ref, win)
+    assert np.isnan(undeclared.bounds.equivalence_p)
+    assert undeclared.verdict == "insufficient_data"
+
+
+def test_the_candidate_equivalence_runs_when_declared_and_only_then() -> None:
+    rng = np.random.default_rng(16)
+    n = 4000
+    y = rng.integers(0, 2, n)
+    champ = np.where(rng.random(n) < 0.85, y, 1 - y)
+    cand = np.where(rng.random(n) < 0.85, y, 1 - y)  # no better
+    ref, _ = sims.classification(0, n=10)
+    verdicts = {}
+    for declared in (["tost_welch", "tost_paired"], ["tost_welch"]):
+        plan = sims.plan_for(ref, tests={"equivalence": declared}, power=0.99999)
+        decision = decide_promotion(
+            plan=plan, y=y, champion=champ, champion_proba=None, candidate=cand,
+            candidate_proba=None, classes=(0, 1), ts=np.arange(n, dtype=np.float64),
+            champion_version="a", candidate_version="b",
+        )  # fmt: skip
+        verdicts[len(declared)] = decision.decision
+    assert verdicts == {2: "reject", 1: "insufficient_data"}
+
+
+def test_later_tests_at_their_defaults_keep_a_plans_hash() -> None:
+    """Plans hashed before `relations` and `equivalence` existed keep their sha256."""
+    import hashlib
+    import json
+
+    plan = sims.plan_for(sims.classification(0, n=10)[0])
+    data = plan.model_dump(mode="json")
+    del data["tests"]["relations"], data["tests"]["equivalence"]
+    old = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    assert plan.sha256 == hashlib.sha256(old.encode()).hexdigest()
+    changed = MonitoringPlan.from_mapping({**plan.model_dump(), "tests": {"relations": []}})
+    assert changed.sha256 != plan.sha256
