@@ -5,7 +5,17 @@ records over as arrays (see ``sidecar._monitor``) and frozen dataclasses come
 back.
 """
 
-from ._battery import CORRECTIONS, DRIFT, PAIRED, REFERENCE, WINDOWS, adjust, correct
+from ._battery import (
+    CORRECTIONS,
+    DRIFT,
+    EQUIVALENCE,
+    PAIRED,
+    REFERENCE,
+    RELATIONS,
+    WINDOWS,
+    adjust,
+    correct,
+)
 from ._diagnosis import VERDICTS, Diagnosis, Recommendation
 from ._estimate import PerformanceEstimate, estimate_performance
 from ._metrics import METRICS, per_example_loss
@@ -25,9 +35,11 @@ from ._results import (
 __all__ = [
     "CORRECTIONS",
     "DRIFT",
+    "EQUIVALENCE",
     "METRICS",
     "PAIRED",
     "REFERENCE",
+    "RELATIONS",
     "VERDICTS",
     "WINDOWS",
     "Bounds",
