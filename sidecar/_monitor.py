@@ -281,6 +281,8 @@ class RecentData:
     records: list[dict[str, Any]]
     labels: np.ndarray
     ts: np.ndarray
+    #: what was left out, and why (e.g. stored labels outside the classes)
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -322,12 +324,23 @@ def recent_data(
     finally:
         if isinstance(store, str):
             opened.close()
+    notes: list[str] = []
+    checked = _checked_labels(labels, bundle, notes)  # one the model cannot learn is left out
+    if notes:
+        keep = [i for i, v in enumerate(checked.tolist()) if v is not None]
+        records = [records[i] for i in keep]
+        labels = [checked[i] for i in keep]
+        ts = [ts[i] for i in keep]
+    else:
+        labels = checked.tolist()
     y = np.array(labels, dtype=object)
     if y.size and all(isinstance(v, int | float) and not isinstance(v, bool) for v in labels):
         y = y.astype(np.float64 if bundle.task == "regression" else np.int64)
     elif y.size and all(isinstance(v, str) for v in labels):
         y = y.astype(str)
-    return RecentData(records=records, labels=y, ts=np.asarray(ts, dtype=np.float64))
+    return RecentData(
+        records=records, labels=y, ts=np.asarray(ts, dtype=np.float64), notes=tuple(notes)
+    )
 
 
 def promotion_decision(

@@ -279,3 +279,53 @@ def test_bad_time_bounds_exit_2_with_a_clear_message(
     code, out, err = _run(argv)
     assert code == 2, (out, err)
     assert ("--since" in err or "--until" in err) and "Traceback" not in err
+
+
+def test_a_stored_number_among_string_classes_leaves_the_strings_scored(tmp_path: Path) -> None:
+    """Mixed stored labels travel as JSON text in the window: the good ones must still score."""
+    bundle, _ = _bundle(("a", "b", "c"), tmp_path)
+    _, _, ref, y_ref = models.make_classification_data(
+        n_train=200, n_ref=120, seed=3, labels=("a", "b", "c")
+    )
+    db = tmp_path / "records.db"
+    url = f"sqlite:///{db}"
+    store = open_store(url)
+    try:
+        sidecar.replay(bundle, ref, store=store, labels=list(y_ref), timestamps=None)
+    finally:
+        store.close()
+    before = sidecar.diagnose(bundle, url)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE sidecar_labels SET label = '5' WHERE request_id IN "
+            "(SELECT request_id FROM sidecar_labels ORDER BY request_id LIMIT 1)"
+        )
+    after = sidecar.diagnose(bundle, url)
+    assert after.n_labelled == before.n_labelled - 1
+    assert any(n.startswith("1 stored labels were left out") for n in after.notes), after.notes
+
+
+def test_retraining_data_leaves_out_stored_labels_outside_the_classes(tmp_path: Path) -> None:
+    from sidecar import recent_data
+
+    bundle, _ = _bundle((0, 1, 2), tmp_path)
+    _, _, ref, y_ref = models.make_classification_data(n_train=200, n_ref=120, seed=3)
+    db = tmp_path / "records.db"
+    store = open_store(f"sqlite:///{db}")
+    try:
+        sidecar.replay(bundle, ref, store=store, labels=list(y_ref), timestamps=None)
+    finally:
+        store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE sidecar_labels SET label = '\"Benign\"' WHERE request_id IN "
+            "(SELECT request_id FROM sidecar_labels ORDER BY request_id LIMIT 2)"
+        )
+        conn.execute(  # a label stored as text by an older replay: coerced, not dropped
+            "UPDATE sidecar_labels SET label = '\"1\"' WHERE request_id IN "
+            "(SELECT request_id FROM sidecar_labels ORDER BY request_id DESC LIMIT 1)"
+        )
+    recent = recent_data(bundle, f"sqlite:///{db}")
+    assert len(recent) == len(y_ref) - 2
+    assert recent.labels.dtype == np.int64 and set(recent.labels.tolist()) <= {0, 1, 2}
+    assert recent.notes and recent.notes[0].startswith("2 stored labels were left out")
