@@ -814,6 +814,8 @@ def _retrain(args: argparse.Namespace) -> int:
     diagnosis = None
     if args.store:
         recent = recent_data(bundle, args.store, since=since, until=until)
+        for note in recent.notes:
+            print(f"note: {note}", file=sys.stderr)
         if args.strategy == "auto":
             diagnosis = diagnose(bundle, args.store, since=since, until=until)
             print(f"diagnosis: {diagnosis.verdict}", file=sys.stderr)
