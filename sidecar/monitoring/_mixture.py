@@ -381,6 +381,25 @@ def _world_change(
     return best
 
 
+def _shaped(
+    q: np.ndarray, a: np.ndarray, b: np.ndarray, cdf: _ReferenceCdf, window: np.ndarray
+) -> np.ndarray:
+    """Which conversions leave the reference a shape of its own (at least four distinct values
+    over its central 90 %, or as many as the reference has).
+
+    A conversion that crushes whole numbers onto one or two values (0..16 grey levels times
+    0.001 or 1/16, rounded) is indistinguishable from more mass at those values -- a rise of
+    zeros in a zero-inflated field is a change of the world, not a unit.
+    """
+    central = q[5:96]
+    conv = np.outer(a, central) + b[:, None]
+    if cdf.integer and bool(np.all(window == np.round(window))):
+        conv = np.round(conv)
+    need = min(4, int(np.unique(central).size))
+    distinct = np.array([np.unique(row).size for row in conv])
+    return np.asarray(distinct >= need)
+
+
 def fit_unit_mixture(
     sketch: Mapping[str, Any],
     present_sorted: np.ndarray,
@@ -409,7 +428,9 @@ def fit_unit_mixture(
     p = _bin_probabilities(cdf, edges)
     g = _bin_probabilities(cdf, _preimage(edges, a_all, b_all, cdf, present_sorted))
     separation = 0.5 * np.abs(p - g).sum(axis=1)
-    keep = np.flatnonzero(separation >= _MIN_SEPARATION)
+    keep = np.flatnonzero(
+        (separation >= _MIN_SEPARATION) & _shaped(q, a_all, b_all, cdf, present_sorted)
+    )
     if keep.size == 0:
         return None
     edges, p, g = edges[keep], p[keep], g[keep]

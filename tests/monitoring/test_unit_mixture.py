@@ -364,3 +364,24 @@ def test_a_real_multimodal_count_raises_no_alarm() -> None:
     switched[hit] *= 1000  # one source in milli-units
     found = check_health(sketch, CurrentColumns(numeric={"f1": switched}), alpha=0.05)
     assert [(f.check, f.evidence["factor"]) for f in found] == [("unit_mixture", 1000.0)]
+
+
+@pytest.mark.parametrize("pixel", [2, 14, 49, 58, 62], ids=lambda p: f"p{p:02d}")
+def test_rotated_grey_levels_are_not_a_unit_switch(pixel: int) -> None:
+    """Whole-number grey levels (0..16, mostly zeros) of scikit-learn's digits, the camera
+    turned by 30 degrees: pixels go dark. Crushing conversions (x0.001, oz->lb's 1/16, rounded)
+    would explain "more zeros" as a unit; they are not tried (found by the resnet example)."""
+    from scipy.ndimage import rotate
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images
+    rng = np.random.default_rng(0)
+    turned = np.stack(
+        [
+            np.clip(np.rint(rotate(img, 30 + rng.uniform(-5, 5), reshape=False, order=1)), 0, 16)
+            for img in images[1200:1500]
+        ]
+    )
+    reference = images[:900].reshape(-1, 64)[:, pixel]
+    window = turned.reshape(-1, 64)[:, pixel]
+    assert not _named(_fit(reference, window))
