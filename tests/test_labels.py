@@ -212,16 +212,27 @@ def test_bool_labels_from_json_and_from_a_csv_file_are_stored_as_booleans(
     assert ids[5] not in _stored_labels(db)
 
 
-def test_a_stored_label_outside_the_classes_is_left_out_and_counted(tmp_path: Path) -> None:
-    bundle, path = _bundle((0, 1, 2), tmp_path)
-    _, _, ref, y_ref = models.make_classification_data(n_train=200, n_ref=120, seed=3)
+def _replayed(
+    labels: tuple[Any, ...], tmp_path: Path
+) -> tuple[sidecar.Bundle, Path, Path, list[Any]]:
+    """A bundle with ``labels`` as classes, its held-out records replayed with their labels
+    into a real SQLite store: ``(bundle, bundle_path, db, labels)``."""
+    bundle, path = _bundle(labels, tmp_path)
+    _, _, ref, y_ref = models.make_classification_data(
+        n_train=200, n_ref=120, seed=3, labels=labels
+    )
     db = tmp_path / "records.db"
-    url = f"sqlite:///{db}"
-    store = open_store(url)
+    store = open_store(f"sqlite:///{db}")
     try:
         sidecar.replay(bundle, ref, store=store, labels=list(y_ref), timestamps=None)
     finally:
         store.close()
+    return bundle, path, db, list(y_ref)
+
+
+def test_a_stored_label_outside_the_classes_is_left_out_and_counted(tmp_path: Path) -> None:
+    bundle, path, db, _ = _replayed((0, 1, 2), tmp_path)
+    url = f"sqlite:///{db}"
     before = sidecar.diagnose(bundle, url)
     # A store written by an older version, or by hand: labels the metrics cannot score.
     with sqlite3.connect(db) as conn:
@@ -283,17 +294,8 @@ def test_bad_time_bounds_exit_2_with_a_clear_message(
 
 def test_a_stored_number_among_string_classes_leaves_the_strings_scored(tmp_path: Path) -> None:
     """Mixed stored labels travel as JSON text in the window: the good ones must still score."""
-    bundle, _ = _bundle(("a", "b", "c"), tmp_path)
-    _, _, ref, y_ref = models.make_classification_data(
-        n_train=200, n_ref=120, seed=3, labels=("a", "b", "c")
-    )
-    db = tmp_path / "records.db"
+    bundle, _, db, _ = _replayed(("a", "b", "c"), tmp_path)
     url = f"sqlite:///{db}"
-    store = open_store(url)
-    try:
-        sidecar.replay(bundle, ref, store=store, labels=list(y_ref), timestamps=None)
-    finally:
-        store.close()
     before = sidecar.diagnose(bundle, url)
     with sqlite3.connect(db) as conn:
         conn.execute(
@@ -308,14 +310,7 @@ def test_a_stored_number_among_string_classes_leaves_the_strings_scored(tmp_path
 def test_retraining_data_leaves_out_stored_labels_outside_the_classes(tmp_path: Path) -> None:
     from sidecar import recent_data
 
-    bundle, _ = _bundle((0, 1, 2), tmp_path)
-    _, _, ref, y_ref = models.make_classification_data(n_train=200, n_ref=120, seed=3)
-    db = tmp_path / "records.db"
-    store = open_store(f"sqlite:///{db}")
-    try:
-        sidecar.replay(bundle, ref, store=store, labels=list(y_ref), timestamps=None)
-    finally:
-        store.close()
+    bundle, _, db, y_ref = _replayed((0, 1, 2), tmp_path)
     with sqlite3.connect(db) as conn:
         conn.execute(
             "UPDATE sidecar_labels SET label = '\"Benign\"' WHERE request_id IN "
