@@ -23,7 +23,7 @@ from typing import Any
 
 from ._errors import InputError
 
-__all__ = ["as_records", "as_values"]
+__all__ = ["as_records"]
 
 Records = Sequence[Mapping[str, Any]]
 
@@ -76,15 +76,3 @@ def as_records(data: Any) -> Records:
             f"got {type(data).__name__}."
         )
     return data
-
-
-def as_values(data: Any) -> list[Any]:
-    """Labels or targets as a plain list: a pandas/polars Series, an Arrow array, or a sequence."""
-    module = type(data).__module__.split(".", 1)[0]
-    if module in ("pandas", "polars") and hasattr(data, "to_list"):
-        return [_plain(v) for v in data.to_list()]
-    if module == "pyarrow" and hasattr(data, "to_pylist"):
-        return [_plain(v) for v in data.to_pylist()]
-    if hasattr(data, "tolist"):
-        return [_plain(v) for v in data.tolist()]
-    return [_plain(v) for v in data]

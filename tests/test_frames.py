@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 import sidecar
 from sidecar import InputError
-from sidecar._frames import as_records, as_values
+from sidecar._frames import as_records
 
 
 def _frame(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
@@ -81,13 +81,6 @@ def test_wrap_predict_and_feedback_take_tables(tmp_path: Any) -> None:
     np.testing.assert_array_equal(from_frame.predictions, from_list.predictions)
     polars = bundle.predict(pl.from_pandas(now.assign(color=now["color"].astype(str))))
     np.testing.assert_array_equal(polars.predictions, from_list.predictions)
-
-
-def test_series_and_arrays_become_plain_labels() -> None:
-    assert as_values(pd.Series([1, 0, None], dtype="Int64")) == [1, 0, None]
-    assert as_values(pa.array([True, None])) == [True, None]
-    assert as_values(pl.Series([1.5, None])) == [1.5, None]
-    assert as_values(np.array([1, 2])) == [1, 2] and type(as_values(np.array([1]))[0]) is int
 
 
 @pytest.mark.parametrize(
