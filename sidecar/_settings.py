@@ -4,6 +4,9 @@
 variable                       meaning                                      default
 =============================  ===========================================  ==========
 ``SIDECAR_BUNDLE``             the bundle directory the service serves      (required)
+``SIDECAR_MODEL``              without SIDECAR_BUNDLE: the BentoML model    (the last
+                               tag of the bundle to serve (from             imported)
+                               ``sidecar bento import``)
 ``SIDECAR_CANDIDATE``          a retrained candidate to run in shadow       (none)
 ``SIDECAR_STORE``              where predictions are recorded (a URL)       ``sqlite:///sidecar-records.db``
 ``SIDECAR_MAX_BODY_BYTES``     largest request body accepted (413 beyond)   10485760
@@ -56,6 +59,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bundle: str | None = None
+    model: str | None = None
     candidate: str | None = None
     store: str = "sqlite:///sidecar-records.db"
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)

@@ -25,12 +25,15 @@ from .._errors import FieldProblem, InputError, SidecarError, StoreError, short_
 from .._redact import redact_url, scrub
 from .._settings import settings_from_env
 from ..recording import Recorder, open_store
+from ._bentoml_model import bundle_model
 from ._middleware import BodyLimitMiddleware
 from ._schema import labels_schema, records_schema
 
 __all__ = ["ErrorResponse", "PredictResponse", "Sidecar"]
 
 logger = logging.getLogger("sidecar.serving")
+# Without SIDECAR_BUNDLE: the bundle model in BentoML's model store (sets SIDECAR_BUNDLE).
+_BENTO_MODEL = bundle_model()
 _settings = settings_from_env()
 
 
@@ -98,6 +101,8 @@ class ErrorResponse(BaseModel):
 )
 class Sidecar:
     """The advanced model, its preprocessing and its shadow baseline behind one endpoint."""
+
+    bento_model = _BENTO_MODEL  # declared, so `bentoml build` packs the bundle
 
     def __init__(self) -> None:
         from sidecar._lifetime import die_with_parent
