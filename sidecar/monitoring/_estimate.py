@@ -19,7 +19,8 @@ realised metric leaves the interval, which is itself a signal (see
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from scipy import stats
 
 from ._metrics import METRICS
 
-__all__ = ["PerformanceEstimate", "estimate_performance"]
+__all__ = ["Calibration", "PerformanceEstimate", "estimate_performance"]
 
 #: Metrics CBPE can estimate: those computed from labels and the model's outputs alone.
 ESTIMABLE = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "brier")
@@ -38,10 +39,13 @@ ESTIMABLE = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "brie
 class PerformanceEstimate:
     """An estimate of a metric from the model's own probabilities, before labels arrive.
 
-    ``low``/``high`` bound the value the labels are expected to show with
-    probability ``1 - alpha``; ``realised`` is the metric on the labels that have
-    arrived for the same records (``None`` before any), so the estimate's error
-    can be read off.
+    ``estimate`` and ``low``/``high`` are for all ``n`` records of the window:
+    the interval holds the value their labels will show with probability
+    ``1 - alpha``. Once some labels have arrived, ``realised`` is the metric on
+    those ``n_labelled`` records and ``labelled_estimate`` (``labelled_low``,
+    ``labelled_high``) the estimate for the very same records, so the
+    estimate's error (``error``) and whether the interval held (``covered``)
+    are read on like for like.
     """
 
     metric: str
@@ -53,34 +57,131 @@ class PerformanceEstimate:
     alpha: float
     realised: float | None = None
     method: str = "cbpe"
+    n_labelled: int = 0
+    labelled_estimate: float | None = None
+    labelled_low: float | None = None
+    labelled_high: float | None = None
 
     @property
     def error(self) -> float | None:
-        """``realised - estimate`` once labels have arrived."""
-        return None if self.realised is None else self.realised - self.estimate
+        """``realised`` minus the estimate for the labelled records, once labels have arrived."""
+        if self.realised is None or self.labelled_estimate is None:
+            return None
+        return self.realised - self.labelled_estimate
+
+    @property
+    def covered(self) -> bool | None:
+        """Whether the realised metric lies in the labelled records' interval."""
+        if self.realised is None or self.labelled_low is None or self.labelled_high is None:
+            return None
+        return bool(self.labelled_low <= self.realised <= self.labelled_high)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["error"] = self.error
+        out["covered"] = self.covered
         return out
 
 
-def _calibrated(
-    proba: np.ndarray, reference_proba: np.ndarray, reference_y: np.ndarray
-) -> np.ndarray:
-    """``proba`` mapped through one-vs-rest isotonic fits on the reference, rows summing to 1."""
-    from sklearn.isotonic import IsotonicRegression
+class Calibration:
+    """One-vs-rest isotonic fits of a classifier's probabilities on its labelled reference.
 
-    out = np.empty_like(proba, dtype=np.float64)
-    for k in range(proba.shape[1]):
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        iso.fit(reference_proba[:, k], (reference_y == k).astype(np.float64))
-        out[:, k] = iso.predict(proba[:, k])
-    total = out.sum(axis=1, keepdims=True)
-    flat = total[:, 0] <= 0  # nothing left after calibration: keep the model's own row
-    out[flat] = proba[flat]
-    total[flat] = 1.0
-    return np.asarray(out / total)
+    Fitted once, it maps any window's probabilities to calibrated ones and scores
+    label draws from them: :func:`estimate_performance` builds one per call; a
+    serving worker keeps one for its live gauge.
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        *,
+        reference_proba: npt.ArrayLike,
+        reference_labels: npt.ArrayLike,
+        classes: npt.ArrayLike,
+        alpha: float = 0.05,
+    ) -> None:
+        from sklearn.isotonic import IsotonicRegression
+
+        if metric not in ESTIMABLE:
+            raise ValueError(
+                f"`metric` must be one of {', '.join(ESTIMABLE)} to be estimated without "
+                f"labels; got {metric!r}."
+            )
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"`alpha` must be a float in (0, 1); got {alpha!r}.")
+        self.metric, self.alpha = metric, alpha
+        self.classes = cls = np.asarray(classes)
+        ref_p = np.asarray(reference_proba, dtype=np.float64)
+        if ref_p.ndim != 2 or ref_p.shape[1] != len(cls):
+            raise ValueError(
+                f"`proba` and `reference_proba` must be (n, {len(cls)}) arrays, one column per "
+                f"class; got reference {ref_p.shape}."
+            )
+        index = {c: i for i, c in enumerate(cls.tolist())}
+        ref_y = np.array([index.get(v, -1) for v in np.asarray(reference_labels).tolist()])
+        if len(ref_y) != len(ref_p) or len(ref_y) == 0:
+            raise ValueError("`reference_labels` must give one label per row of `reference_proba`.")
+        if (ref_y < 0).any():
+            raise ValueError(
+                f"`reference_labels` must be among the classes {cls.tolist()}; "
+                f"got {np.asarray(reference_labels, dtype=object)[ref_y < 0][0]!r}."
+            )
+        self.n_reference = len(ref_y)
+        self._fits = []
+        for k in range(len(cls)):
+            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            iso.fit(ref_p[:, k], (ref_y == k).astype(np.float64))
+            self._fits.append(iso)
+        self._score = METRICS[metric].function
+
+    def calibrate(self, proba: np.ndarray) -> np.ndarray:
+        """``proba`` mapped through the isotonic fits, rows summing to 1."""
+        out = np.empty_like(proba, dtype=np.float64)
+        for k, iso in enumerate(self._fits):
+            out[:, k] = iso.predict(proba[:, k])
+        total = out.sum(axis=1, keepdims=True)
+        flat = total[:, 0] <= 0  # nothing left after calibration: keep the model's own row
+        out[flat] = proba[flat]
+        total[flat] = 1.0
+        return np.asarray(out / total)
+
+    def draw(
+        self, proba: np.ndarray, rng: np.random.Generator, draws: int, max_rows: int
+    ) -> tuple[float, float]:
+        """The mean and the spread (scaled to all of ``proba``'s rows) of the metric's draws."""
+        n = len(proba)
+        sub = rng.choice(n, size=max_rows, replace=False) if n > max_rows else np.arange(n)
+        p = proba[sub]
+        # one categorical draw per row and per draw, by inverse CDF on the calibrated rows
+        cdf = np.cumsum(self.calibrate(p), axis=1)
+        cdf[:, -1] = 1.0
+        values = np.empty(draws)
+        for b in range(draws):
+            drawn = (rng.uniform(size=(len(sub), 1)) > cdf).sum(axis=1)
+            values[b] = self._score(self.classes.take(drawn), None, p, self.classes)
+        finite = values[np.isfinite(values)]
+        if len(finite) == 0:
+            raise ValueError(f"{self.metric} is undefined on every label draw of this window.")
+        spread = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+        return float(finite.mean()), spread * float(np.sqrt(len(sub) / n))
+
+    def interval(
+        self, proba: np.ndarray, rng: np.random.Generator, draws: int, max_rows: int
+    ) -> tuple[float, float, float]:
+        """``(estimate, low, high)`` for ``proba``'s rows.
+
+        The half-width is the draws' spread times ``sqrt(1 + n / m)`` for a
+        reference of ``m`` records: the calibration is known only as well as a
+        metric measured on the reference.
+        """
+        estimate, spread = self.draw(proba, rng, draws, max_rows)
+        spread *= float(np.sqrt(1.0 + len(proba) / self.n_reference))
+        z = float(stats.norm.ppf(1.0 - self.alpha / 2.0))
+        return estimate, estimate - z * spread, estimate + z * spread
+
+    def realised(self, proba: np.ndarray, labels: np.ndarray) -> float:
+        """The metric on true ``labels`` (of the classes' type) for ``proba``'s rows."""
+        return float(self._score(labels.astype(self.classes.dtype), None, proba, self.classes))
 
 
 def estimate_performance(
@@ -129,67 +230,50 @@ def estimate_performance(
     >>> round(est.estimate, 2), round(est.realised, 2), bool(est.low <= est.realised <= est.high)
     (0.75, 0.74, True)
     """
-    if metric not in ESTIMABLE:
-        raise ValueError(
-            f"`metric` must be one of {', '.join(ESTIMABLE)} to be estimated without labels; "
-            f"got {metric!r}."
-        )
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"`alpha` must be a float in (0, 1); got {alpha!r}.")
-    cls = np.asarray(classes)
+    cal = Calibration(
+        metric,
+        reference_proba=reference_proba,
+        reference_labels=reference_labels,
+        classes=classes,
+        alpha=alpha,
+    )
     p = np.asarray(proba, dtype=np.float64)
-    ref_p = np.asarray(reference_proba, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != len(cls) or ref_p.ndim != 2 or ref_p.shape[1] != len(cls):
+    if p.ndim != 2 or p.shape[1] != len(cal.classes):
         raise ValueError(
-            f"`proba` and `reference_proba` must be (n, {len(cls)}) arrays, one column per class; "
-            f"got {p.shape} and {ref_p.shape}."
+            f"`proba` and `reference_proba` must be (n, {len(cal.classes)}) arrays, one column "
+            f"per class; got {p.shape}."
         )
-    index = {c: i for i, c in enumerate(cls.tolist())}
-    ref_y = np.array([index.get(v, -1) for v in np.asarray(reference_labels).tolist()])
-    if len(ref_y) != len(ref_p) or len(ref_y) == 0:
-        raise ValueError("`reference_labels` must give one label per row of `reference_proba`.")
-    if (ref_y < 0).any():
-        raise ValueError(
-            f"`reference_labels` must be among the classes {cls.tolist()}; "
-            f"got {np.asarray(reference_labels, dtype=object)[ref_y < 0][0]!r}."
-        )
-    n, m = len(p), len(ref_y)
-    if n == 0:
+    if len(p) == 0:
         raise ValueError("`proba` has no rows: there is nothing to estimate.")
-
     rng = np.random.default_rng(seed)
-    sub = rng.choice(n, size=max_rows, replace=False) if n > max_rows else np.arange(n)
-    q = _calibrated(p[sub], ref_p, ref_y)
-    # one categorical draw per row and per draw, by inverse CDF on the calibrated rows
-    cdf = np.cumsum(q, axis=1)
-    cdf[:, -1] = 1.0
-    score = METRICS[metric].function
-    values = np.empty(draws)
-    for b in range(draws):
-        u = rng.uniform(size=(len(sub), 1))
-        drawn = (u > cdf).sum(axis=1)
-        values[b] = score(cls.take(drawn), None, p[sub], cls)
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
-        raise ValueError(f"{metric} is undefined on every label draw of this window.")
-    estimate = float(finite.mean())
-    spread = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
-    spread *= np.sqrt(len(sub) / n) * np.sqrt(1.0 + n / m)
-    z = float(stats.norm.ppf(1.0 - alpha / 2.0))
-
-    realised = None
-    if labels is not None:
-        lab = np.asarray(labels, dtype=object)
-        known = np.array([v is not None for v in lab.tolist()], dtype=bool)
-        if known.any():
-            realised = float(score(lab[known].astype(cls.dtype), None, p[known], cls))
-    return PerformanceEstimate(
+    estimate, low, high = cal.interval(p, rng, draws, max_rows)
+    out = PerformanceEstimate(
         metric=metric,
         estimate=estimate,
-        low=estimate - z * spread,
-        high=estimate + z * spread,
-        n=n,
-        n_reference=m,
+        low=low,
+        high=high,
+        n=len(p),
+        n_reference=cal.n_reference,
         alpha=alpha,
-        realised=realised,
+    )
+    if labels is None:
+        return out
+    lab = np.asarray(labels, dtype=object)
+    known = np.array([v is not None for v in lab.tolist()], dtype=bool)
+    if not known.any():
+        return out
+    # the estimate for the very records whose labels came, beside what they show
+    e, lo, hi = estimate, low, high
+    if not known.all():
+        try:
+            e, lo, hi = cal.interval(p[known], rng, draws, max_rows)
+        except ValueError:  # undefined on the labelled rows' draws (one class, say)
+            e, lo, hi = math.nan, math.nan, math.nan
+    return replace(
+        out,
+        realised=cal.realised(p[known], lab[known]),
+        n_labelled=int(known.sum()),
+        labelled_estimate=e,
+        labelled_low=lo,
+        labelled_high=hi,
     )
