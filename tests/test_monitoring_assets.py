@@ -122,10 +122,26 @@ def _post(port: int, path: str, body: bytes) -> int:
         return int(error.code)
 
 
+def _gauge(text: str, name: str) -> dict[str, float]:
+    """``{labels: value}`` of one metric in a Prometheus exposition."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) :].rsplit(" ", 1)
+            found[labels] = float(value)
+    return found
+
+
 @pytest.mark.serve
-def test_every_metric_is_exported_by_a_live_service(bundle: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shadow_process", ["0", "1"], ids=["threads", "shadow-process"])
+def test_every_metric_is_exported_by_a_live_service(
+    bundle: Path, tmp_path: Path, shadow_process: str
+) -> None:
     proc, port = serve_sidecar(
-        bundle, f"sqlite:///{tmp_path / 'records.db'}", tmp_path / "server.log"
+        bundle,
+        f"sqlite:///{tmp_path / 'records.db'}",
+        tmp_path / "server.log",
+        SIDECAR_SHADOW_PROCESS=shadow_process,
     )
     try:
         records, _ = _records(40, seed=3)
@@ -154,3 +170,41 @@ def test_every_metric_is_exported_by_a_live_service(bundle: Path, tmp_path: Path
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+    _check_live_estimate(bundle, text, records)
+
+
+def _check_live_estimate(bundle: Path, text: str, records: list[dict[str, Any]]) -> None:
+    """The gauges hold the CBPE estimate of these 43 records, as the library computes it."""
+    import numpy as np
+
+    import sidecar
+    from sidecar.monitoring import estimate_performance
+    from sidecar.monitoring._metrics import METRICS
+
+    loaded = sidecar.load(bundle)
+    metric = loaded.plan.primary_metric
+    key = f'{{metric="{metric}"}}'
+    est = _gauge(text, "sidecar_estimated_metric")[key]
+    low = _gauge(text, "sidecar_estimated_metric_low")[key]
+    high = _gauge(text, "sidecar_estimated_metric_high")[key]
+    assert low <= est <= high and 0.0 <= est <= 1.0, (low, est, high)
+    assert _gauge(text, "sidecar_estimated_metric_records")[key] == len(records)
+    arrays = loaded.reference.arrays
+    classes = np.asarray(loaded.reference.summary["classes"])
+    expected = estimate_performance(
+        metric,
+        loaded.predict_proba(records),
+        reference_proba=arrays["advanced:probabilities"],
+        reference_labels=arrays["y"],
+        classes=classes,
+        alpha=loaded.plan.alpha,
+        draws=400,
+    )
+    assert est == pytest.approx(expected.estimate, abs=0.03)
+    assert high - low == pytest.approx(expected.high - expected.low, rel=0.3)
+    reference = METRICS[metric].function(
+        arrays["y"], None, arrays["advanced:probabilities"], classes
+    )
+    assert _gauge(text, "sidecar_reference_metric")[key] == pytest.approx(reference)
+    bound = _gauge(text, "sidecar_metric_bound")[f'{{metric="{metric}",side="lower"}}']
+    assert bound == loaded.plan.bounds.lower

@@ -481,12 +481,14 @@ def main(argv: Sequence[str]) -> int:
             import torch
 
             torch.set_num_threads(1)
+    from ._live_estimate import attach_live_estimate
     from ._metrics import QUEUE, SHADOW
 
     bundle.shadow.on_outcome = lambda outcome: SHADOW.labels(outcome).inc()
     recorder = open_recorder(settings)
     bundle.attach_recorder(recorder, policy=record_policy(settings))
     bundle.observers.append(set_live_gauges)
+    attach_live_estimate(bundle)  # sidecar_estimated_metric, before labels
 
     def flush_and_reply(token: int) -> None:
         # Off the reading thread: reading must go on while the store is slow.

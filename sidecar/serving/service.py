@@ -106,6 +106,7 @@ class Sidecar:
 
     def __init__(self) -> None:
         from sidecar._lifetime import die_with_parent
+        from sidecar.serving._live_estimate import attach_live_estimate
         from sidecar.serving._logging import quiet_client_errors
         from sidecar.serving._metrics import RECORDER, SHADOW
         from sidecar.serving._shadow_process import (
@@ -154,6 +155,7 @@ class Sidecar:
             self.store = self.recorder.store
             self.bundle.attach_recorder(self.recorder, policy=record_policy(settings))
             self.bundle.observers.append(set_live_gauges)
+            attach_live_estimate(self.bundle)  # sidecar_estimated_metric, before labels
         logger.info(
             "serving bundle %s version %s, recording to %s (shadow %s)",
             self.bundle.name,
