@@ -54,6 +54,7 @@ from ._estimate import ESTIMABLE, PerformanceEstimate, estimate_performance
 from ._health import CurrentColumns, check_health
 from ._inputs import ReferenceInputs, WindowData
 from ._metrics import metrics_with_ci, outlier_influence, per_example_loss
+from ._outcomes import outcomes
 from ._plan import MonitoringPlan
 from ._results import (
     VERDICTS,
@@ -106,6 +107,8 @@ class Diagnosis:
     #: the primary metric (or accuracy) estimated from the advanced model's calibrated
     #: probabilities over every record of the window, labelled or not (CBPE)
     estimate: PerformanceEstimate | None = None
+    #: confusion matrices (classification) or residuals (regression) of the labelled records
+    outcomes: Mapping[str, Any] = field(default_factory=dict)
     #: the plan it was made under (its sha256 is ``plan_sha256``)
     plan: MonitoringPlan | None = field(default=None, repr=False, compare=False)
 
@@ -119,7 +122,8 @@ class Diagnosis:
 
         if self.plan is None:
             return f"<pre>{html.escape(repr(self.to_dict()))}</pre>"
-        return render_report(self, plan=self.plan, title=f"sidecar diagnosis: {self.verdict}")
+        title = f"sidecar diagnosis: {self.verdict}"
+        return render_report(self, plan=self.plan, title=title, fragment=True)
 
     @property
     def exit_code(self) -> int:
@@ -147,6 +151,7 @@ class Diagnosis:
             "distributions": [_jsonable(dict(d)) for d in self.distributions],
             "notes": list(self.notes),
             "performance_estimate": None if self.estimate is None else self.estimate.to_dict(),
+            "outcomes": _jsonable(dict(self.outcomes)),
         }
         return {
             "verdict": self.verdict,
@@ -228,6 +233,7 @@ def diagnose(
         unknown_series=tuple(_unknown_series(plan, window)),
         distributions=tuple(distributions),
         estimate=_estimate(plan, reference, window, seed, notes),
+        outcomes=outcomes(reference, window, seed),
         plan=plan,
     )
 

@@ -221,8 +221,9 @@ def test_the_report_shows_metrics_estimate_and_period_and_renders_in_jupyter() -
     plan = sims.plan_for(ref)
     d = sims.diagnose_sim(plan, ref, now)
     page = render_report(d, plan=plan, title="t")
-    assert "id='metrics-table'" in page and "advanced_reference" in page
+    assert "id='metrics-table'" in page and "advanced on the reference" in page
     assert f"{plan.primary_metric} (primary)" in page
     assert "Estimated" in page and "CBPE" in page
     assert "(UTC)" in page or "every stored record" in page
-    assert d._repr_html_() == render_report(d, plan=plan, title=f"sidecar diagnosis: {d.verdict}")
+    title = f"sidecar diagnosis: {d.verdict}"
+    assert d._repr_html_() == render_report(d, plan=plan, title=title, fragment=True)

@@ -575,10 +575,11 @@ def test_report_renders_in_a_real_browser(clf: World, tmp_path: Path, chromium: 
     dom = dumped.stdout
     svgs = re.findall(r"<svg\b[^>]*>", dom)
     plots = [s for s in svgs if re.search(r"""class=["']plot["']""", s)]
-    # metric per window, drift per feature, each distribution shown, unknown-code rate
+    # metric per window, drift per feature, each distribution shown, unknown-code rate,
+    # and the confusion matrices (now and on the reference)
     dists = served.diagnosis.distributions
     assert len(dists) >= 2
-    assert len(plots) == 3 + len(dists), svgs
+    assert len(plots) == 3 + len(dists) + 2, svgs
     windows = len(served.diagnosis.windows)
     circles = re.findall(r"<circle\b[^>]*class=\"point (advanced|baseline)\"", dom)
     assert circles.count("advanced") == circles.count("baseline") == windows
