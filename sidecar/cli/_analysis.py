@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._common import add_window, trusted_env, window
+from ._common import (
+    CountingStore,
+    add_bundle,
+    add_json,
+    add_overwrite,
+    add_progress,
+    add_store,
+    add_window,
+    progress_for,
+    trusted_env,
+    window,
+)
+
+if TYPE_CHECKING:
+    from .._bundle import Bundle
+    from ..monitoring import Diagnosis
 
 __all__ = ["register"]
 
@@ -16,48 +30,68 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "diagnose", help="is performance really worse, and why? (exit 0 healthy, 1 alarm)"
     )
-    p.add_argument("bundle")
-    p.add_argument("--store", required=True)
+    add_bundle(p)
+    add_store(p)
     add_window(p)
-    p.add_argument(
-        "--all-versions",
-        action="store_true",
-        help="include records served by other versions of the bundle",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_all_versions(p)
+    add_json(p, "the whole diagnosis")
+    add_progress(p)
     # `diagnose` gates pipelines: 1 means "alarm", so any failure to diagnose is 2.
     p.set_defaults(func=_diagnose, failure_status=2)
 
     p = sub.add_parser("report", help="a self-contained HTML report with plots")
-    p.add_argument("bundle")
-    p.add_argument("--store", required=True)
+    add_bundle(p)
+    add_store(p)
     p.add_argument("--out", required=True, help="the .html file to write")
-    p.add_argument("--since")
-    p.add_argument("--until")
-    p.add_argument("--all-versions", action="store_true")
+    add_window(p)
+    add_all_versions(p)
+    add_progress(p)
     p.set_defaults(func=_report)
 
     plan = sub.add_parser("plan", help="the monitoring plan of a bundle")
     plansub = plan.add_subparsers(title="plan commands", metavar="COMMAND")
     p = plansub.add_parser("check", help="show the plan and the sample size its power needs")
-    p.add_argument("bundle")
-    p.add_argument("--json", action="store_true")
+    add_bundle(p)
+    add_json(p, "the plan and its sample size")
     p.set_defaults(func=_plan_check)
     p = plansub.add_parser("set", help="new bundle version with a new plan (JSON, TOML or YAML)")
-    p.add_argument("bundle")
-    p.add_argument("plan_file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
+    add_bundle(p)
+    p.add_argument("plan_file", help="the new plan (.json, .toml or .yaml)")
+    p.add_argument("--out", required=True, help="directory of the new bundle version")
+    add_overwrite(p)
     p.set_defaults(func=_plan_set)
 
 
-def _diagnose(args: argparse.Namespace) -> int:
+def add_all_versions(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="include records served by other versions of the bundle",
+    )
+
+
+def _diagnosis(args: argparse.Namespace) -> tuple[Bundle, Diagnosis]:
+    """The bundle and the diagnosis of its records, with a progress bar when one is wanted."""
     from .._bundle import load
     from .._monitor import diagnose
+    from ..recording import open_store
 
     bundle = load(args.bundle, trusted=trusted_env())
     since, until = window(args)
-    result = diagnose(bundle, args.store, since=since, until=until, all_versions=args.all_versions)
+    store = open_store(args.store, create=False)
+    bar = progress_for(args)
+    try:
+        reader: Any = store if bar is None else CountingStore(store, bar, "reading records")
+        result = diagnose(bundle, reader, since=since, until=until, all_versions=args.all_versions)
+    finally:
+        store.close()
+        if bar is not None:
+            bar.close()
+    return bundle, result
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    _, result = _diagnosis(args)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return result.exit_code
@@ -88,15 +122,10 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .._bundle import load
-    from .._monitor import diagnose
-    from ..monitoring._report import render_report
+    from .._reporting import report
 
-    bundle = load(args.bundle, trusted=trusted_env())
-    since, until = window(args)
-    result = diagnose(bundle, args.store, since=since, until=until, all_versions=args.all_versions)
-    html = render_report(result, plan=bundle.plan, title=f"{bundle.name} {bundle.version}")
-    Path(args.out).write_text(html, encoding="utf-8")
+    bundle, result = _diagnosis(args)
+    report(bundle, diagnosis=result, out=args.out)
     print(f"wrote {args.out}: verdict {result.verdict}")
     return 0
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InputError
-from ._common import trusted_env
-from ._serve import run_bentoml
+from ._common import add_bundle, add_json, add_overwrite, trusted_env
+from ._serve import add_address, check_port, run_bentoml
 
 __all__ = ["register"]
 
@@ -21,8 +21,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--dir", default="sidecar-quickstart", help="where to write (default: %(default)s)"
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    add_address(p)
     p.add_argument("--no-serve", action="store_true", help="stop after saving the bundle")
     p.set_defaults(func=_quickstart)
 
@@ -32,16 +31,32 @@ def register(sub: Any) -> None:
         required=True,
         help="model file (.skops, .onnx, TorchScript .pt, state dict .pt) or import path",
     )
-    p.add_argument("--framework", choices=["sklearn", "torch", "onnx", "callable", "pickle"])
-    p.add_argument("--task", required=True, choices=["classification", "regression"])
+    p.add_argument(
+        "--framework",
+        choices=["sklearn", "torch", "onnx", "callable", "pickle"],
+        help="how to read --model (default: from its suffix; an import path is a callable)",
+    )
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=["classification", "regression"],
+        help="what the model predicts",
+    )
     p.add_argument("--preprocessing", required=True, help="spec file (.json, .toml, .yaml)")
     p.add_argument(
         "--train", help="training data (.csv or .parquet); fits preprocessing and baseline"
     )
     p.add_argument("--reference", required=True, help="held-out reference data (.csv or .parquet)")
-    p.add_argument("--label-column", required=True)
-    p.add_argument("--baseline", default="auto", choices=["auto", "linear", "tree"])
-    p.add_argument("--name", default="model")
+    p.add_argument(
+        "--label-column", required=True, help="the column of --train and --reference holding y"
+    )
+    p.add_argument(
+        "--baseline",
+        default="auto",
+        choices=["auto", "linear", "tree"],
+        help="the shadow baseline (default: %(default)s: logistic or ridge regression)",
+    )
+    p.add_argument("--name", default="model", help="the bundle's name (default: %(default)s)")
     p.add_argument("--classes", nargs="+", help="class labels of a non-scikit-learn classifier")
     p.add_argument("--factory", help="torch: 'module:function' that rebuilds the architecture")
     p.add_argument("--trusted", nargs="*", default=[], help="extra types skops may load")
@@ -51,18 +66,18 @@ def register(sub: Any) -> None:
         help="allow a pickled model file (only for files you trust)",
     )
     p.add_argument("--out", required=True, help="bundle directory to write")
-    p.add_argument("--overwrite", action="store_true")
+    add_overwrite(p)
     p.set_defaults(func=_wrap)
 
     p = sub.add_parser("info", help="versions, hashes and parts of a bundle")
-    p.add_argument("bundle")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_bundle(p)
+    add_json(p)
     p.set_defaults(func=_info)
 
     p = sub.add_parser(
         "sign", help="sign a saved bundle with a private key (OpenSSF model-signing)"
     )
-    p.add_argument("bundle")
+    add_bundle(p, "the saved bundle directory to sign")
     p.add_argument("--key", required=True, help="the private key, PEM (e.g. ECDSA P-256)")
     p.add_argument(
         "--password-env", metavar="VAR", help="environment variable holding the key's password"
@@ -72,7 +87,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "verify", help="check a bundle's signature, hashes and seal (exit 0 if good)"
     )
-    p.add_argument("bundle")
+    add_bundle(p)
     p.add_argument("--key", required=True, help="the signer's public key, PEM")
     p.set_defaults(func=_verify)
 
@@ -81,6 +96,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     from .._quickstart import build_quickstart, load_quickstart_data
 
     directory = Path(args.dir)
+    if not args.no_serve:
+        check_port(args.host, args.port)
     bundle = build_quickstart(directory / "bundle")
     store = f"sqlite:///{(directory / 'records.db').resolve()}"
     print(f"saved bundle {bundle.name} version {bundle.version} to {directory / 'bundle'}")

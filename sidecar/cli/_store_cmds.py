@@ -9,40 +9,66 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import add_window, moment, trusted_env, window
+from ._common import (
+    CountingStore,
+    add_bundle,
+    add_json,
+    add_progress,
+    add_store,
+    add_window,
+    moment,
+    progress_for,
+    trusted_env,
+    window,
+)
 
 __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("replay", help="run a data set through the serving path and record it")
-    p.add_argument("bundle")
+    add_bundle(p)
     p.add_argument("--data", required=True, help="records to replay (.csv or .parquet)")
-    p.add_argument("--store", required=True, help="store URL, e.g. sqlite:///records.db")
+    add_store(p, "where to record them")
     p.add_argument("--label-column", help="column holding the ground truth (joined as labels)")
     p.add_argument("--timestamp-column", help="column holding each record's time")
     p.add_argument("--label-timestamp-column", help="column holding when each label arrived")
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="records predicted and recorded together (default: %(default)s)",
+    )
+    add_json(p, "the summary")
+    add_progress(p)
     p.set_defaults(func=_replay)
 
     p = sub.add_parser("feedback", help="join ground-truth labels to recorded predictions")
-    p.add_argument("bundle")
+    add_bundle(p)
     p.add_argument("--data", required=True, help="labels (.csv or .parquet)")
-    p.add_argument("--store", required=True)
-    p.add_argument("--id-column", default="request_id")
-    p.add_argument("--label-column", default="label")
+    add_store(p, "the store holding the predictions")
+    p.add_argument(
+        "--id-column",
+        default="request_id",
+        help="column holding the request id each label is for (default: %(default)s)",
+    )
+    p.add_argument(
+        "--label-column", default="label", help="column holding the label (default: %(default)s)"
+    )
+    add_json(p, "the outcome")
     p.set_defaults(func=_feedback)
 
     p = sub.add_parser("export", help="export recorded predictions and labels to Parquet")
-    p.add_argument("--store", required=True)
+    add_store(p)
     p.add_argument("--out", required=True, help="the .parquet file to write")
     add_window(p)
+    add_json(p, "the summary")
+    add_progress(p)
     p.set_defaults(func=_export)
 
     p = sub.add_parser("status", help="what a store holds and what each recorder wrote or dropped")
-    p.add_argument("--store", required=True)
-    p.add_argument("--json", action="store_true")
+    add_store(p, "the store to inspect (a SQLite file must exist; it is never created)")
+    add_json(p)
     p.set_defaults(func=_status)
 
 
@@ -74,6 +100,7 @@ def _replay(args: argparse.Namespace) -> int:
             for i, v in enumerate(raw)
         ]
     store = open_store(args.store)
+    bar = progress_for(args)
     try:
         result = replay(
             bundle,
@@ -83,9 +110,12 @@ def _replay(args: argparse.Namespace) -> int:
             timestamps=stamps,
             label_timestamps=label_stamps,
             batch_size=args.batch_size,
+            progress=None if bar is None else lambda done, n: bar("replay", done / max(n, 1)),
         )
     finally:
         store.close()
+        if bar is not None:
+            bar.close()
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -116,7 +146,18 @@ def _feedback(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
-    print(json.dumps(result.to_dict()))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        unknown = result.unknown_request_ids
+        print(
+            f"joined {result.accepted} labels"
+            + (
+                f"; {len(unknown)} request ids are not in the store, e.g. {unknown[0]}"
+                if unknown
+                else ""
+            )
+        )
     return 0
 
 
@@ -125,12 +166,19 @@ def _export(args: argparse.Namespace) -> int:
     from ..recording import open_store
 
     since, until = window(args)
-    store = open_store(args.store)
+    store = open_store(args.store, create=False)
+    bar = progress_for(args)
     try:
-        n = export_parquet(store, args.out, since=since, until=until)
+        reader: Any = store if bar is None else CountingStore(store, bar, "export")
+        n = export_parquet(reader, args.out, since=since, until=until)
     finally:
         store.close()
-    print(f"exported {n} records to {args.out}")
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps({"records": n, "out": str(args.out)}))
+    else:
+        print(f"exported {n} records to {args.out}")
     return 0
 
 
@@ -138,7 +186,7 @@ def _status(args: argparse.Namespace) -> int:
     from .._redact import redact_url
     from ..recording import open_store
 
-    store = open_store(args.store)
+    store = open_store(args.store, create=False)  # a mistyped path says so, and is not created
     try:
         counts = store.count()
         writers = [w.__dict__ for w in store.writers()]
