@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._errors import short_repr
-from ._stats import _paired, _problem
+from ._stat_tools import _paired, _problem
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]

@@ -38,7 +38,7 @@ from ._metric_registry import (
     _squared,
 )
 from ._results import MetricValue
-from ._stats import (
+from ._stat_tools import (
     _CHUNK_ELEMENTS,
     _bootstrap_means,
     _count,

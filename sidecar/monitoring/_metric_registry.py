@@ -27,7 +27,7 @@ from ._metric_data import (
     _proba,
     _residuals,
 )
-from ._stats import _problem
+from ._stat_tools import _problem
 
 
 def _zero_one_loss(d: _Data) -> FloatArray:

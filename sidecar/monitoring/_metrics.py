@@ -60,7 +60,7 @@ from ._metric_registry import (
     per_example_loss,
 )
 from ._results import OutlierInfluence
-from ._stats import _probability, _problem, _vector
+from ._stat_tools import _probability, _problem, _vector
 
 __all__ = [
     "LOSSES",
