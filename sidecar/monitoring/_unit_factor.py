@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..preprocessing._units import UNITS, affine
-from ._drift import _sorted_quantiles
+from ._ks import _sorted_quantiles
 from ._results import HealthFinding
 
 _LEVELS = np.round(np.arange(0.10, 0.9001, 0.05), 2)  # quantile levels the unit check compares
