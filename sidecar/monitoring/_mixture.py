@@ -1,7 +1,8 @@
 """Partial unit switches: a share of a column's values arrives in another unit.
 
-(About 450 lines, over the usual 400: the fit, the sketch's CDF and the smooth
-change of the world the fit must beat belong together and nowhere else.)
+Why this module is long: about 480 lines, over the usual 400, because the fit,
+the sketch's CDF and the smooth change of the world the fit must beat belong
+together and nowhere else.
 
 When one upstream system of three starts sending pounds, a third of the
 weights are the reference times 2.2046 and the rest are unchanged. No single
