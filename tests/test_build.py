@@ -55,14 +55,9 @@ def _build(env: dict[str, str]) -> str:
 
 
 def _import(bundle: Path, env: dict[str, str]) -> dict[str, Any]:
-    code = (
-        "import json, sys; from sidecar.serving._bentoml_model import import_bundle; "
-        "b = import_bundle(sys.argv[1]); "
-        "print(json.dumps({'tag': b.tag, 'path': str(b.path), 'version': b.bundle_version, "
-        "'created': b.created}))"
-    )
-    done = _run([sys.executable, "-c", code, str(bundle)], env)
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    """``sidecar bento import BUNDLE --json``: the command users type."""
+    done = _run([sys.executable, "-m", "sidecar", "bento", "import", str(bundle), "--json"], env)
+    return dict(json.loads(done.stdout))
 
 
 def _serve(tag: str, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -133,15 +128,17 @@ def test_a_bento_carries_its_bundle_and_serves_it_without_settings(
     store = tmp_path / "records.db"
     env = _env(home)
     imported = _import(quickstart_bundle, env)
-    assert imported["created"] and imported["tag"] == f"breast-cancer:{imported['version']}"
+    assert imported["created"] and imported["tag"] == f"breast-cancer:{imported['bundle_version']}"
     assert _import(quickstart_bundle, env)["created"] is False  # importing again is a no-op
+    listed = _run([sys.executable, "-m", "sidecar", "bento", "list", "--json"], env)
+    assert [m["tag"] for m in json.loads(listed.stdout)] == [imported["tag"]]
     copy = Path(imported["path"])
     assert copy.is_relative_to(home / "models")
     manifest = json.loads((copy / "manifest.json").read_text())
-    assert manifest["version"] == imported["version"]
+    assert manifest["version"] == imported["bundle_version"]
     model_yaml = yaml.safe_load((copy.parent / "model.yaml").read_text())
     assert model_yaml["labels"]["model-sidecar"] == "bundle"
-    assert model_yaml["metadata"]["bundle_version"] == imported["version"]
+    assert model_yaml["metadata"]["bundle_version"] == imported["bundle_version"]
     assert model_yaml["metadata"]["seal_sha256"] == manifest["seal_sha256"]
 
     tag = _build(env)
@@ -164,14 +161,14 @@ def test_a_bento_carries_its_bundle_and_serves_it_without_settings(
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.loads(response.read())
-        assert answer["bundle_version"] == imported["version"]
+        assert answer["bundle_version"] == imported["bundle_version"]
         assert len(answer["predictions"]) == 3
     finally:
         _stop(proc)  # SIGTERM flushes the recorder
     with sqlite3.connect(store) as db:
         rows = db.execute("SELECT request_id, bundle_version FROM sidecar_predictions").fetchall()
     assert sorted(r[0] for r in rows) == sorted(answer["request_ids"])
-    assert {r[1] for r in rows} == {imported["version"]}
+    assert {r[1] for r in rows} == {imported["bundle_version"]}
 
     # The checks run on the copy in the model store: a changed byte there is refused,
     # and the server stops instead of restarting its worker for ever.
@@ -214,3 +211,22 @@ def test_bentoml_containerize_builds_an_image(tmp_path: Path, quickstart_bundle:
         [sys.executable, "-m", "bentoml", "containerize", tag, "-t", "sidecar-test:ci"], env
     )
     assert "Successfully built" in done.stdout + done.stderr
+
+
+def test_importing_what_is_not_a_bundle_is_a_usage_error(tmp_path: Path) -> None:
+    env = _env(tmp_path / "bentoml-home")
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecar", "bento", "import", str(tmp_path / "empty")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "`BUNDLE` must be a bundle directory" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "bentoml-home" / "models").exists() or not any(
+        (tmp_path / "bentoml-home" / "models").iterdir()
+    )

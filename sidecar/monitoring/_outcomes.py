@@ -31,7 +31,7 @@ def outcomes(reference: ReferenceInputs, window: WindowData, seed: int = 0) -> d
     mask = np.asarray(window.labelled, dtype=bool)
     if not mask.any():
         return {}
-    from ._diagnosis import _like
+    from ._label_evidence import _like
 
     y = np.asarray(window.labels)[mask]
     if reference.task == "classification" and reference.classes is not None:
