@@ -31,8 +31,18 @@ def add_bundle(p: argparse.ArgumentParser, help: str | None = None) -> None:
     p.add_argument(
         "bundle",
         metavar="BUNDLE",
+        type=existing_path,
         help=help or "a bundle directory, or a registry (its active version)",
     )
+
+
+def existing_path(text: str) -> str:
+    """An argument that must name something on disk (else a usage error, exit 2)."""
+    import os
+
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such file or directory: {text!r}")
+    return text
 
 
 def add_overwrite(p: argparse.ArgumentParser) -> None:
