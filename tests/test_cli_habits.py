@@ -353,7 +353,7 @@ def test_a_busy_port_is_a_usage_error(world: dict[str, Any], tmp_path: Path) -> 
         (["status", "--store", "mysql://db/records"], "must start with sqlite://"),
         (["diagnose", "{bundle}", "--store", "sqlite:///{root}/none.db"], "existing SQLite file"),
         (["replay", "{bundle}", "--data", "{root}/none.csv", "--store", "memory://"], "none.csv"),
-        (["info", "{root}/no-bundle-here"], "no such file or directory"),
+        (["info", "{root}/no-bundle-here"], "BUNDLE must be a bundle directory"),
         (["export", "--store", "{store}", "--out", "{root}/no/dir/x.parquet"], "No such file"),
         (["diagnose", "{bundle}", "--store", "{store}", "--since", "yesterday"], "`--since` must"),
         (["serve", "{bundle}", "--candidate", "{root}/nothing"], "--candidate must"),

@@ -31,18 +31,20 @@ def add_bundle(p: argparse.ArgumentParser, help: str | None = None) -> None:
     p.add_argument(
         "bundle",
         metavar="BUNDLE",
-        type=existing_path,
         help=help or "a bundle directory, or a registry (its active version)",
     )
 
 
-def existing_path(text: str) -> str:
-    """An argument that must name something on disk (else a usage error, exit 2)."""
+def check_bundle_exists(args: argparse.Namespace) -> None:
+    """A ``BUNDLE`` that is not there at all is a usage error (exit 2), said before any work."""
     import os
 
-    if not os.path.exists(text):
-        raise argparse.ArgumentTypeError(f"no such file or directory: {text!r}")
-    return text
+    path = getattr(args, "bundle", None)
+    if isinstance(path, str) and not os.path.exists(path):
+        raise InputError(
+            f"BUNDLE must be a bundle directory or a registry; got {path!r}: no such file or "
+            "directory."
+        )
 
 
 def add_overwrite(p: argparse.ArgumentParser) -> None:
