@@ -24,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 
 import sidecar
 from sidecar.cli import build_parser, main
+from tests.servers import free_port
 
 FIELDS = ("x1", "x2", "x3")
 
@@ -64,6 +65,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     bundle.save(root / "bundle")
     weaker = LogisticRegression(C=0.001, max_iter=1000).fit(pre.transform(train), y_train)
     bundle.with_models(advanced=weaker).save(root / "candidate")
+    other = sidecar.TabularPreprocessor(columns=[sidecar.NumericColumn(name=f) for f in FIELDS])
+    other.fit(_world(500, 9)[0])  # another fit: another preprocessing, not shadow-compatible
+    sidecar.wrap(
+        LogisticRegression(max_iter=1000).fit(other.transform(train), y_train),
+        task="classification",
+        preprocessing=other,
+        train=(train, y_train),
+        reference=(ref, y_ref),
+        name="stranger",
+    ).save(root / "stranger")
     history, y_history = _world(3000, 2)
     data = _csv(root / "history.csv", history, y_history)
     store = f"sqlite:///{root / 'records.db'}"
@@ -356,7 +367,14 @@ def test_a_busy_port_is_a_usage_error(world: dict[str, Any], tmp_path: Path) -> 
         (["info", "{root}/no-bundle-here"], "BUNDLE must be a bundle directory"),
         (["export", "--store", "{store}", "--out", "{root}/no/dir/x.parquet"], "No such file"),
         (["diagnose", "{bundle}", "--store", "{store}", "--since", "yesterday"], "`--since` must"),
-        (["serve", "{bundle}", "--candidate", "{root}/nothing"], "--candidate must"),
+        (
+            ["serve", "{bundle}", "--candidate", "{root}/nothing", "--port", "{port}"],
+            "--candidate must",
+        ),
+        (
+            ["serve", "{bundle}", "--candidate", "{stranger}", "--port", "{port}"],
+            "champion's preprocessing",
+        ),
     ],
     ids=[
         "bad-url",
@@ -366,12 +384,22 @@ def test_a_busy_port_is_a_usage_error(world: dict[str, Any], tmp_path: Path) -> 
         "missing-out-dir",
         "bad-time",
         "missing-candidate",
+        "mismatched-candidate",
     ],
 )
 def test_usage_errors_exit_2_with_a_message_and_no_traceback(
     world: dict[str, Any], tmp_path: Path, argv: list[str], message: str
 ) -> None:
-    filled = [a.format(bundle=world["bundle"], root=tmp_path, store=world["store"]) for a in argv]
+    filled = [
+        a.format(
+            bundle=world["bundle"],
+            root=tmp_path,
+            store=world["store"],
+            stranger=world["root"] / "stranger",
+            port=free_port(),
+        )
+        for a in argv
+    ]
     done = _command(*filled, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
