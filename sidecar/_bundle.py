@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +49,7 @@ from .bundle._derive import checked_models, checked_preprocessing
 from .bundle._load import load
 from .bundle._persist import PARTS, hash_directory, sources_of, stage
 from .bundle._persist import save as save_bundle
+from .bundle._prediction import BundleStats, Prediction, ShadowPrediction
 from .bundle._wrap import compute_reference, wrap
 from .bundle._wrap import default_plan_for as _default_plan_for
 from .monitoring._plan import MonitoringPlan
@@ -63,67 +61,6 @@ __all__ = ["Bundle", "Prediction", "ShadowPrediction", "hash_directory", "load",
 
 
 Records = Sequence[Mapping[str, Any]]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The advanced model's answer for a batch of raw records.
-
-    ``request_ids`` holds one id per record (a per-batch random prefix and the
-    record's index), the key under which labels are joined later.
-    """
-
-    predictions: np.ndarray
-    probabilities: np.ndarray | None
-    classes: tuple[Any, ...] | None
-    bundle_version: str
-    preprocessing_version: str
-    batch_id: str
-    latency_ms: float
-    ts: float = 0.0
-    #: values per categorical field this batch encoded to the unknown code (non-zero only)
-    unknown: Mapping[str, int] = field(default_factory=dict)
-
-    @cached_property
-    def request_ids(self) -> tuple[str, ...]:
-        prefix = self.batch_id
-        return tuple(f"{prefix}-{i}" for i in range(len(self.predictions)))
-
-    def __len__(self) -> int:
-        return len(self.predictions)
-
-
-@dataclass(frozen=True)
-class ShadowPrediction:
-    """Both models' predictions for the same records (the shadow pair)."""
-
-    advanced: Prediction
-    baseline: ModelOutput | None
-    baseline_error: str | None
-    baseline_latency_ms: float | None
-
-
-@dataclass
-class BundleStats:
-    """Running counts a served bundle keeps (exposed by ``info`` and, later, as gauges)."""
-
-    requests: int = 0
-    records: int = 0
-    unknown: Counter[str] = field(default_factory=Counter)
-    missing: Counter[str] = field(default_factory=Counter)
-    shadow_disagreements: int = 0
-    shadow_compared: int = 0
-
-    def count(
-        self, n_records: int, unknown: Mapping[str, int], missing: Mapping[str, int] | None = None
-    ) -> None:
-        """Count one request of ``n_records`` and its unknown (and missing) values per field."""
-        self.requests += 1
-        self.records += n_records
-        if unknown:
-            self.unknown.update(unknown)
-        if missing:
-            self.missing.update(missing)
 
 
 class Bundle:

@@ -7,6 +7,7 @@
   fitted for free (``_baseline``);
 - :func:`load` (``_load``): read one safely, every file and hash checked first;
 - ``_derive``: what a derived version's new preprocessing or models must satisfy;
+- ``_prediction``: what ``predict`` returns, and a served bundle's counts;
 - ``_persist``: write the parts, seal the manifest, save atomically, hash a part.
 
 The manifest's seal and verification live in ``sidecar._manifest``,
@@ -23,17 +24,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle, Prediction, ShadowPrediction
+    from .._bundle import Bundle
     from ._load import load
     from ._persist import hash_directory
+    from ._prediction import Prediction, ShadowPrediction
     from ._wrap import wrap
 
 __all__ = ["Bundle", "Prediction", "ShadowPrediction", "hash_directory", "load", "wrap"]
 
 _WHERE = {
     "Bundle": "sidecar._bundle",
-    "Prediction": "sidecar._bundle",
-    "ShadowPrediction": "sidecar._bundle",
+    "Prediction": "sidecar.bundle._prediction",
+    "ShadowPrediction": "sidecar.bundle._prediction",
     "hash_directory": "sidecar.bundle._persist",
     "load": "sidecar.bundle._load",
     "wrap": "sidecar.bundle._wrap",

@@ -89,15 +89,8 @@ def wrap(
         **dict(model_options or {}),
     )
     base = _baseline(baseline, pre, train_records, y_train, checked_task)
-    if (
-        checked_task == "classification"
-        and advanced.classes is not None
-        and (base.classes is not None and list(base.classes) != list(advanced.classes))
-    ):
-        raise InputError(
-            f"the baseline must know the classes of the advanced model {list(advanced.classes)}; "
-            f"got {list(base.classes)}."
-        )
+    if checked_task == "classification":
+        _check_classes(advanced, base)
     ref = compute_reference(pre, checked_task, ref_records, y_ref, advanced, base)
     return Bundle(
         name=name,
@@ -177,6 +170,18 @@ def _baseline(
         pre.transform(train), y_train, task=task, kind=cast(BaselineKind, baseline)
     )
     return as_predictor(fitted, task=task, framework="sklearn")
+
+
+def _check_classes(advanced: Predictor, base: Predictor) -> None:
+    if (
+        advanced.classes is not None
+        and base.classes is not None
+        and list(base.classes) != list(advanced.classes)
+    ):
+        raise InputError(
+            f"the baseline must know the classes of the advanced model {list(advanced.classes)}; "
+            f"got {list(base.classes)}."
+        )
 
 
 def _plan(plan: MonitoringPlan | str | os.PathLike[str] | None, task: str) -> MonitoringPlan | None:
