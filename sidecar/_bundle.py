@@ -24,6 +24,11 @@ This module holds the :class:`Bundle` class: identity, prediction, the
 shadow stage, feedback and the derived versions. Making one (``wrap``),
 reading one (``load``) and writing one (``_persist``) live in the
 :mod:`sidecar.bundle` package, re-exported here.
+
+Why this module is long: the class is the one object a user holds, and its
+methods are its public surface; everything that need not be a method has
+moved to :mod:`sidecar.bundle`; the shadow and feedback methods stay beside
+``predict``, whose requests they follow.
 """
 
 from __future__ import annotations
