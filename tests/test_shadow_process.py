@@ -321,7 +321,11 @@ def test_the_handle_drops_and_counts_while_its_child_is_gone_and_never_hangs(
 
     dropped: list[int] = []
     handle = ShadowProcess(
-        child=CHILD, bundle_path=str(controlled_bundle), send_timeout=1.0, on_dropped=dropped.append
+        child=CHILD,
+        bundle_path=str(controlled_bundle),
+        bundle_version=bundle.version,
+        send_timeout=1.0,
+        on_dropped=dropped.append,
     )
     try:
         first = handle.pid

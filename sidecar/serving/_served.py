@@ -84,7 +84,12 @@ def _start(settings: Settings) -> Served:
 
         # The store serves /feedback here; the child writes the records.
         store = open_store(settings.store, migrate=False)
-        process = ShadowProcess(child=CHILD, bundle_path=bundle_dir(bundle), on_dropped=dropped)
+        process = ShadowProcess(
+            child=CHILD,
+            bundle_path=bundle_dir(bundle),
+            bundle_version=bundle.version,
+            on_dropped=dropped,
+        )
         return Served(bundle, process, None, process, None, store, None)
     recorder = open_recorder(settings)
     pipeline = pipeline_for(bundle, candidate_for(bundle, candidate), recorder, settings)
@@ -103,7 +108,7 @@ def _switched(old: Served, settings: Settings) -> Served | None:
         )
     one_thread(bundle.advanced)
     if old.process is not None:
-        error = old.process.prepare(bundle_dir(bundle))
+        error = old.process.prepare(bundle_dir(bundle), bundle.version)
         if error is not None:
             raise SidecarError(f"the shadow process could not load {bundle.version}: {error}")
         return dataclasses.replace(old, bundle=bundle)

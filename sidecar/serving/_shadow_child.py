@@ -1,6 +1,6 @@
 """The shadow process's child: one worker's baseline, candidate and recorder.
 
-Started by :class:`~sidecar.shadow.ShadowProcess` as ``main([fd, bundle_dir])``.
+Started by :class:`~sidecar.shadow.ShadowProcess` as ``main([fd, bundle_dir, version])``.
 It keeps one :class:`~sidecar.shadow.ShadowPipeline` per bundle version and
 routes each request to the pipeline of the version that answered it, so a
 worker that switched versions (a promotion, a rollback) records each request
@@ -15,8 +15,11 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._errors import SidecarError
+from .._registry import VERSIONS
 from .._settings import Settings, settings_from_env
 from ..shadow._process import Batch, Close, Flush, Prepare, Receiver, Reply
 from ._wiring import candidate_for, load_candidate, load_champion, open_recorder, pipeline_for
@@ -41,8 +44,23 @@ class _Pipelines:
         self.by_version: dict[str, ShadowPipeline] = {}
         self._unknown: set[str] = set()
 
-    def load(self, path: str) -> None:
-        bundle = load_champion(self.settings, path)
+    def load(self, path: str, version: str) -> None:
+        """Make a pipeline for the bundle ``version`` at ``path`` (if there is none yet)."""
+        if version in self.by_version:
+            return
+        try:
+            bundle = load_champion(self.settings, path)
+        except SidecarError:
+            # A plain bundle directory turned into a registry (its first promotion)
+            # while the worker served it: its files moved to versions/<version>.
+            moved = Path(path) / VERSIONS / version
+            if not moved.is_dir():
+                raise
+            bundle = load_champion(self.settings, moved)
+        if bundle.version != version:
+            raise SidecarError(
+                f"{path} holds version {bundle.version}; the worker serves {version}."
+            )
         if bundle.version in self.by_version:
             return
         try:
@@ -83,7 +101,7 @@ def main(argv: Sequence[str]) -> int:
     settings = settings_from_env()
     recorder = open_recorder(settings)
     pipelines = _Pipelines(settings, recorder, load_candidate(settings))
-    pipelines.load(argv[1])
+    pipelines.load(argv[1], argv[2])
     from ._metrics import QUEUE
 
     def flush_and_reply(token: int) -> None:
@@ -113,7 +131,7 @@ def main(argv: Sequence[str]) -> int:
             elif isinstance(message, Prepare):
                 # On the reading thread: what the worker sends next may need this version.
                 try:
-                    pipelines.load(message.path)
+                    pipelines.load(message.path, message.version)
                     receiver.reply(Reply(message.token))
                 except Exception as exc:
                     logger.exception("could not load %s", message.path)

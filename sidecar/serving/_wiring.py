@@ -109,7 +109,6 @@ def refuse_unservable(settings: Settings) -> None:
     try:
         check_servable(settings)
     except SidecarError as exc:
-        logger.critical("refusing to serve %s: %s", settings.bundle, exc)
         raise SystemExit(f"sidecar: refusing to serve {settings.bundle}: {exc}") from None
 
 

@@ -87,10 +87,11 @@ class Flush:
 
 @dataclass(frozen=True)
 class Prepare:
-    """Load the bundle at ``path`` (a version the worker is about to serve), then reply."""
+    """Load the bundle ``version`` at ``path`` (the worker is about to serve it), then reply."""
 
     token: int
     path: str
+    version: str
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,9 @@ class ShadowProcess:
     next child, which adds them to its writer's ``dropped`` count in the store.
 
     ``child`` is the module whose ``main(argv)`` the child runs, with the
-    socket's descriptor and ``bundle_path`` (the bundle it serves first; a
-    restarted child gets the one last prepared with :meth:`prepare`).
+    socket's descriptor, ``bundle_path`` and ``bundle_version`` (the bundle it
+    serves first; a restarted child gets the one last prepared with
+    :meth:`prepare`).
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class ShadowProcess:
         *,
         child: str,
         bundle_path: str,
+        bundle_version: str,
         interval: float = 0.05,
         max_pending: int = 10_000,
         start_timeout: float = 120.0,
@@ -145,6 +148,7 @@ class ShadowProcess:
     ) -> None:
         self.child_module = child
         self.bundle_path = bundle_path
+        self.bundle_version = bundle_version
         self.start_timeout = start_timeout
         self.send_timeout = send_timeout
         self.on_dropped = on_dropped
@@ -222,18 +226,20 @@ class ShadowProcess:
         reply = self._request(lambda token: Flush(token), deadline)
         return reply is not None and reply.error is None
 
-    def prepare(self, path: str, timeout: float = 120.0) -> str | None:
-        """Have the child load the bundle at ``path``; ``None`` when it did, else the reason.
+    def prepare(self, path: str, version: str, timeout: float = 120.0) -> str | None:
+        """Have the child load bundle ``version`` at ``path``; ``None`` when it did, else why.
 
         Call it before the worker answers with that bundle, so that every
         record of it finds its pipeline in the child. A child started later
         (a restart) loads ``path`` first.
         """
-        reply = self._request(lambda token: Prepare(token, path), time.monotonic() + timeout)
+        reply = self._request(
+            lambda token: Prepare(token, path, version), time.monotonic() + timeout
+        )
         if reply is None:
             return "the shadow process did not answer"
         if reply.error is None:
-            self.bundle_path = path
+            self.bundle_path, self.bundle_version = path, version
         return reply.error
 
     def _request(self, make: Callable[[int], Any], deadline: float) -> Reply | None:
@@ -301,7 +307,7 @@ class ShadowProcess:
         try:
             with contextlib.suppress(OSError):
                 ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-            argv = [self.child_module, str(theirs.fileno()), self.bundle_path]
+            argv = [self.child_module, str(theirs.fileno()), self.bundle_path, self.bundle_version]
             proc = subprocess.Popen(
                 [sys.executable, "-c", _LAUNCH, *argv],
                 pass_fds=(theirs.fileno(),),
