@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,6 @@ from ._errors import InputError
 from ._frames import as_records
 from ._labels import check_labels
 from ._reference import Reference
-from ._shadow import ShadowRunner
 
 # The class builds on the bundle package: wrap and load construct it, persistence
 # writes it. Those modules import this one only when called, so no cycle.
@@ -61,6 +60,7 @@ from .monitoring._plan import MonitoringPlan
 from .preprocessing import Preprocessor
 from .recording import FeedbackResult, Recorder, RecordPolicy, Store, dumps
 from .runtimes import ModelOutput, Predictor
+from .shadow import ShadowItem, ShadowPipeline, ShadowRunner, ShadowSink, check_candidate
 
 __all__ = ["Bundle", "Prediction", "ShadowPrediction", "hash_directory", "load", "wrap"]
 
@@ -104,19 +104,12 @@ class Bundle:
         self._manifest = manifest
         self._sources = dict(sources or {})
         self.stats = BundleStats()
-        self.shadow = ShadowRunner(timeout=shadow_timeout)
-        self.shadow.handler = self._shadow_batch
         self.path: Path | None = None
         self._classes = advanced.classes
-        self.recorder: Recorder | None = None
-        #: a retrained candidate running in shadow (see attach_candidate)
-        self.candidate: Bundle | None = None
-        #: called on the shadow thread after each micro-batch (the service sets
-        #: its live Prometheus gauges there, off the request path)
-        self.observers: list[Callable[[Bundle], None]] = []
-        #: where ``predict(shadow=True)`` hands ``(records, X, prediction, timestamps)``:
-        #: the shadow thread by default; a serving worker sets its shadow process here
-        self.shadow_submit: Callable[[tuple[Any, ...]], object] = self.shadow.submit
+        self._recorder: Recorder | None = None
+        #: this bundle's own shadow stage (``predict(shadow=True)``); a service
+        #: builds its own and passes it as ``predict(shadow=pipeline)``
+        self._pipeline = ShadowPipeline(self, timeout=shadow_timeout)
         self._policy = RecordPolicy()
 
     # -- identity -----------------------------------------------------------------
@@ -155,6 +148,28 @@ class Bundle:
 
     # -- prediction ---------------------------------------------------------------
 
+    @property
+    def shadow(self) -> ShadowRunner:
+        """The runner of this bundle's own shadow stage (its counters, ``drain``)."""
+        return self._pipeline.runner
+
+    @property
+    def recorder(self) -> Recorder | None:
+        """The recorder attached with :meth:`attach_recorder`, if any."""
+        return self._recorder
+
+    @property
+    def candidate(self) -> Bundle | None:
+        """The candidate attached with :meth:`attach_candidate`, if any."""
+        return self._pipeline.candidate
+
+    def _rewire(self, *, recorder: Recorder | None, candidate: Bundle | None) -> None:
+        # A new shadow stage; the old one finishes what it was given.
+        old = self.shadow
+        self._pipeline = ShadowPipeline(
+            self, recorder=recorder, candidate=candidate, timeout=old.timeout, counters=old.counters
+        )
+
     def attach_recorder(
         self, recorder: Recorder | None, *, policy: RecordPolicy | None = None
     ) -> None:
@@ -164,14 +179,15 @@ class Bundle:
         hands one row per record to the recorder -- exactly what the service does.
         ``policy`` drops or hashes raw fields before they are stored.
         """
-        self.recorder = recorder
+        self._recorder = recorder
         self._policy = policy or RecordPolicy()
+        self._rewire(recorder=recorder, candidate=self.candidate)
 
     def predict(
         self,
         records: Records | Any,
         *,
-        shadow: bool | None = None,
+        shadow: bool | ShadowSink | None = None,
         timestamps: Sequence[float] | None = None,
     ) -> Prediction:
         """Preprocess ``records`` and return the advanced model's predictions.
@@ -181,17 +197,19 @@ class Bundle:
         this call; its errors, timeouts and disagreements are counted, and the
         recorder (if any) gets the records with both models' answers.
         ``timestamps`` (epoch seconds, one per record) replace "now" in the
-        record, for replaying history.
+        record, for replaying history. ``shadow`` may also be a
+        :class:`~sidecar.shadow.ShadowSink` (a service's own pipeline, or its
+        shadow process): the shadow work goes there instead.
         """
         if shadow is None:
-            shadow = self.recorder is not None
+            shadow = self._recorder is not None
         records = as_records(records)
         X, pred = self._predict(records, timestamps)
-        if shadow:
+        if shadow is not False:
+            sink: ShadowSink = self._pipeline if shadow is True else shadow
             # Recorded later, on the shadow thread: keep the records as served,
             # whatever the caller does with its dicts afterwards.
-            kept = [dict(r) for r in records]
-            self.shadow_submit((kept, X, pred, timestamps))
+            sink.submit(ShadowItem([dict(r) for r in records], X, pred, timestamps))
         return pred
 
     def _predict(
@@ -249,60 +267,8 @@ class Bundle:
         """
         records = as_records(records)
         X, pred = self._predict(records, timestamps)
-        ((out, error, ms),) = self._shadow_batch([(records, X, pred, timestamps)], timeout)
-        return ShadowPrediction(pred, out, error, ms)
-
-    def _shadow_batch(
-        self,
-        items: list[tuple[Records, np.ndarray, Prediction, Sequence[float] | None]],
-        timeout: float | None = None,
-    ) -> list[tuple[ModelOutput | None, str | None, float | None]]:
-        """Run the baseline (and a candidate in shadow) once over many requests; record them."""
-        X = items[0][1] if len(items) == 1 else np.vstack([it[1] for it in items])
-        start = time.perf_counter()
-        out, error = self.shadow.call(lambda: self.baseline.infer(X), timeout)
-        ms = (time.perf_counter() - start) * 1000.0
-        candidate = self.candidate
-        cand_out: ModelOutput | None = None
-        cand_ms = None
-        if candidate is not None:
-            start = time.perf_counter()
-            cand_out, cand_error = self.shadow.call(lambda: candidate.advanced.infer(X), timeout)
-            cand_ms = (time.perf_counter() - start) * 1000.0
-            if cand_error is not None:
-                error = "; ".join(e for e in (error, f"candidate: {cand_error}") if e)
-        results: list[tuple[ModelOutput | None, str | None, float | None]] = []
-        rows: list[tuple[Any, ...]] = []
-        recorder = self.recorder
-        lo = 0
-        for records, _, pred, timestamps in items:
-            hi = lo + len(pred)
-            part = _slice(out, lo, hi)
-            item_error = error
-            if part is not None and not _finite_output(part):
-                # Inputs beyond what the baseline can compute with (say +-1.7e308 through
-                # its scaler): NaN is no answer, so it is an error, counted as one.
-                part, item_error = None, "the baseline's output is not finite for these inputs"
-                self.shadow._count("error")
-            share = ms * (hi - lo) / len(X)  # the batch's shadow time, shared by its records
-            results.append((part, item_error, share))
-            if recorder is not None:
-                cand = None
-                if candidate is not None:
-                    cand_share = None if cand_ms is None else cand_ms * (hi - lo) / len(X)
-                    cand = (candidate.version, _slice(cand_out, lo, hi), cand_share)
-                rows.extend(self._rows(records, pred, part, item_error, share, timestamps, cand))
-            if part is not None and self.task == "classification":
-                self.stats.shadow_compared += hi - lo
-                self.stats.shadow_disagreements += int(
-                    np.count_nonzero(part.predictions != pred.predictions)
-                )
-            lo = hi
-        if recorder is not None:
-            recorder.enqueue(rows)
-        for observe in self.observers:
-            observe(self)
-        return results
+        (result,) = self._pipeline.run([ShadowItem(records, X, pred, timestamps)], timeout)
+        return ShadowPrediction(pred, result.output, result.error, result.latency_ms)
 
     def attach_candidate(self, candidate: Bundle | None) -> None:
         """Run ``candidate``'s advanced model in shadow beside this one (``None`` detaches).
@@ -312,23 +278,8 @@ class Bundle:
         share this bundle's preprocessing (same sha256), task and classes.
         """
         if candidate is not None:
-            mine = self.manifest["parts"]["preprocessing"]["sha256"]
-            theirs = candidate.manifest["parts"]["preprocessing"]["sha256"]
-            if candidate.task != self.task:
-                raise InputError(
-                    f"the candidate's task must be {self.task!r}; got {candidate.task!r}."
-                )
-            if theirs != mine:
-                raise InputError(
-                    "the candidate must use the champion's preprocessing (sha256 "
-                    f"{mine[:12]}...); got preprocessing {theirs[:12]}..."
-                )
-            if list(candidate._classes or []) != list(self._classes or []):
-                raise InputError(
-                    f"the candidate must know the champion's classes {list(self._classes or [])}; "
-                    f"got {list(candidate._classes or [])}."
-                )
-        self.candidate = candidate
+            check_candidate(self, candidate)
+        self._rewire(recorder=self._recorder, candidate=candidate)
 
     def feedback(
         self, labels: Sequence[Mapping[str, Any]], *, store: Store | None = None
@@ -349,11 +300,11 @@ class Bundle:
                 "store=sidecar.recording.open_store(url)."
             )
         checked = check_labels(labels, task=self.task, classes=self._classes)
-        if self.recorder is not None and target is self.recorder.store:
+        if self._recorder is not None and target is self._recorder.store:
             # Labels for just-served requests must find their records: finish the
             # shadow work that builds them, then write what is queued.
             self.shadow.drain(timeout=5.0)
-            self.recorder.flush(timeout=5.0, fail_fast=True)  # a store that is down: answer now
+            self._recorder.flush(timeout=5.0, fail_fast=True)  # a store that is down: answer now
         return target.upsert_labels(checked)
 
     def _rows(
@@ -513,21 +464,6 @@ def _batch_id() -> str:
     index grows at its right edge instead of taking random page splits.
     """
     return f"{time.time_ns():016x}{os.urandom(6).hex()}"
-
-
-def _finite_output(out: ModelOutput) -> bool:
-    """Whether a model's probabilities (or a regressor's values) are all finite numbers."""
-    values = out.probabilities if out.probabilities is not None else out.predictions
-    if values.dtype.kind not in "fc":
-        return True
-    return bool(np.isfinite(values).all())
-
-
-def _slice(out: ModelOutput | None, lo: int, hi: int) -> ModelOutput | None:
-    if out is None:
-        return None
-    proba = out.probabilities
-    return ModelOutput(out.predictions[lo:hi], None if proba is None else proba[lo:hi])
 
 
 def _json_values(out: ModelOutput | None, n: int) -> list[str | None]:
