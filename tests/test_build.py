@@ -188,7 +188,7 @@ def test_a_bento_without_a_bundle_stops_with_a_clear_error(tmp_path: Path) -> No
     proc, _ = _serve(tag, _env(tmp_path / "bentoml-home"), log)
     assert _exits(proc, within=90), f"the server kept running:\n{log.read_text()[-3000:]}"
     text = log.read_text()
-    assert "no bundle to serve" in text and "sidecar bento import" in text, text[-3000:]
+    assert "model store holds no bundle" in text and "sidecar bento import" in text, text[-3000:]
 
 
 def _container_engine() -> str | None:

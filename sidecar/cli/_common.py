@@ -35,6 +35,18 @@ def add_bundle(p: argparse.ArgumentParser, help: str | None = None) -> None:
     )
 
 
+def check_bundle_exists(args: argparse.Namespace) -> None:
+    """A ``BUNDLE`` that is not there at all is a usage error (exit 2), said before any work."""
+    import os
+
+    path = getattr(args, "bundle", None)
+    if isinstance(path, str) and not os.path.exists(path):
+        raise InputError(
+            f"BUNDLE must be a bundle directory or a registry; got {path!r}: no such file or "
+            "directory."
+        )
+
+
 def add_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace the output directory if it exists"

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from .._errors import InputError, PlanError, SidecarError
 from . import _analysis, _bento, _bundle_cmds, _retrain, _serve, _store_cmds
+from ._common import check_bundle_exists
 
 __all__ = ["main"]
 
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return USAGE
     try:
+        check_bundle_exists(args)
         status = int(args.func(args))
         sys.stdout.flush()  # here, so that a reader that went away is caught below
         return status

@@ -3,7 +3,8 @@
 Confidence-based performance estimation (CBPE, see
 ``sidecar.monitoring.estimate_performance``) on the most recent served records.
 :func:`attach_live_estimate` taps the shadow stream of a served bundle (the
-advanced model's probabilities, already computed for the response): each shadow
+advanced model's probabilities, already computed for the response; hooked in
+``serving._wiring.pipeline_for``, so threads and shadow processes alike): each shadow
 micro-batch copies its rows into a ring buffer of the last ``window`` records,
 which costs microseconds. A thread of its own recomputes the estimate every
 ``every`` seconds when new rows came (label draws from the calibrated
@@ -103,7 +104,7 @@ class LiveEstimate:
     def tap(self, items: list[Any]) -> None:
         """Copy the advanced probabilities of a shadow micro-batch into the buffer."""
         for item in items:
-            proba = item[2].probabilities
+            proba = item.prediction.probabilities
             if proba is None or proba.shape[1] != self._rows.shape[1]:
                 continue
             with self._lock:
@@ -184,17 +185,25 @@ class LiveEstimate:
             )
 
 
-def attach_live_estimate(bundle: Any, **options: Any) -> LiveEstimate | None:
-    """Tap ``bundle``'s shadow stream for the live estimate gauges (classifiers only).
+_CURRENT: list[LiveEstimate] = []  # this process's estimate (a promotion replaces it)
 
-    The tap runs on the shadow thread before the bundle's own shadow work; it
-    can neither fail nor slow a response.
+
+def attach_live_estimate(pipeline: Any, **options: Any) -> LiveEstimate | None:
+    """Tap a shadow pipeline's micro-batches for the live estimate gauges (classifiers only).
+
+    The tap runs on the shadow thread before the pipeline's own work; it can
+    neither fail nor slow a response. One estimate per process: a pipeline
+    built for a promoted bundle replaces the previous one's.
     """
+    bundle = pipeline.bundle
     arrays = getattr(bundle.reference, "arrays", {})
     if bundle.task != "classification" or "advanced:probabilities" not in arrays:
         return None
     live = LiveEstimate(bundle, **options)
-    handler = bundle.shadow.handler
+    while _CURRENT:
+        _CURRENT.pop().close()
+    _CURRENT.append(live)
+    handler = pipeline.runner.handler
 
     def tapped(items: list[Any]) -> object:
         try:
@@ -203,5 +212,5 @@ def attach_live_estimate(bundle: Any, **options: Any) -> LiveEstimate | None:
             logger.exception("the live estimate's tap failed")
         return handler(items)
 
-    bundle.shadow.handler = tapped
+    pipeline.runner.handler = tapped
     return live

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from sidecar import InputError
-from sidecar.monitoring._drift import (
+from sidecar.monitoring import (
     chi2_homogeneity,
     is_material,
     ks_2samp_sorted,
