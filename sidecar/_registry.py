@@ -8,7 +8,12 @@ Layout::
       versions/<v>/     every bundle version, loadable as it was saved
 
 ``sidecar.load(root)`` loads the active version, so ``SIDECAR_BUNDLE`` can point
-at the registry and a restarted service picks up a promotion or a rollback.
+at the registry: a running service notices the pointer change within about a
+second and switches without a restart (see ``sidecar.serving._hotswap``).
+
+Promotions and rollbacks form a stack: a promotion pushes a version, a
+rollback pops back to the version that was active before, so two rollbacks go
+back two versions; at the first version a rollback is refused.
 A plain bundle directory becomes a registry (its bundle the first version) the
 first time a candidate is promoted into it.
 """
@@ -143,13 +148,48 @@ class Registry:
         """Record an event that switches nothing (a rejected candidate, say)."""
         self._log(event)
 
+    def stack(self) -> list[str]:
+        """The versions made active in turn, oldest first, as rollbacks would undo them.
+
+        Replayed from the history: a promotion pushes its version; a rollback to
+        a version further down pops back to it (to one not on the stack, it
+        pushes it). The last entry is the active version.
+        """
+        stack: list[str] = []
+        for event in self.history():
+            action, version = event.get("action"), event.get("version")
+            if action not in ("promote", "rollback") or not isinstance(version, str):
+                continue
+            if not stack and isinstance(event.get("from"), str):
+                stack.append(event["from"])
+            if action == "rollback" and version in stack[:-1]:
+                del stack[len(stack) - 1 - stack[::-1].index(version) + 1 :]
+            else:
+                stack.append(version)
+        active = self.active
+        if not stack or stack[-1] != active:  # switched by hand: start from what is active
+            stack = [active]
+        return stack
+
     def previous_active(self) -> str | None:
-        """The version that was active before the current one, from the history."""
-        current = self.active
-        for event in reversed(self.history()):
-            if event.get("action") in ("promote", "rollback") and event.get("version") == current:
-                return event.get("from")  # type: ignore[no-any-return]
-        return None
+        """The version a rollback returns to: the one active before the current one."""
+        stack = self.stack()
+        return stack[-2] if len(stack) > 1 else None
+
+    def rollback(self, to: str | None = None) -> str:
+        """Make the previous version (or ``to``) active again; return it.
+
+        Refused with :class:`~sidecar.InputError` at the first version: there
+        is nothing earlier to go back to.
+        """
+        target = to if to is not None else self.previous_active()
+        if target is None:
+            raise InputError(
+                f"{self.root}: nothing to roll back to: {self.active} is the first version made "
+                "active here (history.jsonl lists every switch; pass a version to switch to one)."
+            )
+        self.activate(target, action="rollback")
+        return target
 
     def _log(self, event: dict[str, Any]) -> None:
         line = json.dumps({"time": time.time(), **event}, sort_keys=True, default=str)

@@ -174,6 +174,42 @@ def test_too_few_shadow_labels_reject_and_mismatches_are_refused(setup: dict[str
     assert main(["rollback", str(tmp / "better")]) == 2
 
 
+def test_rollbacks_go_back_one_version_each_and_refuse_past_the_first(
+    setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp = setup["tmp"]
+    versions = {name: sidecar.load(tmp / name).version for name in ("champion", "better", "same")}
+    registry = Registry.open(tmp / "champion", create=True)
+    for name in ("better", "same"):
+        registry.register(tmp / name)
+    registry.activate(versions["better"], action="promote")
+    registry.activate(versions["same"], action="promote")
+    assert registry.stack() == [versions["champion"], versions["better"], versions["same"]]
+
+    capsys.readouterr()
+    assert main(["rollback", str(tmp / "champion")]) == 0
+    assert registry.active == versions["better"]
+    # The second rollback goes back again (it used to go forward to "same").
+    assert main(["rollback", str(tmp / "champion")]) == 0
+    assert registry.active == versions["champion"]
+    assert sidecar.load(tmp / "champion").version == versions["champion"]
+    capsys.readouterr()
+    assert main(["rollback", str(tmp / "champion")]) == 2
+    assert "no earlier active version to roll back to" in capsys.readouterr().err
+    with pytest.raises(sidecar.InputError, match="is the first version made active here"):
+        registry.rollback()
+    assert registry.active == versions["champion"]
+
+    # A rollback to a named version further down pops back to it; to another one, pushes it.
+    registry.activate(versions["better"], action="promote")
+    registry.activate(versions["same"], action="promote")
+    assert registry.rollback(to=versions["champion"]) == versions["champion"]
+    assert registry.stack() == [versions["champion"]]
+    assert registry.rollback(to=versions["same"]) == versions["same"]
+    assert registry.stack() == [versions["champion"], versions["same"]]
+    assert registry.rollback() == versions["champion"]
+
+
 # --------------------------------------------------------------------------- the decision order
 
 

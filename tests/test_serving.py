@@ -117,7 +117,7 @@ class _Server:
     def stop(self) -> None:
         if self.served is not None:
             served, self.served, self.bundle = self.served, None, None
-            served.bundle.shadow.drain(5)
+            served.service.serving.drain(5)
             served.client.__exit__(None, None, None)
 
 
@@ -534,7 +534,7 @@ def test_model_failure_is_a_500_error_response(
 def test_baseline_error_is_counted_not_returned(
     served: Served, quickstart_record: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shadow = served.bundle.shadow
+    shadow = served.service.serving.current.pipeline.runner
     assert shadow.drain(5)
     errors = shadow.counters.errors
     metric_errors = metric(metrics(served.client), "sidecar_shadow_outcomes_total", outcome="error")
@@ -560,7 +560,7 @@ def test_hung_baseline_does_not_slow_responses(
     quickstart_record: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    shadow = served.bundle.shadow
+    shadow = served.service.serving.current.pipeline.runner
     assert shadow.drain(5)
     before = shadow.counters.snapshot()
     metric_timeouts = metric(
@@ -610,11 +610,11 @@ def test_hung_baseline_does_not_slow_responses(
 
 
 def test_metrics_count_records_and_refusals(served: Served, records: list[dict[str, Any]]) -> None:
-    assert served.bundle.shadow.drain(5)
+    assert served.service.serving.drain(5)
     before = metrics(served.client)
     assert served.client.post("/predict", json={"records": records[:7]}).status_code == 200
     assert served.client.post("/predict", json={"records": []}).status_code == 400
-    assert served.bundle.shadow.drain(5)
+    assert served.service.serving.drain(5)
     after = metrics(served.client)
     for name in (
         "sidecar_records_total",
@@ -659,7 +659,7 @@ def test_feedback_right_after_predict_finds_the_request(
     assert resp.status_code == 200, resp.text
     [rid] = resp.json()["request_ids"]
     fb = served.client.post("/feedback", json={"labels": [{"request_id": rid, "label": "benign"}]})
-    assert served.bundle.shadow.drain(5)
+    assert served.service.serving.drain(5)
     assert fb.status_code == 200, fb.text
     assert fb.json() == {"accepted": 1, "unknown_request_ids": []}
 
@@ -760,7 +760,7 @@ def test_unknown_category_is_served_and_counted(cat_served: Served) -> None:
     )
     assert after == before + 4
     # The live gauges (no labels needed) follow, set after the shadow batch ran.
-    assert cat_served.bundle.shadow.drain(5)
+    assert cat_served.service.serving.drain(5)
     stats = cat_served.bundle.stats
     text = metrics(cat_served.client)
     rate = metric(text, "sidecar_unknown_code_rate", feature="code")

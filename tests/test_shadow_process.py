@@ -127,7 +127,7 @@ class Server:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"sidecar.serving._shadow_process" in cmd:
+            if b"sidecar.serving._shadow_child" in cmd:
                 found["shadow"].append(pid)
             elif b"_bentoml_impl.worker" in cmd:
                 found["worker"].append(pid)
@@ -303,7 +303,8 @@ def test_the_handle_drops_and_counts_while_its_child_is_gone_and_never_hangs(
 ) -> None:
     """``ShadowProcess`` itself, without BentoML: a stopped child, then a killed one."""
     import sidecar
-    from sidecar.serving._shadow_process import ShadowProcess
+    from sidecar.serving._served import CHILD
+    from sidecar.shadow import ShadowItem, ShadowProcess
 
     for key in [k for k in os.environ if k.startswith("SIDECAR_")]:
         monkeypatch.delenv(key)
@@ -314,12 +315,18 @@ def test_the_handle_drops_and_counts_while_its_child_is_gone_and_never_hangs(
     bundle = sidecar.load(controlled_bundle, trusted=[CONTROLLED])
     records = [dict(r) for r in quickstart_records[:3]]
 
-    def item() -> tuple[Any, ...]:
+    def item() -> ShadowItem:
         X, pred = bundle._predict(records)
-        return (records, X, pred, None)
+        return ShadowItem(records, X, pred)
 
     dropped: list[int] = []
-    handle = ShadowProcess(send_timeout=1.0, on_dropped=dropped.append)
+    handle = ShadowProcess(
+        child=CHILD,
+        bundle_path=str(controlled_bundle),
+        bundle_version=bundle.version,
+        send_timeout=1.0,
+        on_dropped=dropped.append,
+    )
     try:
         first = handle.pid
         assert first is not None

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import to_jsonable as _jsonable
 from ._battery import BOOTSTRAP_MAX_N
 from ._errortree import ErrorSegment
 from ._estimate import ESTIMABLE, PerformanceEstimate, estimate_performance
@@ -48,7 +49,6 @@ from ._results import (
     TestResult,
     Verdict,
 )
-from ._results import jsonable as _jsonable
 from ._verdict import Recommendation, decide, recommend
 from ._windows import unknown_series
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -93,7 +94,7 @@ def _psi_from(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def psi(ref: Any, cur: Any, *, bins: int = 10) -> float:
+def psi(ref: npt.ArrayLike, cur: npt.ArrayLike, *, bins: int = 10) -> float:
     """Population stability index of ``cur`` against ``ref``.
 
     Bins are the reference's quantiles (``bins`` equal-frequency bins, fewer
@@ -116,8 +117,8 @@ def psi(ref: Any, cur: Any, *, bins: int = 10) -> float:
 
 def ks_drift(
     feature: str,
-    ref_sorted: Any,
-    cur: Any,
+    ref_sorted: npt.ArrayLike,
+    cur: npt.ArrayLike,
     *,
     space: Literal["raw", "preprocessed"] = "raw",
     bins: int = 10,

@@ -9,9 +9,9 @@ sort of the window and a merge, not a sort of both.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special, stats
 
 from .._errors import InputError
@@ -192,7 +192,7 @@ def _ks(
     return _ks_pvalue(ref.size, cur_sorted.size, _ks_statistic(ref, cur_sorted, steps))
 
 
-def ks_2samp_sorted(ref_sorted: Any, cur: Any) -> tuple[float, float]:
+def ks_2samp_sorted(ref_sorted: npt.ArrayLike, cur: npt.ArrayLike) -> tuple[float, float]:
     """Two-sample KS test against a reference that was sorted once: ``(statistic, p_value)``.
 
     Equals ``scipy.stats.ks_2samp(ref, cur)`` (two-sided, ``method="auto"``),

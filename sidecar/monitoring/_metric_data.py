@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +18,6 @@ from ._stat_tools import _paired, _problem
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
-Task = Literal["classification", "regression"]
 MetricFunction = Callable[
     [npt.ArrayLike, npt.ArrayLike | None, npt.ArrayLike | None, npt.ArrayLike | None], float
 ]

@@ -16,10 +16,10 @@ import numpy.typing as npt
 from scipy import special
 
 from .._errors import short_repr
+from .._types import Task
 from ._metric_data import (
     FloatArray,
     MetricFunction,
-    Task,
     _Data,
     _pred,
     _prepare_classification,

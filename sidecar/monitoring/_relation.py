@@ -10,6 +10,7 @@ import math
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special, stats
 
 from .._errors import InputError
@@ -95,10 +96,10 @@ def _interaction_f(
 
 
 def relation_change(
-    x_ref: Any,
-    t_ref: Any,
-    x_cur: Any,
-    t_cur: Any,
+    x_ref: npt.ArrayLike,
+    t_ref: npt.ArrayLike,
+    x_cur: npt.ArrayLike,
+    t_cur: npt.ArrayLike,
     *,
     feature: str = "",
     kind: Literal["numeric", "categorical"] | None = None,

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .._errors import InputError
 
@@ -37,7 +38,7 @@ def _present(name: str, values: Any) -> np.ndarray:
     return present
 
 
-def sort_reference(values: Any) -> np.ndarray:
+def sort_reference(values: npt.ArrayLike) -> np.ndarray:
     """The reference column ready for :func:`ks_2samp_sorted`: missing values dropped, sorted.
 
     Do this once per feature; every window then reuses it.

@@ -15,16 +15,18 @@ import gc
 import logging
 import os
 import sys
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.responses import JSONResponse
 
 from .._errors import FieldProblem, InputError, SidecarError, StoreError, short_repr
-from .._redact import redact_url, scrub
+from .._redact import scrub
 from .._settings import settings_from_env
-from ..recording import Recorder, open_store
+
+if TYPE_CHECKING:
+    from .._bundle import Bundle
 from ._middleware import BodyLimitMiddleware
 from ._schema import labels_schema, records_schema
 
@@ -102,60 +104,31 @@ class Sidecar:
     def __init__(self) -> None:
         from sidecar._lifetime import die_with_parent
         from sidecar.serving._logging import quiet_client_errors
-        from sidecar.serving._metrics import RECORDER, SHADOW
-        from sidecar.serving._shadow_process import (
-            ShadowProcess,
-            load_bundle,
-            open_recorder,
-            record_policy,
-            set_live_gauges,
-        )
 
         quiet_client_errors()
         if _in_bentoml_worker():
             # BentoML starts each worker in a session of its own: without this,
             # a worker whose arbiter was killed serves on as an orphan.
             die_with_parent()
-        settings = settings_from_env()
-        self.settings = settings
-        # The worker's own bundle answers requests; with a shadow process the
-        # baseline, the candidate and the recorder live there instead.
-        self.bundle = load_bundle(settings, candidate=not settings.shadow_process)
-        if self.bundle.advanced.framework == "torch":
-            import torch
+        self.settings = settings_from_env()
+        from sidecar.serving._served import Serving
 
-            torch.set_num_threads(1)
-        self.shadow_process: ShadowProcess | None = None
-        self.recorder: Recorder | None = None
-        in_memory = settings.store.startswith("memory:")
-        if settings.shadow_process and in_memory:
-            logger.warning(
-                "SIDECAR_STORE=%s lives in one process: the shadow runs on threads in the worker",
-                settings.store,
-            )
-        if settings.shadow_process and not in_memory:
-            # The store serves /feedback here; the child writes the records.
-            self.store = open_store(settings.store, migrate=False)
+        self.serving = Serving(self.settings)
+        self.store = self.serving.current.store
 
-            def dropped(n: int) -> None:
-                SHADOW.labels("dropped").inc()
-                RECORDER.labels("dropped").inc(n)
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle answering requests now (it changes on a promotion or a rollback)."""
+        return self.serving.current.bundle
 
-            self.shadow_process = ShadowProcess(on_dropped=dropped)
-            self.bundle.shadow_submit = self.shadow_process.submit
-        else:
-            self.bundle.shadow.on_outcome = lambda outcome: SHADOW.labels(outcome).inc()
-            self.recorder = open_recorder(settings)
-            self.store = self.recorder.store
-            self.bundle.attach_recorder(self.recorder, policy=record_policy(settings))
-            self.bundle.observers.append(set_live_gauges)
-        logger.info(
-            "serving bundle %s version %s, recording to %s (shadow %s)",
-            self.bundle.name,
-            self.bundle.version,
-            redact_url(settings.store),
-            f"process {self.shadow_process.pid}" if self.shadow_process else "threads",
-        )
+    @bentoml.on_deployment
+    def _check_bundle() -> None:
+        # Once, in BentoML's supervisor, before any worker starts: a bundle or a
+        # candidate that would be refused stops `bentoml serve` here with the
+        # reason, instead of workers that fail and are restarted forever.
+        from sidecar.serving._wiring import refuse_unservable
+
+        refuse_unservable(settings_from_env())
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
     async def feedback(self, labels: Any, ctx: bentoml.Context) -> FeedbackResponse:
@@ -182,11 +155,10 @@ class Sidecar:
         return FeedbackResponse(**result.to_dict())
 
     def _feedback(self, labels: Any) -> Any:
-        if self.shadow_process is not None:
-            # Labels for just-served requests must find their records: let the
-            # shadow process write what it was sent first.
-            self.shadow_process.flush(timeout=2.0)
-        return self.bundle.feedback(labels, store=self.store)
+        # Labels for just-served requests must find their records: let the
+        # shadow stage write what it was given first.
+        self.serving.flush()
+        return self.serving.current.bundle.feedback(labels, store=self.store)
 
     def _error(self, exc: SidecarError) -> PredictResponse:
         if isinstance(exc, StoreError):
@@ -210,24 +182,19 @@ class Sidecar:
     @bentoml.on_shutdown
     def _flush(self) -> None:
         # SIGTERM: finish the shadow jobs, then write every queued record.
-        if self.shadow_process is not None:
-            if not self.shadow_process.close(timeout=45.0):
-                logger.error("the shadow process did not write every record at shutdown")
-            self.store.close()
-            return
-        assert self.recorder is not None
-        self.bundle.shadow.drain(timeout=10.0)
-        if not self.recorder.close(timeout=30.0):
-            logger.error("shutdown left records unwritten: %s", self.recorder.counters.snapshot())
+        self.serving.close()
 
     @bentoml.api(input_spec=PredictRequest)
     async def predict(self, records: Any, ctx: bentoml.Context) -> PredictResponse:
         """Predict a batch of raw records: ``{"records": [{...}, ...]}``."""
         from sidecar.serving._metrics import INVALID, RECORDS, UNKNOWN
 
+        served = (
+            self.serving.current
+        )  # read once: this request is answered and recorded by one bundle
         try:
             _check_batch(records, self.settings.max_batch)
-            pred = self.bundle.predict(records, shadow=True)
+            pred = served.bundle.predict(records, shadow=served.sink)
         except SidecarError as exc:
             if isinstance(exc, InputError):
                 INVALID.inc()

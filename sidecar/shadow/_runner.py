@@ -96,6 +96,9 @@ class ShadowRunner:
     def __init__(
         self,
         *,
+        handler: Callable[[list[Any]], object] | None = None,
+        on_outcome: Callable[[str], None] | None = None,
+        counters: ShadowCounters | None = None,
         timeout: float = 1.0,
         max_pending: int = 10_000,
         max_abandoned: int = 4,
@@ -105,8 +108,10 @@ class ShadowRunner:
         self.max_pending = max_pending
         self.max_abandoned = max_abandoned
         self.interval = interval
-        self.counters = ShadowCounters()
-        self.handler: Callable[[list[Any]], object] | None = None
+        #: shared with an earlier runner when given (a rewired bundle keeps its counts)
+        self.counters = counters if counters is not None else ShadowCounters()
+        #: takes every item pending at once, on the shadow thread
+        self.handler = handler
         self._pending: deque[Any] = deque()
         self._cond = threading.Condition()
         self._busy = False
@@ -115,7 +120,7 @@ class ShadowRunner:
         self._model: _ModelThread | None = None
         #: called with "completed", "error", "timeout" or "dropped" for each outcome
         #: (the service feeds Prometheus counters from it); must not raise.
-        self.on_outcome: Callable[[str], None] | None = None
+        self.on_outcome = on_outcome
 
     # -- jobs ---------------------------------------------------------------------
 
@@ -194,6 +199,10 @@ class ShadowRunner:
     def _late_return(self) -> None:
         with self._lock:
             self.counters.hung_threads -= 1
+
+    def count(self, outcome: str) -> None:
+        """Count an outcome found after the call (a baseline's output that is not finite)."""
+        self._count(outcome)
 
     def _count(self, outcome: str) -> None:
         with self._lock:

@@ -1,0 +1,190 @@
+"""The shadow stage of one bundle: baseline, candidate, recorder sink and hooks, wired once.
+
+A :class:`ShadowPipeline` is built with every collaborator it uses and never
+changed afterwards: to record somewhere else, or to run another candidate,
+build another one (the old one finishes what it was given). ``submit`` is the
+request path's only contact with it; the rest runs on its runner's thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._errors import InputError
+from ..runtimes import ModelOutput
+from ._items import RecordSink, ShadowItem, ShadowResult
+from ._runner import ShadowCounters, ShadowRunner
+
+if TYPE_CHECKING:
+    from .._bundle import Bundle
+    from ..recording import RecordPolicy
+
+__all__ = ["ShadowPipeline", "check_candidate"]
+
+
+def check_candidate(champion: Bundle, candidate: Bundle) -> None:
+    """Refuse a ``candidate`` that cannot run in shadow beside ``champion``.
+
+    It must share the champion's preprocessing (same sha256), task and classes:
+    it sees the champion's features, and its predictions are compared with the
+    champion's on the same requests.
+    """
+    mine = champion.manifest["parts"]["preprocessing"]["sha256"]
+    theirs = candidate.manifest["parts"]["preprocessing"]["sha256"]
+    if candidate.task != champion.task:
+        raise InputError(f"the candidate's task must be {champion.task!r}; got {candidate.task!r}.")
+    if theirs != mine:
+        raise InputError(
+            "the candidate must use the champion's preprocessing (sha256 "
+            f"{mine[:12]}...); got preprocessing {theirs[:12]}..."
+        )
+    want, got = list(champion.advanced.classes or []), list(candidate.advanced.classes or [])
+    if got != want:
+        raise InputError(f"the candidate must know the champion's classes {want}; got {got}.")
+
+
+class ShadowPipeline:
+    """Run ``bundle``'s baseline (and a ``candidate``'s advanced model) on answered requests.
+
+    Parameters
+    ----------
+    bundle
+        The bundle whose requests come here; its baseline runs, its counts
+        (``bundle.stats``) are kept, its row encoding is used.
+    recorder
+        Where the store rows of each micro-batch go (``None``: not recorded).
+    policy
+        Raw fields to drop or hash before they are recorded.
+    candidate
+        A retrained bundle whose advanced model runs in shadow beside the
+        champion; check it with :func:`check_candidate` first.
+    observers
+        Called with this pipeline after each micro-batch, on the shadow
+        thread (the service sets its live gauges there).
+    on_outcome
+        Called with ``"completed"``, ``"error"``, ``"timeout"`` or ``"dropped"``
+        for every shadow call; must not raise.
+    timeout
+        Seconds a shadow model call may take before it counts as a timeout.
+    counters
+        Counts to go on from (a bundle rewired to another recorder keeps its own).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        recorder: RecordSink | None = None,
+        policy: RecordPolicy | None = None,
+        candidate: Bundle | None = None,
+        observers: Iterable[Callable[[ShadowPipeline], None]] = (),
+        on_outcome: Callable[[str], None] | None = None,
+        timeout: float = 1.0,
+        counters: ShadowCounters | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.recorder = recorder
+        self.policy = policy if policy is not None and policy.active else None
+        self.candidate = candidate
+        self.observers = tuple(observers)
+        self.runner = ShadowRunner(
+            handler=self.run, on_outcome=on_outcome, counters=counters, timeout=timeout
+        )
+
+    def submit(self, item: ShadowItem) -> bool:
+        """Queue ``item`` for the shadow thread; never blocks (``False``: dropped, counted)."""
+        return self.runner.submit(item)
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted was run and handed to the recorder."""
+        return self.runner.drain(timeout)
+
+    def run(self, items: Sequence[ShadowItem], timeout: float | None = None) -> list[ShadowResult]:
+        """Run the shadow model(s) once over many requests, then record them."""
+        X = items[0].features if len(items) == 1 else np.vstack([it.features for it in items])
+        runner = self.runner
+        baseline = self.bundle.baseline
+        start = time.perf_counter()
+        out, error = runner.call(lambda: baseline.infer(X), timeout)
+        ms = (time.perf_counter() - start) * 1000.0
+        candidate = self.candidate
+        cand_out: ModelOutput | None = None
+        cand_ms = None
+        if candidate is not None:
+            advanced = candidate.advanced
+            start = time.perf_counter()
+            cand_out, cand_error = runner.call(lambda: advanced.infer(X), timeout)
+            cand_ms = (time.perf_counter() - start) * 1000.0
+            if cand_error is not None:
+                error = "; ".join(e for e in (error, f"candidate: {cand_error}") if e)
+        results: list[ShadowResult] = []
+        rows: list[Any] = []
+        lo = 0
+        for item in items:
+            hi = lo + len(item.prediction)
+            part = _slice(out, lo, hi)
+            item_error = error
+            if part is not None and not _finite_output(part):
+                # Inputs beyond what the baseline can compute with (say +-1.7e308 through
+                # its scaler): NaN is no answer, so it is an error, counted as one.
+                part, item_error = None, "the baseline's output is not finite for these inputs"
+                runner.count("error")
+            share = ms * (hi - lo) / len(X)  # the batch's shadow time, shared by its records
+            results.append(ShadowResult(part, item_error, share))
+            if self.recorder is not None:
+                cand = None
+                if candidate is not None:
+                    cand_share = None if cand_ms is None else cand_ms * (hi - lo) / len(X)
+                    cand = (candidate.version, _slice(cand_out, lo, hi), cand_share)
+                rows.extend(self._rows(item, part, item_error, share, cand))
+            self._compare(item, part)
+            lo = hi
+        if self.recorder is not None:
+            self.recorder.enqueue(rows)
+        for observe in self.observers:
+            observe(self)
+        return results
+
+    def _rows(
+        self,
+        item: ShadowItem,
+        base: ModelOutput | None,
+        error: str | None,
+        base_ms: float | None,
+        cand: tuple[str, ModelOutput | None, float | None] | None,
+    ) -> list[Any]:
+        """The store rows of one item (the bundle's encoding, after this pipeline's policy)."""
+        records = item.records
+        if self.policy is not None:
+            records = [self.policy.apply(r) for r in records]
+        return self.bundle._rows(
+            records, item.prediction, base, error, base_ms, item.timestamps, cand
+        )
+
+    def _compare(self, item: ShadowItem, part: ModelOutput | None) -> None:
+        if part is None or self.bundle.task != "classification":
+            return
+        stats = self.bundle.stats
+        stats.shadow_compared += len(item.prediction)
+        stats.shadow_disagreements += int(
+            np.count_nonzero(part.predictions != item.prediction.predictions)
+        )
+
+
+def _finite_output(out: ModelOutput) -> bool:
+    """Whether a model's probabilities (or a regressor's values) are all finite numbers."""
+    values = out.probabilities if out.probabilities is not None else out.predictions
+    if values.dtype.kind not in "fc":
+        return True
+    return bool(np.isfinite(values).all())
+
+
+def _slice(out: ModelOutput | None, lo: int, hi: int) -> ModelOutput | None:
+    if out is None:
+        return None
+    proba = out.probabilities
+    return ModelOutput(out.predictions[lo:hi], None if proba is None else proba[lo:hi])
