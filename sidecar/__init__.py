@@ -1,9 +1,21 @@
 """model-sidecar: wrap a model with its preprocessing and a tiny baseline, serve both
 behind one endpoint, and tell whether -- and why -- performance fell.
 
+The loop, each step one call (the README walks it with real models):
+:func:`wrap` and :meth:`Bundle.save`; serve (``sidecar serve``) or
+:meth:`Bundle.predict` with a recorder; :meth:`Bundle.feedback` for labels;
+:func:`diagnose` and :func:`report`; :func:`retrain` for a candidate;
+:meth:`Bundle.attach_candidate` (``SIDECAR_CANDIDATE``) to run it in shadow;
+:func:`promote` on a paired test; :func:`rollback`; :class:`Registry` for the
+versions. :mod:`sidecar.monitoring` holds the pure statistics, and
+:mod:`sidecar.recording` the stores.
+
 >>> import sidecar
 >>> sorted(sidecar.__all__)[:4]
 ['AdapterError', 'Bundle', 'BundleError', 'CategoricalColumn']
+>>> [name for name in ("promote", "rollback", "Registry", "report", "retrain")
+...  if name in sidecar.__all__]
+['promote', 'rollback', 'Registry', 'report', 'retrain']
 """
 
 from __future__ import annotations
