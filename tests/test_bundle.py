@@ -26,7 +26,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 import sidecar
-from sidecar._bundle import hash_directory
+from sidecar.bundle import hash_directory
 from sidecar.runtimes import PicklePredictor
 from tests import models
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from .._errors import FieldProblem, InputError, short_repr
 from .._frames import as_records
+from .._json import to_jsonable
 from ._encoding import PlanEntry, encode_columns, encode_row, finite_number
 from ._tabular_spec import (
     CategoricalColumn,
@@ -180,7 +181,7 @@ class TabularPreprocessor:
         self._check_fitted()
         return {
             "vocabularies": {k: list(v) for k, v in self.vocabularies_.items()},
-            "fills": {k: (None if math.isnan(v) else v) for k, v in self.fills_.items()},
+            "fills": to_jsonable(self.fills_),  # a "nan" fill is stored as null
         }
 
     # -- description ------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""One of each policy (issue #14): the JSON coercion and the optional-dependency import."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sidecar._errors import BundleError, InputError, SidecarError
+from sidecar._json import dumps, to_jsonable
+from sidecar.monitoring import TestResult
+
+
+def test_non_finite_numbers_become_null_everywhere_in_a_value() -> None:
+    value = {
+        1: np.float64(math.nan),
+        "inf": [math.inf, -math.inf, np.float32(math.inf)],
+        "array": np.array([[1.0, np.nan], [np.inf, 2.0]]),
+        "tuple": (np.int64(3), np.bool_(True), "text", None),
+    }
+    assert to_jsonable(value) == {
+        "1": None,
+        "inf": [None, None, None],
+        "array": [[1.0, None], [None, 2.0]],
+        "tuple": [3, True, "text", None],
+    }
+
+
+def test_dumps_writes_strict_json() -> None:
+    text = dumps({"p": math.nan, "n": np.int32(4)}, sort_keys=True)
+    assert text == '{"n": 4, "p": null}'
+    # strict: Python's own NaN token would be rejected here
+    assert json.loads(text, parse_constant=lambda token: pytest.fail(f"got {token}")) == {
+        "n": 4,
+        "p": None,
+    }
+
+
+def test_results_use_the_same_policy() -> None:
+    result = TestResult(
+        name="t", statistic=math.nan, p_value=math.inf, effect=1.0, ci_low=-1.0, ci_high=math.nan
+    )
+    out = result.to_dict()
+    assert out["statistic"] is None and out["p_value"] is None and out["ci_high"] is None
+    assert to_jsonable({"r": result}) == {"r": out}
+
+
+def _torch() -> Any:
+    from sidecar.runtimes._torch import require_torch
+
+    return require_torch()
+
+
+def _onnx() -> Any:
+    from sidecar.runtimes._onnx import _require_ort
+
+    return _require_ort()
+
+
+def _signing() -> Any:
+    from sidecar._signing import _require
+
+    return _require()
+
+
+def _parquet(tmp_path: Path) -> Any:
+    from sidecar._tables import read_table
+
+    path = tmp_path / "data.parquet"
+    path.write_bytes(b"PAR1")
+    return read_table(path)
+
+
+CASES: list[tuple[str, Callable[..., Any], str, str, type[SidecarError]]] = [
+    ("torch", _torch, "torch", "torch", BundleError),
+    ("onnxruntime", _onnx, "onnxruntime", "onnx", BundleError),
+    ("model_signing", _signing, "model_signing", "sign", BundleError),
+    ("pyarrow", _parquet, "pyarrow.parquet", "parquet", InputError),
+]
+
+
+@pytest.mark.parametrize(
+    ("needs", "call", "module", "extra", "error"), CASES, ids=[c[0] for c in CASES]
+)
+def test_a_missing_optional_dependency_names_its_extra(
+    needs: str,
+    call: Callable[..., Any],
+    module: str,
+    extra: str,
+    error: type[SidecarError],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # importing it now raises ImportError
+    args = (tmp_path,) if call is _parquet else ()
+    with pytest.raises(error, match=rf"install it with `pip install 'model-sidecar\[{extra}\]'`"):
+        call(*args)
