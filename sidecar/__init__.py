@@ -25,7 +25,11 @@ if TYPE_CHECKING:
     from ._bundle import Bundle, Prediction, ShadowPrediction, load, wrap
     from ._export import export_parquet
     from ._monitor import RecentData, diagnose, recent_data
+    from ._promotion import promote, rollback
+    from ._registry import Registry
     from ._replay import ReplayResult, replay
+    from ._reporting import report
+    from ._retraining import retrain
     from .preprocessing import (
         CategoricalColumn,
         NumericColumn,
@@ -52,6 +56,11 @@ _LAZY = {
     "recent_data": "._monitor",
     "ReplayResult": "._replay",
     "replay": "._replay",
+    "Registry": "._registry",
+    "promote": "._promotion",
+    "rollback": "._promotion",
+    "report": "._reporting",
+    "retrain": "._retraining",
     "CategoricalColumn": ".preprocessing",
     "NumericColumn": ".preprocessing",
     "SklearnPreprocessor": ".preprocessing",
@@ -88,6 +97,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "RecentData",
+    "Registry",
     "ReplayResult",
     "ShadowPrediction",
     "SidecarError",
@@ -97,8 +107,12 @@ __all__ = [
     "diagnose",
     "export_parquet",
     "load",
+    "promote",
     "read_spec",
     "recent_data",
     "replay",
+    "report",
+    "retrain",
+    "rollback",
     "wrap",
 ]

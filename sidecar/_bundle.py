@@ -19,115 +19,53 @@ re-hashes every part, checks the seal, and refuses a bundle whose files or
 manifest changed after it was saved, naming the part or field. Loading runs no
 code the caller did not trust by name (pickle, import paths, skops types
 outside the allow-list in ``sidecar._safe``).
+
+This module holds the :class:`Bundle` class: identity, prediction, the
+shadow stage, feedback and the derived versions. Making one (``wrap``),
+reading one (``load``) and writing one (``_persist``) live in the
+:mod:`sidecar.bundle` package, re-exported here.
+
+Why this module is long: the class is the one object a user holds, and its
+methods are its public surface; everything that need not be a method has
+moved to :mod:`sidecar.bundle`; the shadow and feedback methods stay beside
+``predict``, whose requests they follow.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import tempfile
 import time
-import weakref
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from ._checks import check_bundle
-from ._errors import BundleError, InputError
+from ._errors import InputError
 from ._frames import as_records
-from ._integrity import MAX_PART_BYTES, scan_part
 from ._labels import check_labels
-from ._manifest import seal_manifest
 from ._reference import Reference
-from .monitoring._plan import MonitoringPlan, default_plan
-from .preprocessing import (
-    Preprocessor,
-    SklearnPreprocessor,
-    TabularPreprocessor,
-    load_preprocessing,
-    read_spec,
-    save_preprocessing,
-)
+
+# The class builds on the bundle package: wrap and load construct it, persistence
+# writes it. Those modules import this one only when called, so no cycle.
+from .bundle._derive import checked_models, checked_preprocessing
+from .bundle._load import load
+from .bundle._persist import PARTS, hash_directory, sources_of, stage
+from .bundle._persist import save as save_bundle
+from .bundle._prediction import BundleStats, Prediction, ShadowPrediction
+from .bundle._wrap import compute_reference, wrap
+from .bundle._wrap import default_plan_for as _default_plan_for
+from .monitoring._plan import MonitoringPlan
+from .preprocessing import Preprocessor
 from .recording import FeedbackResult, Recorder, RecordPolicy, Store, dumps
-from .runtimes import ModelOutput, Predictor, as_predictor, load_predictor
+from .runtimes import ModelOutput, Predictor
 from .shadow import ShadowItem, ShadowPipeline, ShadowRunner, ShadowSink, check_candidate
 
-__all__ = ["Bundle", "Prediction", "ShadowPrediction", "load", "wrap"]
+__all__ = ["Bundle", "Prediction", "ShadowPrediction", "hash_directory", "load", "wrap"]
 
-MANIFEST = "manifest.json"
-PLAN = "plan.json"
-PARTS = ("preprocessing", "advanced", "baseline", "reference")
 
 Records = Sequence[Mapping[str, Any]]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The advanced model's answer for a batch of raw records.
-
-    ``request_ids`` holds one id per record (a per-batch random prefix and the
-    record's index), the key under which labels are joined later.
-    """
-
-    predictions: np.ndarray
-    probabilities: np.ndarray | None
-    classes: tuple[Any, ...] | None
-    bundle_version: str
-    preprocessing_version: str
-    batch_id: str
-    latency_ms: float
-    ts: float = 0.0
-    #: values per categorical field this batch encoded to the unknown code (non-zero only)
-    unknown: Mapping[str, int] = field(default_factory=dict)
-
-    @cached_property
-    def request_ids(self) -> tuple[str, ...]:
-        prefix = self.batch_id
-        return tuple(f"{prefix}-{i}" for i in range(len(self.predictions)))
-
-    def __len__(self) -> int:
-        return len(self.predictions)
-
-
-@dataclass(frozen=True)
-class ShadowPrediction:
-    """Both models' predictions for the same records (the shadow pair)."""
-
-    advanced: Prediction
-    baseline: ModelOutput | None
-    baseline_error: str | None
-    baseline_latency_ms: float | None
-
-
-@dataclass
-class BundleStats:
-    """Running counts a served bundle keeps (exposed by ``info`` and, later, as gauges)."""
-
-    requests: int = 0
-    records: int = 0
-    unknown: Counter[str] = field(default_factory=Counter)
-    missing: Counter[str] = field(default_factory=Counter)
-    shadow_disagreements: int = 0
-    shadow_compared: int = 0
-
-    def count(
-        self, n_records: int, unknown: Mapping[str, int], missing: Mapping[str, int] | None = None
-    ) -> None:
-        """Count one request of ``n_records`` and its unknown (and missing) values per field."""
-        self.requests += 1
-        self.records += n_records
-        if unknown:
-            self.unknown.update(unknown)
-        if missing:
-            self.missing.update(missing)
 
 
 class Bundle:
@@ -180,12 +118,9 @@ class Bundle:
     def manifest(self) -> dict[str, Any]:
         """The manifest; computing it for an unsaved bundle serialises the parts once."""
         if self._manifest is None:
-            # Serialise once into a private staging directory and keep it as the
-            # parts' source, so a later save() copies the very bytes hashed here.
-            staging = Path(tempfile.mkdtemp(prefix="sidecar-bundle-"))
-            weakref.finalize(self, shutil.rmtree, staging, True)
-            self._manifest = self._write_parts(staging)
-            self._sources = _sources_of(staging, self._manifest)
+            # Serialised once into a private staging directory kept as the parts'
+            # source, so a later save() copies the very bytes hashed here.
+            self._manifest, self._sources = stage(self, self._sources)
         return self._manifest
 
     @property
@@ -427,46 +362,8 @@ class Bundle:
         Nothing is retrained: the new preprocessing must emit the same features
         (names and count) the models were trained on.
         """
-        if isinstance(preprocessing, TabularPreprocessor) and not hasattr(
-            preprocessing, "vocabularies_"
-        ):
-            if not isinstance(self.preprocessing, TabularPreprocessor):
-                raise InputError(
-                    "an unfitted tabular preprocessing can only replace a tabular one "
-                    "(it takes over its vocabularies); fit it first."
-                )
-            preprocessing.with_state_of(self.preprocessing)
-        old, new = self.preprocessing.feature_names_out, preprocessing.feature_names_out
-        if old and new and old != new:
-            raise InputError(
-                f"the new preprocessing must emit the features the models were trained on "
-                f"{list(old)[:10]}...; got {list(new)[:10]}..."
-            )
-        if (
-            preprocessing.version is not None
-            and preprocessing.version == self.preprocessing_version
-        ):
-            raise InputError(
-                f"the new preprocessing must have a new version; got the current one "
-                f"{preprocessing.version!r}."
-            )
-        self.manifest  # noqa: B018 - make sure the kept parts have sources to copy
-        sources = {k: v for k, v in self._sources.items() if k != "preprocessing"}
-        # The kept parts may live in this bundle's private staging directory,
-        # which goes when this object does: the child keeps its parent alive.
-        return Bundle(
-            name=self.name,
-            task=self.task,
-            preprocessing=preprocessing,
-            advanced=self.advanced,
-            baseline=self.baseline,
-            reference=self.reference,
-            plan=self.plan,
-            parent=self.version,
-            sources=sources,
-            shadow_timeout=self.shadow.timeout,
-            keep_alive=self,
-        )
+        preprocessing = checked_preprocessing(self, preprocessing)
+        return self._derive(keep=("advanced", "baseline", "reference"), preprocessing=preprocessing)
 
     def with_models(
         self,
@@ -487,61 +384,23 @@ class Bundle:
         """
         if advanced is None and baseline is None:
             raise InputError("`advanced` or `baseline` must be given; got neither.")
-        self.manifest  # noqa: B018 - make sure the kept parts have sources to copy
-        new_adv = self.advanced
-        if advanced is not None:
-            new_adv = as_predictor(
-                advanced,
-                task=self.task,
-                framework=framework,
-                classes=self._classes,
-                **dict(model_options or {}),
-            )
-        new_base = self.baseline if baseline is None else as_predictor(baseline, task=self.task)
-        if self.task == "classification":
-            for who, model in (("advanced", new_adv), ("baseline", new_base)):
-                if model.classes is not None and list(model.classes) != list(self._classes or []):
-                    raise InputError(
-                        f"the new {who} model must know the classes {list(self._classes or [])} "
-                        f"in that order; got {list(model.classes)}."
-                    )
-        keep = {"preprocessing"}
-        if advanced is None:
-            keep.add("advanced")
-        if baseline is None:
-            keep.add("baseline")
-        ref = self.reference
+        new_adv, new_base = checked_models(
+            self, advanced, baseline, framework=framework, model_options=model_options
+        )
+        ref = None
         if reference is not None:
             records, y = as_records(reference[0]), np.asarray(reference[1])
-            X, report = self.preprocessing.transform_with_report(records)
-            pre = self.preprocessing
-            ref = Reference.compute(
-                task=self.task,
-                records=records,
-                input_fields=pre.input_fields,
-                features=X,
-                feature_names=pre.feature_names_out or [f"x{j}" for j in range(X.shape[1])],
-                categorical_fields=pre.categorical_fields,
-                unknown=report.unknown,
-                y=y,
-                outputs={"advanced": new_adv.infer(X), "baseline": new_base.infer(X)},
-                classes=new_adv.classes,
-                canonical=pre.canonical_values if isinstance(pre, TabularPreprocessor) else None,
-            )
-        else:
-            keep.add("reference")
-        return Bundle(
-            name=self.name,
-            task=self.task,
-            preprocessing=self.preprocessing,
+            ref = compute_reference(self.preprocessing, self.task, records, y, new_adv, new_base)
+        return self._derive(
+            keep=[
+                "preprocessing",
+                *(["advanced"] if advanced is None else []),
+                *(["baseline"] if baseline is None else []),
+                *(["reference"] if reference is None else []),
+            ],
             advanced=new_adv,
             baseline=new_base,
             reference=ref,
-            plan=self.plan,
-            parent=self.version,
-            sources={k: v for k, v in self._sources.items() if k in keep},
-            shadow_timeout=self.shadow.timeout,
-            keep_alive=self,
         )
 
     def with_plan(self, plan: MonitoringPlan) -> Bundle:
@@ -550,17 +409,36 @@ class Bundle:
             raise InputError(f"the plan's task must be {self.task!r}; got {plan.task!r}.")
         if plan.sha256 == self.plan.sha256:
             raise InputError("the new plan must differ from the current one; got the same plan.")
-        self.manifest  # noqa: B018 - make sure the kept parts have sources to copy
+        return self._derive(keep=PARTS, plan=plan)
+
+    def _derive(
+        self,
+        *,
+        keep: Collection[str],
+        preprocessing: Preprocessor | None = None,
+        advanced: Predictor | None = None,
+        baseline: Predictor | None = None,
+        reference: Reference | None = None,
+        plan: MonitoringPlan | None = None,
+    ) -> Bundle:
+        """The one way to a child version: this bundle with the given parts replaced.
+
+        The child's parent is this version; the ``keep`` parts' saved files are
+        copied as they are, never re-serialised. They may live in this bundle's
+        private staging directory, which goes when this object does: the child
+        keeps its parent alive.
+        """
+        parent = self.version  # stages an unsaved bundle: the kept parts get files to copy
         return Bundle(
             name=self.name,
             task=self.task,
-            preprocessing=self.preprocessing,
-            advanced=self.advanced,
-            baseline=self.baseline,
-            reference=self.reference,
-            plan=plan,
-            parent=self.version,
-            sources=dict(self._sources),
+            preprocessing=self.preprocessing if preprocessing is None else preprocessing,
+            advanced=self.advanced if advanced is None else advanced,
+            baseline=self.baseline if baseline is None else baseline,
+            reference=self.reference if reference is None else reference,
+            plan=self.plan if plan is None else plan,
+            parent=parent,
+            sources={k: v for k, v in self._sources.items() if k in keep},
             shadow_timeout=self.shadow.timeout,
             keep_alive=self,
         )
@@ -569,80 +447,14 @@ class Bundle:
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the bundle to the directory ``path`` atomically and return it."""
-        target = Path(path)
-        if target.exists() and not overwrite:
-            raise BundleError(f"{target} already exists; pass overwrite=True to replace it.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            self._manifest = self._write_parts(tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        target, self._manifest = save_bundle(self, self._sources, path, overwrite=overwrite)
         self.path = target
-        self._sources = _sources_of(target, self._manifest)
+        self._sources = sources_of(target, self._manifest)
         return target
-
-    def _write_parts(self, root: Path) -> dict[str, Any]:
-        parts: dict[str, dict[str, Any]] = {}
-        for part in PARTS:
-            directory = root / part
-            if part in self._sources:
-                source, meta_kept = self._sources[part]
-                shutil.copytree(source, directory)
-                parts[part] = dict(meta_kept)
-                # the same bytes; a format-1 part gets its sha256 in today's framing
-                parts[part]["sha256"] = scan_part(directory, part, max_part_bytes=1 << 62).sha256
-                continue
-            directory.mkdir(parents=True)
-            meta: dict[str, Any]
-            if part == "preprocessing":
-                meta = save_preprocessing(self.preprocessing, directory)
-                given = self.preprocessing.version
-            elif part == "reference":
-                self.reference.save(directory)
-                meta = {"kind": "reference", "format": self.reference.summary["format"]}
-                given = None
-            else:
-                model: Predictor = getattr(self, part)
-                meta = model.save(directory)
-                meta.update(task=self.task, classes=_jsonable(model.classes))
-                given = None
-            digest = scan_part(directory, part, max_part_bytes=1 << 62).sha256
-            meta.update(version=given or digest[:12], sha256=digest)
-            parts[part] = meta
-        plan_text = self.plan.canonical_json()
-        (root / PLAN).write_text(plan_text)
-        plan_sha = hashlib.sha256(plan_text.encode()).hexdigest()
-        manifest = {
-            "name": self.name,
-            "plan_sha256": plan_sha,
-            "parent": self.parent,
-            "task": self.task,
-            "created_at": self.created_at,
-            "classes": _jsonable(self._classes),
-            "parts": parts,
-        }
-        manifest = seal_manifest(manifest)
-        (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        return manifest
 
     def __repr__(self) -> str:
         version = self._manifest["version"] if self._manifest else "unsaved"
         return f"Bundle(name={self.name!r}, task={self.task!r}, version={version!r})"
-
-
-def _default_plan_for(task: str, reference: Reference) -> MonitoringPlan:
-    """The task's default plan, its bounds set around the advanced model's reference value."""
-    error = reference.arrays.get("advanced:error")
-    value = None
-    if error is not None and len(error):
-        # accuracy for a classifier; the median absolute error for a regressor
-        value = float(1.0 - error.mean()) if task == "classification" else float(np.median(error))
-    return default_plan(task, reference_metric=value)
 
 
 def _batch_id() -> str:
@@ -664,239 +476,3 @@ def _json_rows(matrix: np.ndarray | None, n: int) -> list[str | None]:
     if matrix is None:
         return [None] * n
     return [dumps(row) for row in matrix.tolist()]
-
-
-def _sources_of(root: Path, manifest: dict[str, Any]) -> dict[str, tuple[Path, dict[str, Any]]]:
-    return {part: (root / part, manifest["parts"][part]) for part in PARTS}
-
-
-def hash_directory(directory: Path) -> str:
-    """sha256 over every file's relative path and bytes, in sorted order (links refused)."""
-    return scan_part(directory, directory.name, max_part_bytes=1 << 62).sha256
-
-
-def load(
-    path: str | os.PathLike[str],
-    *,
-    trusted: Sequence[str] = (),
-    allow_pickle: bool = False,
-    shadow_timeout: float = 1.0,
-    allow_legacy: bool = False,
-    public_key: str | os.PathLike[str] | None = None,
-    max_part_bytes: int = MAX_PART_BYTES,
-) -> Bundle:
-    """Read a bundle directory (or a registry's active version), checking every part first.
-
-    Loading runs no code the caller did not name: ``trusted`` lists the import
-    paths (a torch ``factory``, a callable model's ``path``) and the skops types
-    beyond the built-in allow-list of scikit-learn and NumPy types that may be
-    loaded, each by its exact name; ``allow_pickle=True`` is needed for a
-    bundle with a pickled model. Give either only for bundles from a trusted
-    source. ``public_key`` (a PEM file) makes the bundle's signature required
-    and checked first (see ``sidecar sign``). ``allow_legacy=True`` loads a
-    bundle saved before the manifest was sealed (see :mod:`sidecar._manifest`).
-    ``max_part_bytes`` bounds what each part may hold once inflated.
-    """
-    from ._registry import resolve_bundle_path
-
-    root = resolve_bundle_path(Path(path))  # a registry loads its active version
-    if public_key is not None:
-        from ._signing import verify_bundle
-
-        verify_bundle(root, public_key)
-    manifest, plan = check_bundle(root, allow_legacy=allow_legacy, max_part_bytes=max_part_bytes)
-    if root != Path(path) and manifest["version"] != root.name:
-        raise BundleError(
-            f"{root}: field `version` {manifest['version']!r} is not the version the registry "
-            f"keeps it under ({root.name!r}); the registry was tampered with."
-        )
-    parts = manifest["parts"]
-    trusted_t = tuple(trusted)
-    bundle = Bundle(
-        name=manifest["name"],
-        task=manifest["task"],
-        preprocessing=load_preprocessing(
-            root / "preprocessing", parts["preprocessing"], trusted=trusted_t
-        ),
-        advanced=load_predictor(
-            root / "advanced", parts["advanced"], trusted=trusted_t, allow_pickle=allow_pickle
-        ),
-        baseline=load_predictor(
-            root / "baseline", parts["baseline"], trusted=trusted_t, allow_pickle=allow_pickle
-        ),
-        reference=Reference.load(root / "reference"),
-        plan=plan,
-        parent=manifest["parent"],
-        created_at=manifest["created_at"],
-        manifest=manifest,
-        sources=_sources_of(root, manifest),
-        shadow_timeout=shadow_timeout,
-    )
-    bundle.path = root
-    return bundle
-
-
-def wrap(
-    model: Any,
-    *,
-    task: str,
-    preprocessing: Preprocessor | Any,
-    reference: tuple[Records | Any, Any],
-    train: tuple[Records | Any, Any] | None = None,
-    baseline: str | Any = "auto",
-    name: str = "model",
-    framework: str | None = None,
-    classes: Sequence[Any] | None = None,
-    model_options: Mapping[str, Any] | None = None,
-    plan: MonitoringPlan | str | os.PathLike[str] | None = None,
-) -> Bundle:
-    """Wrap a fitted ``model`` with its preprocessing, a baseline and a reference.
-
-    Parameters
-    ----------
-    model
-        The advanced model: a scikit-learn estimator, a ``torch.nn.Module``, an
-        ONNX model, or a callable (or its import path). See
-        :func:`sidecar.runtimes.as_predictor`.
-    task
-        ``"classification"`` or ``"regression"``.
-    preprocessing
-        A :class:`~sidecar.preprocessing.TabularPreprocessor` (fitted on
-        ``train`` if it is not yet), a spec file path, or a fitted
-        scikit-learn transformer.
-    reference
-        ``(records, labels)`` held out from training: what "normal" looks like.
-    train
-        ``(records, labels)`` the model was trained on; needed to fit the
-        preprocessing and an automatic baseline.
-    baseline
-        ``"auto"`` / ``"linear"`` / ``"tree"`` to fit one on ``train``, or a fitted
-        scikit-learn model taking the preprocessed features.
-    plan
-        The monitoring plan (a :class:`~sidecar.monitoring.MonitoringPlan` or a
-        plan file); the task's default plan when left out.
-    framework, classes, model_options
-        Passed to the runtime: the framework when it cannot be guessed, the
-        class labels of a non-scikit-learn classifier (the sorted training
-        labels by default), and options such as torch's ``factory``.
-    """
-    from ._baseline import BaselineKind, fit_baseline
-    from .runtimes._base import check_task
-
-    checked_task = check_task(task)
-    ref_records, y_ref = as_records(reference[0]), np.asarray(reference[1])
-    if len(ref_records) != len(y_ref):
-        raise InputError(
-            f"`reference` labels must have one entry per record ({len(ref_records)}); "
-            f"got {len(y_ref)}."
-        )
-    if len(ref_records) < 2:
-        raise InputError(f"`reference` must hold at least 2 records; got {len(ref_records)}.")
-    train_records: Records | None = None
-    y_train: np.ndarray | None = None
-    if train is not None:
-        train_records, y_train = as_records(train[0]), np.asarray(train[1])
-        if len(train_records) != len(y_train):
-            raise InputError(
-                f"`train` labels must have one entry per record ({len(train_records)}); "
-                f"got {len(y_train)}."
-            )
-
-    pre = _as_preprocessor(preprocessing, train_records, ref_records)
-    if classes is None and checked_task == "classification":
-        labels = y_train if y_train is not None else y_ref
-        classes = tuple(np.unique(labels).tolist())
-    advanced = as_predictor(
-        model,
-        task=checked_task,
-        framework=framework,
-        classes=tuple(classes) if classes is not None else None,
-        **dict(model_options or {}),
-    )
-    if isinstance(baseline, str):
-        if train_records is None or y_train is None:
-            raise InputError(
-                f"`train` must be given to fit baseline={baseline!r}; got train=None "
-                "(or pass a fitted baseline model)."
-            )
-        fitted = fit_baseline(
-            pre.transform(train_records),
-            y_train,
-            task=checked_task,
-            kind=cast(BaselineKind, baseline),
-        )
-        base = as_predictor(fitted, task=checked_task, framework="sklearn")
-    else:
-        base = as_predictor(baseline, task=checked_task)
-    if (
-        checked_task == "classification"
-        and advanced.classes is not None
-        and (base.classes is not None and list(base.classes) != list(advanced.classes))
-    ):
-        raise InputError(
-            f"the baseline must know the classes of the advanced model {list(advanced.classes)}; "
-            f"got {list(base.classes)}."
-        )
-
-    X_ref, report = pre.transform_with_report(ref_records)
-    outputs = {"advanced": advanced.infer(X_ref), "baseline": base.infer(X_ref)}
-    ref = Reference.compute(
-        task=checked_task,
-        records=ref_records,
-        input_fields=pre.input_fields,
-        features=X_ref,
-        feature_names=pre.feature_names_out or [f"x{j}" for j in range(X_ref.shape[1])],
-        categorical_fields=pre.categorical_fields,
-        unknown=report.unknown,
-        y=y_ref,
-        outputs=outputs,
-        classes=advanced.classes,
-        canonical=pre.canonical_values if isinstance(pre, TabularPreprocessor) else None,
-    )
-    if plan is not None and not isinstance(plan, MonitoringPlan):
-        from .monitoring._plan import read_plan
-
-        plan = read_plan(plan)
-    if plan is not None and plan.task != checked_task:
-        raise InputError(f"the plan's task must be {checked_task!r}; got {plan.task!r}.")
-    return Bundle(
-        name=name,
-        task=checked_task,
-        preprocessing=pre,
-        advanced=advanced,
-        baseline=base,
-        reference=ref,
-        plan=plan,
-    )
-
-
-def _as_preprocessor(preprocessing: Any, train: Records | None, ref: Records) -> Preprocessor:
-    if isinstance(preprocessing, str | os.PathLike):
-        preprocessing = read_spec(preprocessing)
-    if isinstance(preprocessing, TabularPreprocessor):
-        if not hasattr(preprocessing, "vocabularies_"):
-            if train is None:
-                raise InputError(
-                    "`train` must be given to fit the preprocessing (it is not fitted yet); "
-                    "got train=None."
-                )
-            preprocessing.fit(train)
-        return preprocessing
-    if isinstance(preprocessing, SklearnPreprocessor):
-        return preprocessing
-    if hasattr(preprocessing, "transform") and hasattr(preprocessing, "fit"):
-        names = getattr(preprocessing, "feature_names_in_", None)
-        fields = None if names is not None else list((train or ref)[0].keys())
-        return SklearnPreprocessor(preprocessing, input_fields=fields)
-    if isinstance(preprocessing, Preprocessor):
-        return preprocessing
-    raise InputError(
-        "`preprocessing` must be a TabularPreprocessor, a spec file path or a fitted "
-        f"scikit-learn transformer; got {type(preprocessing).__name__}."
-    )
-
-
-def _jsonable(classes: tuple[Any, ...] | None) -> list[Any] | None:
-    if classes is None:
-        return None
-    return [c.item() if isinstance(c, np.generic) else c for c in classes]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._errors import InputError
+from ._optional import import_optional
 from .recording import COLUMNS, Store
 
 __all__ = ["export_parquet"]
@@ -23,13 +23,8 @@ def export_parquet(
     JSON cells (raw input, predictions, probabilities, labels) stay JSON text,
     which DuckDB (``json_extract``) and Spark (``from_json``) read directly.
     """
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise InputError(
-            "export needs pyarrow; install it with `pip install 'model-sidecar[parquet]'`."
-        ) from exc
+    pa = import_optional("pyarrow", extra="parquet", needed_by="export")
+    pq = import_optional("pyarrow.parquet", extra="parquet", needed_by="export", package="pyarrow")
     names = [*COLUMNS, "label", "label_ts"]
     schema = pa.schema([(n, pa.float64() if n in _FLOATS else pa.string()) for n in names])
     total = 0

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import BundleError
+from ._json import to_jsonable
 from ._safe import normalise_zip
 from .runtimes import ModelOutput
 
@@ -104,7 +105,7 @@ class Reference:
             "sketches": {"raw": raw, "features": feats},
             "metrics": metrics,
         }
-        return cls(summary=json.loads(json.dumps(summary, default=_json_default)), arrays=arrays)
+        return cls(summary=to_jsonable(summary), arrays=arrays)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -181,9 +182,3 @@ def _storable(a: np.ndarray) -> np.ndarray:
     """An array ``np.savez`` can write without pickle (object arrays become strings)."""
     a = np.asarray(a)
     return a.astype(str) if a.dtype == object else a
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -21,6 +21,8 @@ __all__ = ["ReplayResult", "replay"]
 
 @dataclass(frozen=True)
 class ReplayResult:
+    """What a replay did: records recorded, labels joined or unknown, rows dropped, seconds."""
+
     records: int
     labels_accepted: int
     labels_unknown: int

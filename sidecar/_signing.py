@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import BundleError
+from ._optional import import_optional
 
 __all__ = ["SIGNATURE", "sign_bundle", "verify_bundle"]
 
@@ -30,14 +31,13 @@ SIGNATURE = "signature.sig"
 
 
 def _require() -> Any:
-    try:
-        import model_signing
-    except ImportError as exc:
-        raise BundleError(
-            "signing and verifying bundles needs the OpenSSF model-signing package; install it "
-            "with `pip install 'model-sidecar[sign]'`."
-        ) from exc
-    return model_signing
+    return import_optional(
+        "model_signing",
+        extra="sign",
+        needed_by="signing and verifying bundles",
+        package="the OpenSSF model-signing package",
+        error=BundleError,
+    )
 
 
 def _hashing(model_signing: Any) -> Any:

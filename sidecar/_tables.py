@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InputError
+from ._optional import import_optional
 
 __all__ = ["parse_timestamp", "pop_column", "read_table"]
 
@@ -32,13 +33,9 @@ def read_table(path: str | Path, *, text_columns: Iterable[str] = ()) -> list[di
                 for row in csv.DictReader(fh)
             ]
     if suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise InputError(
-                "reading Parquet needs pyarrow; install it with "
-                "`pip install 'model-sidecar[parquet]'`."
-            ) from exc
+        pq = import_optional(
+            "pyarrow.parquet", extra="parquet", needed_by="reading Parquet", package="pyarrow"
+        )
         return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
     raise InputError(f"data file {path} must end in .csv or .parquet; got {suffix or 'none'!r}.")
 

@@ -663,7 +663,7 @@ print(net.predict([{{"a": 0.5, "b": -1.0}}]).predictions.tolist())
 
 
 def test_a_registry_never_copies_a_link_into_a_file(sklearn_bundle: Path, tmp_path: Path) -> None:
-    from sidecar._registry import Registry
+    from sidecar import Registry
 
     root, _ = hostile(sklearn_bundle, tmp_path, _symlink_etc_passwd)
     registry = Registry.open(Path(shutil.copytree(sklearn_bundle, tmp_path / "reg")), create=True)

@@ -11,8 +11,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import sidecar
+from sidecar import Registry
 from sidecar._monitor import promotion_decision
-from sidecar._registry import Registry
 from sidecar.cli import main
 from sidecar.recording import open_store
 
@@ -215,8 +215,7 @@ def test_rollbacks_go_back_one_version_each_and_refuse_past_the_first(
 
 def _decide(champ_acc: float, cand_acc: float, n: int, seed: int, **plan: Any) -> Any:
     """Champion and candidate right independently with the given rates on ``n`` requests."""
-    from sidecar.monitoring import default_plan
-    from sidecar.monitoring._promotion import decide_promotion
+    from sidecar.monitoring import decide_promotion, default_plan
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)

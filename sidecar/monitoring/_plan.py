@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .._errors import PlanError
 from .._files import read_mapping
+from .._types import Task
 from ._battery import CORRECTIONS, DRIFT, EQUIVALENCE, PAIRED, REFERENCE, RELATIONS, WINDOWS
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "read_plan",
 ]
 
-Task = Literal["classification", "regression"]
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1", "log_loss", "brier", "roc_auc")
 REGRESSION_METRICS = (

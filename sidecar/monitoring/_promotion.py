@@ -78,6 +78,17 @@ class PromotionDecision:
         }
 
 
+def _losses(
+    plan: MonitoringPlan,
+    y: np.ndarray,
+    pred: np.ndarray,
+    proba: np.ndarray | None,
+    classes: tuple[Any, ...] | None,
+) -> np.ndarray:
+    """One model's per-example losses for the plan's loss."""
+    return np.asarray(per_example_loss(plan.loss, y, pred, proba, classes), dtype=np.float64)
+
+
 def decide_promotion(
     *,
     plan: MonitoringPlan,
@@ -125,12 +136,8 @@ def decide_promotion(
             f"{plan.min_labelled} to judge",
             settle=plan.min_labelled,
         )
-    loss_champ = np.asarray(
-        per_example_loss(plan.loss, y, champion, champion_proba, classes), dtype=np.float64
-    )
-    loss_cand = np.asarray(
-        per_example_loss(plan.loss, y, candidate, candidate_proba, classes), dtype=np.float64
-    )
+    loss_champ = _losses(plan, y, champion, champion_proba, classes)
+    loss_cand = _losses(plan, y, candidate, candidate_proba, classes)
     if plan.robust:  # the same winsorising as the diagnosis: one outlier cannot decide
         cap = float(np.quantile(np.concatenate([loss_champ, loss_cand]), 0.99))
         loss_champ, loss_cand = np.minimum(loss_champ, cap), np.minimum(loss_cand, cap)

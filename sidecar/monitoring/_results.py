@@ -1,7 +1,7 @@
 """The frozen, typed results every monitoring computation returns.
 
 Each has ``to_dict()`` for JSON: plain Python numbers and strings, NaN as
-``None``, no nested placeholders.
+``None``, no nested placeholders (the package's one policy, ``sidecar._json``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
+
+from .._json import to_jsonable as jsonable
 
 __all__ = [
     "VERDICTS",
@@ -33,25 +35,6 @@ Verdict = Literal[
     "concept_drift",
 ]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: NumPy scalars to Python, NaN and inf to None, tuples to lists."""
-    item = getattr(value, "item", None)
-    if item is not None and not isinstance(value, str | bytes):
-        try:
-            value = item()
-        except (TypeError, ValueError):
-            value = value.tolist()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return value
 
 
 class _ToDict:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import FieldProblem, InputError, short_repr
+from .._optional import import_optional
 from ._tabular import EncodingReport
 
 __all__ = ["SklearnPreprocessor"]
@@ -118,13 +119,7 @@ class SklearnPreprocessor:
         if problems:
             raise InputError(problems)
         if self._as_frame:
-            try:
-                import pandas as pd
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise InputError(
-                    "this preprocessing needs pandas; install it with "
-                    "`pip install 'model-sidecar[parquet]'`."
-                ) from exc
+            pd = import_optional("pandas", extra="parquet", needed_by="this preprocessing")
             data: Any = pd.DataFrame.from_records(list(records), columns=list(fields))
         else:
             data = np.array(

@@ -1,17 +1,23 @@
 """Recording shadow predictions and joining labels: stores and the batching recorder.
 
 ``recording`` knows nothing about monitoring: it stores rows and hands them
-back as dictionaries, in time order and in chunks.
+back as dictionaries, in time order and in chunks. The public surface is the
+store (:func:`open_store`, :class:`Store`), the :class:`Recorder` and its
+:class:`RecordPolicy`, and the values they return; the row schema is private.
+
+>>> from sidecar.recording import open_store
+>>> store = open_store("memory://")
+>>> store.count()["predictions"]
+0
 """
+
+from typing import Any
 
 from ._privacy import RecordPolicy
 from ._recorder import Recorder, RecorderCounters
-from ._schema import COLUMNS, LATEST
-from ._store import FeedbackResult, Label, Store, WriterStats, dumps, open_store
+from ._store import FeedbackResult, Label, Store, WriterStats, open_store
 
 __all__ = [
-    "COLUMNS",
-    "LATEST",
     "FeedbackResult",
     "Label",
     "RecordPolicy",
@@ -19,6 +25,18 @@ __all__ = [
     "RecorderCounters",
     "Store",
     "WriterStats",
-    "dumps",
     "open_store",
 ]
+
+# Schema internals, kept importable for the package's own modules (and tests of the
+# schema) but outside the public surface: import them from `_schema` / `_store` instead.
+_PRIVATE = {"COLUMNS": "._schema", "LATEST": "._schema", "dumps": "._store"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _PRIVATE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sidecar.recording' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

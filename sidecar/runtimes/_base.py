@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .._errors import BundleError, InputError
+from .._types import Task
 
 __all__ = [
     "ModelOutput",
@@ -19,8 +20,6 @@ __all__ = [
     "import_trusted",
     "labels_from_proba",
 ]
-
-Task = Literal["classification", "regression"]
 
 
 @dataclass(frozen=True)

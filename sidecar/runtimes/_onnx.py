@@ -10,19 +10,14 @@ import numpy as np
 
 from .._errors import BundleError
 from .._integrity import confined_file
+from .._optional import import_optional
 from ._base import ModelOutput, Task, labels_from_proba
 
 _FILE = "model.onnx"
 
 
 def _require_ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise BundleError(
-            "this model needs onnxruntime; install it with `pip install 'model-sidecar[onnx]'`."
-        ) from exc
-    return onnxruntime
+    return import_optional("onnxruntime", extra="onnx", needed_by="this model", error=BundleError)
 
 
 def model_bytes(model: Any) -> bytes:

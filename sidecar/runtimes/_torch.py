@@ -15,6 +15,7 @@ import numpy as np
 
 from .._errors import BundleError
 from .._integrity import confined_file
+from .._optional import import_optional
 from ._base import ModelOutput, Task, import_trusted, labels_from_proba
 
 _STATE = "state_dict.pt"
@@ -22,13 +23,9 @@ _SCRIPT = "model.torchscript.pt"
 
 
 def require_torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise BundleError(
-            "this model needs PyTorch; install it with `pip install 'model-sidecar[torch]'`."
-        ) from exc
-    return torch
+    return import_optional(
+        "torch", extra="torch", needed_by="this model", package="PyTorch", error=BundleError
+    )
 
 
 class TorchPredictor:

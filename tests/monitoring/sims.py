@@ -20,9 +20,14 @@ from typing import Any
 import numpy as np
 
 from sidecar._reference import _numeric_sketch
-from sidecar.monitoring import Diagnosis, MonitoringPlan, default_plan
-from sidecar.monitoring._diagnosis import diagnose
-from sidecar.monitoring._inputs import ReferenceInputs, WindowData
+from sidecar.monitoring import (
+    Diagnosis,
+    MonitoringPlan,
+    ReferenceInputs,
+    WindowData,
+    default_plan,
+    diagnose,
+)
 
 __all__ = ["DAY", "classification", "diagnose_sim", "plan_for", "regression"]
 
@@ -133,7 +138,7 @@ def regression(
 
 def plan_for(reference: ReferenceInputs, **changes: Any) -> MonitoringPlan:
     """The default plan a bundle with this reference would get (``changes`` applied)."""
-    from sidecar.monitoring._metrics import metric_with_ci
+    from sidecar.monitoring import metric_with_ci
 
     probe = default_plan(reference.task)
     value = metric_with_ci(

@@ -18,9 +18,10 @@ from sidecar.monitoring import (
     WINDOWS,
     MonitoringPlan,
     PlanTests,
+    decide_promotion,
+    paired_battery,
+    registry_names,
 )
-from sidecar.monitoring._battery import paired_battery, registry_names
-from sidecar.monitoring._promotion import decide_promotion
 from tests.monitoring import sims
 
 

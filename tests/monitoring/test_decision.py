@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from sidecar.monitoring._stats import is_alarm, paired_bootstrap, required_n_paired, welch_t
+from sidecar.monitoring import is_alarm, paired_bootstrap, required_n_paired, welch_t
 
 ALPHA, POWER = 0.05, 0.8
 
@@ -55,7 +55,7 @@ def test_an_improvement_never_alarms() -> None:
 
 def test_error_segments_read_only_the_rows_given() -> None:
     """``rows`` picks the labelled rows of a window's features without copying the rest first."""
-    from sidecar.monitoring._errortree import error_segments
+    from sidecar.monitoring import error_segments
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(5_000, 3))

@@ -11,8 +11,8 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.weightstats import ttost_ind, ttost_paired
 
-from sidecar.monitoring import adjust
-from sidecar.monitoring._equivalence import (
+from sidecar.monitoring import (
+    adjust,
     labels_to_settle,
     required_n_equivalence,
     tost_paired,

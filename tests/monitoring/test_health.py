@@ -11,8 +11,7 @@ import pytest
 
 from sidecar import InputError
 from sidecar._reference import _categorical_sketch, _numeric_sketch
-from sidecar.monitoring import HealthFinding
-from sidecar.monitoring._health import CurrentColumns, check_health, value_shape
+from sidecar.monitoring import CurrentColumns, HealthFinding, check_health, value_shape
 
 N_REF, N_CUR = 5000, 1000
 ICD9 = ["250.00", "401.9", "428.0", "414.01", "486", "599.0", "V58.61"]

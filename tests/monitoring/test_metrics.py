@@ -11,9 +11,10 @@ import pytest
 from sklearn import metrics as skm
 
 from sidecar import InputError
-from sidecar.monitoring._metrics import (
+from sidecar.monitoring import (
     LOSSES,
     METRICS,
+    MetricValue,
     brier,
     f1,
     huber,
@@ -27,7 +28,6 @@ from sidecar.monitoring._metrics import (
     roc_auc,
     trimmed_mse,
 )
-from sidecar.monitoring._results import MetricValue
 
 
 def _close(expected: Any) -> Any:

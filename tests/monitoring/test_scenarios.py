@@ -36,8 +36,9 @@ import pytest
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 
 import sidecar
-from sidecar._monitor import diagnose, model_family
-from sidecar.monitoring._diagnosis import VERDICTS, Diagnosis
+from sidecar import diagnose
+from sidecar._monitor import model_family
+from sidecar.monitoring import VERDICTS, Diagnosis
 from sidecar.recording import open_store
 from tests.monitoring import worlds
 from tests.monitoring.worlds import Period, Shift

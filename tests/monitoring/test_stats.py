@@ -16,8 +16,8 @@ from statsmodels.stats.oneway import anova_oneway as sm_anova_oneway
 from statsmodels.stats.proportion import proportions_ztest
 
 from sidecar import InputError
-from sidecar.monitoring._results import TestResult
-from sidecar.monitoring._stats import (
+from sidecar.monitoring import (
+    TestResult,
     anova_oneway,
     benjamini_hochberg,
     bootstrap_mean_diff,
@@ -36,8 +36,8 @@ from sidecar.monitoring._stats import (
     welch_anova,
     welch_t,
     wilcoxon_signed_rank,
-    with_adjusted,
 )
+from sidecar.monitoring._stats import with_adjusted
 
 
 def _close(expected: Any) -> Any:

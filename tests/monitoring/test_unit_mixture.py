@@ -18,11 +18,10 @@ from scipy import optimize, stats
 from sklearn.ensemble import GradientBoostingClassifier
 
 import sidecar
-from sidecar._monitor import diagnose
+from sidecar import diagnose
 from sidecar._reference import _numeric_sketch
-from sidecar.monitoring import Diagnosis
-from sidecar.monitoring._health import CurrentColumns, check_health
-from sidecar.monitoring._mixture import MixtureFit, _fit_shares, fit_unit_mixture
+from sidecar.monitoring import CurrentColumns, Diagnosis, MixtureFit, check_health, fit_unit_mixture
+from sidecar.monitoring._mixture import _fit_shares
 from sidecar.recording import open_store
 from tests.monitoring import worlds
 from tests.monitoring.worlds import Shift

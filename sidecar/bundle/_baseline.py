@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._errors import InputError
+from .._errors import InputError
 
 __all__ = ["BaselineKind", "fit_baseline"]
 

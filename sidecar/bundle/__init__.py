@@ -1,0 +1,49 @@
+"""Bundles: an advanced model, its preprocessing, a baseline and a reference, versioned together.
+
+- :class:`Bundle` (``sidecar._bundle``): identity, prediction, the shadow
+  stage, feedback, and the derived versions (``with_preprocessing``,
+  ``with_models``, ``with_plan``);
+- :func:`wrap` (``_wrap``): make one from a fitted model, with a baseline
+  fitted for free (``_baseline``);
+- :func:`load` (``_load``): read one safely, every file and hash checked first;
+- ``_derive``: what a derived version's new preprocessing or models must satisfy;
+- ``_prediction``: what ``predict`` returns, and a served bundle's counts;
+- ``_persist``: write the parts, seal the manifest, save atomically, hash a part.
+
+The manifest's seal and verification live in ``sidecar._manifest``,
+``sidecar._integrity`` and ``sidecar._checks``; the reference in
+``sidecar._reference``; signing in ``sidecar._signing``.
+
+The names are imported on first use, so that ``sidecar._bundle`` and the
+modules here can import each other's parts without a cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._bundle import Bundle
+    from ._load import load
+    from ._persist import hash_directory
+    from ._prediction import Prediction, ShadowPrediction
+    from ._wrap import wrap
+
+__all__ = ["Bundle", "Prediction", "ShadowPrediction", "hash_directory", "load", "wrap"]
+
+_WHERE = {
+    "Bundle": "sidecar._bundle",
+    "Prediction": "sidecar.bundle._prediction",
+    "ShadowPrediction": "sidecar.bundle._prediction",
+    "hash_directory": "sidecar.bundle._persist",
+    "load": "sidecar.bundle._load",
+    "wrap": "sidecar.bundle._wrap",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
