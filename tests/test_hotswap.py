@@ -184,25 +184,35 @@ def test_a_promotion_and_a_rollback_are_served_under_load_without_a_restart(
             (candidate.version, versions["candidate"]),
         )
     }
-    for _, body, picked in load.responses:
-        version = body["bundle_version"]
-        bundle = served[version]
-        expected = bundle.predict(picked, shadow=False)
-        assert body["predictions"] == expected.predictions.tolist()
-        np.testing.assert_allclose(body["probabilities"], expected.probabilities, rtol=1e-12)
+    for version, bundle in served.items():
+        answered = [
+            (body, picked)
+            for _, body, picked in load.responses
+            if body["bundle_version"] == version
+        ]
+        # One call for all of a version's records: the same answers, record by record.
+        expected = bundle.predict([r for _, picked in answered for r in picked], shadow=False)
+        got = [p for body, _ in answered for p in body["predictions"]]
+        assert got == expected.predictions.tolist()
+        np.testing.assert_allclose(
+            [p for body, _ in answered for p in body["probabilities"]],
+            expected.probabilities,
+            rtol=1e-9,
+        )
         parts = bundle.manifest["parts"]
-        for i, rid in enumerate(body["request_ids"]):
-            row = rows.pop(rid)
-            assert row["bundle_version"] == version
-            assert row["advanced_version"] == parts["advanced"]["version"]
-            assert row["baseline_version"] == parts["baseline"]["version"]
-            assert json.loads(row["advanced_prediction"]) == body["predictions"][i]
-            # The candidate runs beside the champion; once promoted, it is the champion.
-            if version == champion.version:
-                assert row["candidate_version"] == candidate.version
-                assert row["candidate_prediction"] is not None
-            else:
-                assert row["candidate_version"] is None
+        for body, _ in answered:
+            for i, rid in enumerate(body["request_ids"]):
+                row = rows.pop(rid)
+                assert row["bundle_version"] == version
+                assert row["advanced_version"] == parts["advanced"]["version"]
+                assert row["baseline_version"] == parts["baseline"]["version"]
+                assert json.loads(row["advanced_prediction"]) == body["predictions"][i]
+                # The candidate runs beside the champion; once promoted, it is the champion.
+                if version == champion.version:
+                    assert row["candidate_version"] == candidate.version
+                    assert row["candidate_prediction"] is not None
+                else:
+                    assert row["candidate_version"] is None
     assert not rows, f"{len(rows)} records no response named"
 
 

@@ -34,8 +34,6 @@ PENDING_MODULES: dict[str, str] = {
     "sidecar/_monitor.py": _PENDING,
     "sidecar/recording/_sql.py": _PENDING,
     "sidecar/recording/_store.py": _PENDING,
-    "sidecar/serving/_shadow_process.py": _PENDING,
-    "sidecar/shadow/_process.py": _PENDING,
 }
 PENDING_FUNCTIONS: dict[str, str] = {
     "adapters/_finetune.py:fine_tune_head": _PENDING,

@@ -88,7 +88,7 @@ def check_port(host: str, port: int) -> None:
 def _check_servable(args: argparse.Namespace) -> None:
     """Load the bundle (and candidate) as the service will, so a refusal stops here, once."""
     from .._settings import settings_from_env
-    from ..serving._shadow_process import load_bundle
+    from ..serving._wiring import load_bundle
 
     if getattr(args, "require_signature", None):
         key = Path(args.require_signature)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from .._errors import SidecarError
 from .._registry import VERSIONS
 from .._settings import Settings, settings_from_env
-from ..shadow._process import Batch, Close, Flush, Prepare, Receiver, Reply
+from ..shadow._wire import Batch, Close, Flush, Prepare, Receiver, Reply
 from ._wiring import candidate_for, load_candidate, load_champion, open_recorder, pipeline_for
 
 if TYPE_CHECKING:

@@ -3,9 +3,16 @@
 Serve it with ``bentoml serve`` from the repository root (``bentofile.yaml``
 names this class) or with ``sidecar serve BUNDLE``; the bundle comes from the
 ``SIDECAR_BUNDLE`` setting. Everything it does is ``Bundle.predict(records,
-shadow=True)``: the baseline, a candidate and the recorder run on the
-bundle's shadow threads (``SIDECAR_SHADOW_PROCESS=1``: in a process of each
-worker's own), so they can never fail or slow a response.
+shadow=sink)``: the baseline, a candidate and the recorder run in a shadow
+pipeline on threads of the worker (``SIDECAR_SHADOW_PROCESS=1``: in a process
+of each worker's own), so they can never fail or slow a response.
+
+- Start-up: the bundle and the candidate are checked once, before any worker
+  starts (``on_deployment``); a refusal ends ``bentoml serve`` with the reason.
+- Hot promotion: when ``SIDECAR_BUNDLE`` is a registry, each worker follows
+  its ``ACTIVE`` pointer (``_served``, ``_hotswap``): a promotion or a rollback
+  is served within about a second, without a restart, each request by one
+  version from start to end.
 """
 
 from __future__ import annotations

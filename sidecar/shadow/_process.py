@@ -24,8 +24,8 @@ child keeps in the store). What a child that crashed had not yet written is
 lost, as with ``kill -9``: at most one flush interval.
 
 The channel is private to a worker and the child it started, so messages are
-pickles (protocol 5) of the frozen dataclasses below; nothing else can write
-to it. The child ignores SIGTERM and SIGINT from its first line (a stopped
+pickles (protocol 5) of the frozen dataclasses in ``_wire``; nothing else can
+write to it. The child ignores SIGTERM and SIGINT from its first line (a stopped
 ``bentoml serve`` signals the worker's children too) and ends when the worker
 closes its end -- on shutdown, when it retires the child, or when the worker
 dies: it then finishes the shadow work, writes every queued record and exits.
@@ -38,7 +38,6 @@ import itertools
 import logging
 import os
 import pickle
-import select
 import socket
 import subprocess
 import sys
@@ -51,60 +50,18 @@ from typing import Any
 from .._errors import SidecarError
 from ._items import ShadowItem
 from ._runner import ShadowRunner
+from ._wire import Batch, Close, Flush, Prepare, Reply, recv, send
 
-__all__ = ["Batch", "Close", "Flush", "Prepare", "Reply", "ShadowProcess"]
+__all__ = ["ShadowProcess"]
 
 logger = logging.getLogger("sidecar.serving")
 
-#: Largest datagram: a message is sent whole up to this size, in pieces beyond it.
-#: (Each datagram carries a one-byte tag: M a whole message, C a piece, E the last piece.)
-DATAGRAM = 128 << 10
 #: How long a retired child may take to write what it has and exit.
 RETIRE_TIMEOUT = 60.0
 #: The send buffer asked for (Linux caps it at twice ``net.core.wmem_max``).
 SEND_BUFFER = 4 << 20
 #: Least time between two restarts of a child that keeps dying.
 RESTART_EVERY = 5.0
-
-
-# -- the messages -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Answered requests to run in shadow; ``dropped`` records the worker could not send."""
-
-    items: list[ShadowItem]
-    dropped: int = 0
-
-
-@dataclass(frozen=True)
-class Flush:
-    """Run and write everything sent so far, then reply with ``token``."""
-
-    token: int
-
-
-@dataclass(frozen=True)
-class Prepare:
-    """Load the bundle ``version`` at ``path`` (the worker is about to serve it), then reply."""
-
-    token: int
-    path: str
-    version: str
-
-
-@dataclass(frozen=True)
-class Close:
-    """Finish, write everything, exit (closing the socket says the same)."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The child's answer to the request ``token``: ``error`` is ``None`` when it went well."""
-
-    token: int
-    error: str | None = None
 
 
 # -- the worker's side --------------------------------------------------------------------
@@ -200,7 +157,7 @@ class ShadowProcess:
                 self._drop(n)
                 return
             try:
-                _send(child.sock, payload, time.monotonic() + self.send_timeout)
+                send(child.sock, payload, time.monotonic() + self.send_timeout)
             except (OSError, ValueError) as exc:
                 self._drop(n)
                 self._retire(child, f"sending to it failed: {exc!r}")
@@ -251,12 +208,12 @@ class ShadowProcess:
                     return None
                 token = next(self._tokens)
                 try:
-                    _send(child.sock, pickle.dumps(make(token)), deadline)
+                    send(child.sock, pickle.dumps(make(token)), deadline)
                 except (OSError, ValueError) as exc:
                     self._retire(child, f"sending to it failed: {exc!r}")
                     return None
             while True:  # only requests read from the socket: the replies are their own
-                data = _recv(child.sock, deadline)
+                data = recv(child.sock, deadline)
                 if data is None:
                     return None
                 reply = pickle.loads(data)
@@ -277,7 +234,7 @@ class ShadowProcess:
             logger.error("the shadow process was restarting at shutdown; records were dropped")
             return False
         with contextlib.suppress(OSError, ValueError):
-            _send(child.sock, pickle.dumps(Close()), deadline)
+            send(child.sock, pickle.dumps(Close()), deadline)
         with contextlib.suppress(OSError):
             child.sock.shutdown(socket.SHUT_WR)
         try:
@@ -315,7 +272,7 @@ class ShadowProcess:
                 start_new_session=True,  # no terminal's or process group's signals
             )
             theirs.close()
-            ready = _recv(ours, time.monotonic() + self.start_timeout)
+            ready = recv(ours, time.monotonic() + self.start_timeout)
             if ready != b"ready":
                 raise SidecarError(
                     f"the shadow process did not start (exit code {proc.poll()}); its error is in "
@@ -398,89 +355,6 @@ _LAUNCH = (
     "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
     "sys.exit(importlib.import_module(sys.argv[1]).main(sys.argv[2:]))\n"
 )
-
-
-# -- framing ------------------------------------------------------------------------------
-
-
-def _send(sock: socket.socket, payload: bytes, deadline: float) -> None:
-    """Send one message (in pieces beyond a datagram), waiting for room until ``deadline``.
-
-    Raises ``TimeoutError`` at the deadline, ``OSError`` if the child is gone.
-    """
-    if len(payload) <= DATAGRAM:
-        _send_datagram(sock, [b"M", payload], deadline)
-        return
-    view = memoryview(payload)
-    for start in range(0, len(payload), DATAGRAM):
-        tag = b"E" if start + DATAGRAM >= len(payload) else b"C"
-        _send_datagram(sock, [tag, view[start : start + DATAGRAM]], deadline)
-
-
-def _send_datagram(sock: socket.socket, parts: list[Any], deadline: float) -> None:
-    poller = select.poll()
-    poller.register(sock, select.POLLOUT)
-    while True:
-        try:
-            sock.sendmsg(parts)
-            return
-        except BlockingIOError:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the shadow process stopped reading") from None
-            poller.poll(left * 1000)
-
-
-def _recv(sock: socket.socket, deadline: float) -> bytes | None:
-    """One message, or ``None`` at the deadline or when the other end is gone."""
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-    except (OSError, ValueError):
-        return None
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        if poller.poll(left * 1000):
-            try:
-                data = sock.recv(DATAGRAM + 1)
-            except BlockingIOError:
-                continue
-            except (OSError, ValueError):
-                return None
-            return data or None
-
-
-class Receiver:
-    """The child's side of the framing: whole messages out of datagrams."""
-
-    _WHOLE, _LAST = ord("M"), ord("E")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._buffer = bytearray(DATAGRAM + 1)
-        self._view = memoryview(self._buffer)
-        self._pieces = bytearray()
-
-    def next(self) -> Any:
-        """The next message; ``None`` once the worker closed its end (or died)."""
-        while True:
-            n = self.sock.recv_into(self._buffer)
-            if n == 0:
-                return None  # a message in pieces is discarded
-            tag = self._buffer[0]
-            if tag == self._WHOLE:
-                return pickle.loads(self._view[1:n])
-            self._pieces += self._view[1:n]
-            if tag == self._LAST:
-                message = pickle.loads(self._pieces)
-                self._pieces = bytearray()
-                return message
-
-    def reply(self, reply: Reply) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.send(b"M" + pickle.dumps(reply))
 
 
 def _mark_dead(pid: int) -> None:

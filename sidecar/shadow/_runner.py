@@ -87,10 +87,12 @@ class ShadowRunner:
     """A bounded queue of shadow work, drained in micro-batches by one thread.
 
     The request path only appends to a deque (``submit``); the shadow thread
-    wakes when work arrives, waits ``interval`` seconds for more, and hands
-    everything pending to ``handler`` at once -- one baseline call for many
-    requests, one hand-off to the recorder -- so serving pays for no thread
-    switch per request.
+    looks every ``interval`` seconds and hands everything pending to
+    ``handler`` at once -- one baseline call for many requests, one hand-off
+    to the recorder -- so serving pays for no thread switch per request. After
+    ``park_after`` seconds without work the thread sleeps until ``submit``
+    wakes it (only then does a request pay for waking it), so an idle runner
+    costs nothing; under steady traffic the request path never signals it.
     """
 
     def __init__(
@@ -103,8 +105,10 @@ class ShadowRunner:
         max_pending: int = 10_000,
         max_abandoned: int = 4,
         interval: float = 0.05,
+        park_after: float = 1.0,
     ) -> None:
         self.timeout = timeout
+        self.park_after = park_after
         self.max_pending = max_pending
         self.max_abandoned = max_abandoned
         self.interval = interval
@@ -115,6 +119,7 @@ class ShadowRunner:
         self._pending: deque[Any] = deque()
         self._cond = threading.Condition()
         self._busy = False
+        self._parked = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._model: _ModelThread | None = None
@@ -136,7 +141,7 @@ class ShadowRunner:
             return False
         pending.append(item)
         self.counters.submitted += 1
-        if len(pending) == 1:
+        if self._parked:  # read after the append: a thread about to park sees the item
             with self._cond:
                 self._cond.notify()
         return True
@@ -233,12 +238,21 @@ class ShadowRunner:
 
     def _run(self) -> None:
         pending = self._pending
+        idle = 0.0
         while True:
-            with self._cond:
-                while not pending:
-                    self._cond.wait()
-                self._busy = True
-            time.sleep(self.interval)  # let concurrent requests join this batch
+            if not pending and idle < self.park_after:
+                time.sleep(self.interval)
+                idle += self.interval
+                continue
+            if not pending:
+                with self._cond:
+                    self._parked = True
+                    while not pending:
+                        self._cond.wait()
+                    self._parked = False
+                time.sleep(self.interval)  # let concurrent requests join this batch
+            idle = 0.0
+            self._busy = True
             batch = []
             while pending:
                 batch.append(pending.popleft())
