@@ -1,13 +1,17 @@
 """Recording shadow predictions and joining labels: stores and the batching recorder.
 
-``recording`` knows nothing about monitoring: it stores rows and hands them
-back as dictionaries, in time order and in chunks.
+``recording`` knows nothing about monitoring: it stores each batch of served
+records as typed columns (an Arrow table: raw inputs per field, the features
+the model saw, predictions, probabilities) and hands a time window back the
+same way, joined to its labels (``Store.read_window``); ``Store.iter_joined``
+reads records one at a time for whoever needs them as rows.
 """
 
 from ._privacy import RecordPolicy
 from ._recorder import Recorder, RecorderCounters
-from ._schema import COLUMNS, LATEST
-from ._store import FeedbackResult, Label, Store, WriterStats, dumps, open_store
+from ._records import COLUMNS, dumps
+from ._schema import LATEST
+from ._store import FeedbackResult, Label, Store, WriterStats, open_store
 
 __all__ = [
     "COLUMNS",
