@@ -24,7 +24,8 @@ from ._errors import (
 if TYPE_CHECKING:
     from ._bundle import Bundle, Prediction, ShadowPrediction, load, wrap
     from ._export import export_parquet
-    from ._monitor import RecentData, diagnose, recent_data
+    from ._analysis import diagnose
+    from ._window import RecentData, recent_data
     from ._replay import ReplayResult, replay
     from .preprocessing import (
         CategoricalColumn,
@@ -47,9 +48,9 @@ _LAZY = {
     "load": "._bundle",
     "wrap": "._bundle",
     "export_parquet": "._export",
-    "RecentData": "._monitor",
-    "diagnose": "._monitor",
-    "recent_data": "._monitor",
+    "RecentData": "._window",
+    "diagnose": "._analysis",
+    "recent_data": "._window",
     "ReplayResult": "._replay",
     "replay": "._replay",
     "CategoricalColumn": ".preprocessing",

@@ -57,7 +57,7 @@ from .preprocessing import (
     read_spec,
     save_preprocessing,
 )
-from .recording import FeedbackResult, Recorder, RecordPolicy, Store, dumps
+from .recording import FeedbackResult, Recorder, RecordPolicy, Store
 from .runtimes import ModelOutput, Predictor, as_predictor, load_predictor
 
 __all__ = ["Bundle", "Prediction", "ShadowPrediction", "load", "wrap"]
@@ -337,10 +337,10 @@ class Bundle:
             if cand_error is not None:
                 error = "; ".join(e for e in (error, f"candidate: {cand_error}") if e)
         results: list[tuple[ModelOutput | None, str | None, float | None]] = []
-        rows: list[tuple[Any, ...]] = []
+        rows: list[Any] = []
         recorder = self.recorder
         lo = 0
-        for records, _, pred, timestamps in items:
+        for records, features, pred, timestamps in items:
             hi = lo + len(pred)
             part = _slice(out, lo, hi)
             item_error = error
@@ -356,7 +356,9 @@ class Bundle:
                 if candidate is not None:
                     cand_share = None if cand_ms is None else cand_ms * (hi - lo) / len(X)
                     cand = (candidate.version, _slice(cand_out, lo, hi), cand_share)
-                rows.extend(self._rows(records, pred, part, item_error, share, timestamps, cand))
+                rows.append(
+                    self._rows(records, pred, part, item_error, share, timestamps, cand, features)
+                )
             if part is not None and self.task == "classification":
                 self.stats.shadow_compared += hi - lo
                 self.stats.shadow_disagreements += int(
@@ -364,7 +366,8 @@ class Bundle:
                 )
             lo = hi
         if recorder is not None:
-            recorder.enqueue(rows)
+            for batch in rows:
+                recorder.enqueue(batch)
         for observe in self.observers:
             observe(self)
         return results
@@ -430,45 +433,40 @@ class Bundle:
         base_ms: float | None,
         timestamps: Sequence[float] | None,
         candidate: tuple[str, ModelOutput | None, float | None] | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """One store row per record, in :data:`sidecar.recording.COLUMNS` order."""
+        features: np.ndarray | None = None,
+    ) -> Any:
+        """The records as one batch for the recorder (``recording.encode_records``)."""
+        from .recording._records import encode_records
+
         parts = self.manifest["parts"]
-        n = len(pred)
         cand_version, cand_out, cand_ms = candidate if candidate is not None else (None, None, None)
-        head = (
-            pred.bundle_version,
-            pred.preprocessing_version,
-            parts["advanced"]["version"],
-            parts["baseline"]["version"],
-            cand_version,
+        return encode_records(
+            records,
+            request_ids=pred.request_ids,
+            ts=pred.ts if timestamps is None else timestamps,
+            versions={
+                "bundle_version": pred.bundle_version,
+                "preprocessing_version": pred.preprocessing_version,
+                "advanced_version": parts["advanced"]["version"],
+                "baseline_version": parts["baseline"]["version"],
+                "candidate_version": cand_version,
+            },
+            features=features,
+            outputs={
+                "advanced": (pred.predictions, pred.probabilities),
+                "baseline": None if base is None else (base.predictions, base.probabilities),
+                "candidate": None
+                if cand_out is None
+                else (cand_out.predictions, cand_out.probabilities),
+            },
+            latencies={
+                "advanced_latency_ms": pred.latency_ms,
+                "baseline_latency_ms": base_ms,
+                "candidate_latency_ms": cand_ms,
+            },
+            error=error,
+            apply=self._policy.apply if self._policy.active else None,
         )
-        apply = self._policy.apply
-        adv = [dumps(v) for v in pred.predictions.tolist()]
-        adv_p = _json_rows(pred.probabilities, n)
-        base_v = _json_values(base, n)
-        base_p = _json_rows(None if base is None else base.probabilities, n)
-        cand_v = _json_values(cand_out, n)
-        cand_p = _json_rows(None if cand_out is None else cand_out.probabilities, n)
-        ts = [pred.ts] * n if timestamps is None else [float(t) for t in timestamps]
-        return [
-            (
-                rid,
-                ts[i],
-                *head,
-                dumps(apply(records[i])),
-                adv[i],
-                adv_p[i],
-                base_v[i],
-                base_p[i],
-                cand_v[i],
-                cand_p[i],
-                pred.latency_ms,
-                base_ms,
-                cand_ms,
-                error,
-            )
-            for i, rid in enumerate(pred.request_ids)
-        ]
 
     def with_preprocessing(self, preprocessing: Preprocessor) -> Bundle:
         """A new bundle version with the same models and a new preprocessing version.
@@ -716,18 +714,6 @@ def _slice(out: ModelOutput | None, lo: int, hi: int) -> ModelOutput | None:
         return None
     proba = out.probabilities
     return ModelOutput(out.predictions[lo:hi], None if proba is None else proba[lo:hi])
-
-
-def _json_values(out: ModelOutput | None, n: int) -> list[str | None]:
-    if out is None:
-        return [None] * n
-    return [dumps(v) for v in out.predictions.tolist()]
-
-
-def _json_rows(matrix: np.ndarray | None, n: int) -> list[str | None]:
-    if matrix is None:
-        return [None] * n
-    return [dumps(row) for row in matrix.tolist()]
 
 
 def _sources_of(root: Path, manifest: dict[str, Any]) -> dict[str, tuple[Path, dict[str, Any]]]:

@@ -11,7 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import sidecar
-from sidecar._monitor import promotion_decision
+from sidecar._analysis import promotion_decision
 from sidecar._registry import Registry
 from sidecar.cli import main
 from sidecar.recording import open_store

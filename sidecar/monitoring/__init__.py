@@ -1,7 +1,7 @@
 """Monitoring: pure computation over arrays -- metrics, tests, drift, health, plan, diagnosis.
 
 Nothing here does I/O, reads a clock or touches a database; the store hands
-records over as arrays (see ``sidecar._monitor``) and frozen dataclasses come
+records over as arrays (see ``sidecar._window``) and frozen dataclasses come
 back.
 """
 

@@ -131,9 +131,16 @@ class ColumnarReads:
         raise NotImplementedError  # pragma: no cover
 
     def _scan(
-        self, since: float, until: float, keep: Callable[[pa.Table], pa.Table]
+        self,
+        since: float,
+        until: float,
+        keep: Callable[[pa.Table], pa.Table],
+        seqs: tuple[int, int] | None = None,
     ) -> list[pa.Table]:
-        """``keep(segment)`` for each segment overlapping ``[since, until)``, in sequence order."""
+        """``keep(segment)`` for each segment overlapping ``[since, until)``, in sequence order.
+
+        ``seqs`` keeps only the segments whose ``seq_lo`` lies in ``[lo, hi)``.
+        """
         raise NotImplementedError  # pragma: no cover
 
     def _label_columns(self, seq_lo: int, seq_hi: int) -> LabelColumns:
@@ -186,6 +193,40 @@ class ColumnarReads:
             table = table.take(pa.array(np.argsort(ts, kind="stable")))
         seq = table.column("seq").to_numpy()
         return _with_labels(table, self._label_columns(int(seq.min()), int(seq.max()) + 1))
+
+    def iter_batches(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        columns: Sequence[str] | None = None,
+        rows: int = 500_000,
+    ) -> Iterator[pa.Table]:
+        """The window in pieces of about ``rows`` records (whole segments), each with its labels.
+
+        In store order, not time order: for export, and any scan that must not
+        hold the whole window at once.
+        """
+        lo, hi = _bounds(since, until)
+        infos = self._segment_infos(lo, hi)
+        start = 0
+        while start < len(infos):
+            end, total = start, 0
+            while end < len(infos) and (end == start or total + infos[end].n_rows <= rows):
+                total += infos[end].n_rows
+                end += 1
+            seqs = (infos[start].seq_lo, infos[end - 1].seq_lo + 1)
+            parts = [
+                p
+                for p in self._scan(lo, hi, lambda t: _select(t, lo, hi, columns, None), seqs)
+                if p.num_rows
+            ]
+            start = end
+            if not parts:
+                continue
+            table = pa.concat_tables(parts, promote_options="permissive")
+            seq = table.column("seq").to_numpy()
+            yield _with_labels(table, self._label_columns(int(seq.min()), int(seq.max()) + 1))
 
     def iter_joined(
         self, *, since: float | None = None, until: float | None = None, chunk_size: int = 50_000

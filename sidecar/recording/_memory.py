@@ -91,12 +91,17 @@ class MemoryStore(ColumnarReads):
         ]
 
     def _scan(
-        self, since: float, until: float, keep: Callable[[pa.Table], pa.Table]
+        self,
+        since: float,
+        until: float,
+        keep: Callable[[pa.Table], pa.Table],
+        seqs: tuple[int, int] | None = None,
     ) -> list[pa.Table]:
         self._check()
         with self._lock:
             segments = list(self._segments)
-        return [keep(t) for _, t in segments if _overlaps(t, since, until)]
+        lo, hi = seqs if seqs is not None else (-(2**62), 2**62)
+        return [keep(t) for s, t in segments if lo <= s < hi and _overlaps(t, since, until)]
 
     def _label_columns(self, seq_lo: int, seq_hi: int) -> LabelColumns:
         with self._lock:

@@ -355,16 +355,22 @@ class SQLStore(ColumnarReads):
         return result
 
     def _scan(
-        self, since: float, until: float, keep: Callable[[pa.Table], pa.Table]
+        self,
+        since: float,
+        until: float,
+        keep: Callable[[pa.Table], pa.Table],
+        seqs: tuple[int, int] | None = None,
     ) -> list[pa.Table]:
         # One transaction (one snapshot: a merge committed meanwhile is not seen
         # half), one segment per query: never more than one segment's bytes
         # beside the columns kept.
         def work(cur: Any) -> list[pa.Table]:
+            m = self.marker
+            lo, hi = seqs if seqs is not None else (-(2**62), 2**62)
             cur.execute(
                 f"SELECT seq_lo FROM sidecar_segments WHERE {self._window_clause()} "
-                "ORDER BY seq_lo",
-                (_finite(since), _finite(until)),
+                f"AND seq_lo >= {m} AND seq_lo < {m} ORDER BY seq_lo",
+                (_finite(since), _finite(until), lo, hi),
             )
             out = []
             for (seq_lo,) in cur.fetchall():

@@ -18,7 +18,7 @@ from scipy import optimize, stats
 from sklearn.ensemble import GradientBoostingClassifier
 
 import sidecar
-from sidecar._monitor import diagnose
+from sidecar._analysis import diagnose
 from sidecar._reference import _numeric_sketch
 from sidecar.monitoring import Diagnosis
 from sidecar.monitoring._health import CurrentColumns, check_health
