@@ -96,9 +96,9 @@ class LabelColumns:
 
     @classmethod
     def from_rows(cls, rows: Sequence[tuple[Any, ...]]) -> LabelColumns:
-        """From ``(seq, kind, num, text, ts)`` rows as a driver returns them."""
+        """From ``(seq, kind, num, text, ts)`` rows."""
         if not rows:
-            return cls(np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0), [], np.zeros(0))
+            return cls.empty()
         seq, kind, num, text, ts = zip(*rows, strict=True)
         return cls(
             np.fromiter(seq, np.int64, len(seq)),
@@ -107,6 +107,26 @@ class LabelColumns:
             list(text),
             np.array(ts, dtype=np.float64),
         )
+
+    @classmethod
+    def from_packed(
+        cls, packed: np.ndarray, num: np.ndarray, ts: np.ndarray | None, texts: LabelColumns
+    ) -> LabelColumns:
+        """Number labels as ``seq * 8 + kind`` and ``num`` (how stores fetch them fast),
+        followed by the text labels fetched as rows."""
+        packed = packed.astype(np.int64)
+        n = len(packed)
+        return cls(
+            np.concatenate([packed // 8, texts.seq]),
+            np.concatenate([(packed % 8).astype(np.int8), texts.kind]),
+            np.concatenate([num.astype(np.float64), texts.num]),
+            [None] * n + texts.text if texts.text else [],
+            np.concatenate([np.full(n, np.nan) if ts is None else ts, texts.ts]),
+        )
+
+    @classmethod
+    def empty(cls) -> LabelColumns:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0), [], np.zeros(0))
 
 
 def to_ipc(table: pa.Table) -> bytes:
@@ -296,7 +316,7 @@ def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
         kind[rows] = labels.kind[hit]
         num[rows] = labels.num[hit]
         ts[rows] = labels.ts[hit]
-        if bool(np.any(labels.kind >= TEXT)):
+        if labels.text and bool(np.any(labels.kind >= TEXT)):
             has_text = True
             text[rows] = np.asarray(labels.text, dtype=object)[hit]
     none = kind < 0

@@ -11,9 +11,9 @@ Version 2 -- records in columnar segments, a slim index, typed labels:
     the index: ``request_id`` (primary key), ``seq``, ``ts`` -- for the label
     join and for finding one record.
 ``sidecar_labels``
-    ``request_id`` (primary key), the record's ``seq``, the label as ``kind``
-    (0 float, 1 int, 2 bool, 3 text, 4 other as JSON), ``num`` and ``text``,
-    and ``ts`` (when it was observed).
+    the record's ``seq`` (primary key: a window's labels are one range scan),
+    the label as ``kind`` (0 float, 1 int, 2 bool, 3 text, 4 other as JSON),
+    ``num`` and ``text``, and ``ts`` (when it was observed).
 ``sidecar_writers``
     one row per recording process: what it enqueued, wrote and dropped.
 
@@ -49,6 +49,7 @@ def migrations(dialect: str, move_v1: Callable[[Any], None]) -> dict[int, list[S
     """
     real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
     blob = "BLOB" if dialect == "sqlite" else "BYTEA"
+    key = "INTEGER" if dialect == "sqlite" else "BIGINT"  # SQLite: the rowid, read in order
     return {
         1: [
             f"""CREATE TABLE IF NOT EXISTS sidecar_predictions (
@@ -107,14 +108,12 @@ def migrations(dialect: str, move_v1: Callable[[Any], None]) -> dict[int, list[S
             )""",
             "ALTER TABLE sidecar_labels RENAME TO sidecar_labels_v1",
             f"""CREATE TABLE sidecar_labels (
-                request_id TEXT PRIMARY KEY,
-                seq BIGINT NOT NULL,
+                seq {key} PRIMARY KEY,
                 kind SMALLINT NOT NULL,
                 num {real},
                 text TEXT,
                 ts {real} NOT NULL
             )""",
-            "CREATE INDEX sidecar_labels_seq ON sidecar_labels (seq)",
             move_v1,
             "DROP TABLE sidecar_labels_v1",
             "DROP TABLE sidecar_predictions",

@@ -12,6 +12,10 @@ checkout, ``--before PATH``, e.g. ``/work/main``) -- it runs, as subprocesses:
    (``load_window``, and for ``after`` the raw scan ``Store.read_window``), and
    the in-memory diagnosis of the same rows (``monitoring`` on the arrays).
 
+The machine is shared (load 9-10 on 2 cores while this was written), so each
+subprocess's CPU time (user + system) is printed beside its wall time, and the
+rates are given per wall second and per CPU second.
+
 Targets (issue #12): diagnose end to end <= 3x the in-memory diagnosis and
 >= 10x faster than before; peak < 2 GB; replay >= 50k records/s; export
 >= 500k rows/s; window read >= 1M rows/s. Peak memory is each subprocess's
@@ -132,15 +136,21 @@ def timed(
     full = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", **(env or {})}
     start = time.perf_counter()
     proc = subprocess.run(
-        ["/usr/bin/time", "-f", "PEAK_KB=%M", *argv], env=full, capture_output=True, text=True
+        ["/usr/bin/time", "-f", "PEAK_KB=%M CPU_S=%U+%S", *argv],
+        env=full,
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - start
     peak = [ln for ln in proc.stderr.splitlines() if ln.startswith("PEAK_KB=")]
     if proc.returncode not in ok:
         raise RuntimeError(f"{argv} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    kb, cpu = peak[-1].split()
+    user, system = cpu.removeprefix("CPU_S=").split("+")
     return {
         "wall_s": round(wall, 2),
-        "peak_mb": round(int(peak[-1].split("=")[1]) / 1024) if peak else None,
+        "cpu_s": round(float(user) + float(system), 2),
+        "peak_mb": round(int(kb.removeprefix("PEAK_KB=")) / 1024),
         "stdout": proc.stdout,
     }
 
@@ -176,15 +186,19 @@ def one_case(code: Path, n: int, kind: str, data: Path, bundle: Path, tmp: Path)
         code,
     )  # fmt: skip
     out["replay_s"] = rep["wall_s"]
+    out["replay_cpu_s"] = rep["cpu_s"]
     out["replay_records_per_s"] = round(n / rep["wall_s"])
+    out["replay_records_per_cpu_s"] = round(n / rep["cpu_s"])
     out["replay_peak_mb"] = rep["peak_mb"]
     diag = timed(  # diagnose exits 1 on an alarm
         [*sidecar, "diagnose", str(bundle), "--store", url, "--json"], code, ok=(0, 1)
     )
     out["diagnose_s"] = diag["wall_s"]
+    out["diagnose_cpu_s"] = diag["cpu_s"]
     out["diagnose_peak_mb"] = diag["peak_mb"]
     out["verdict"] = json.loads(diag["stdout"])["verdict"]
     stages = timed([sys.executable, "-c", STAGES, str(bundle), url], code)
+    out["stages_cpu_s"] = stages["cpu_s"]
     out["stages"] = {
         k: (round(v, 3) if isinstance(v, float) else v)
         for k, v in json.loads(stages["stdout"]).items()
@@ -199,7 +213,9 @@ def one_case(code: Path, n: int, kind: str, data: Path, bundle: Path, tmp: Path)
     target = tmp / f"{tag}.export"
     exp = timed([*sidecar, "export", "--store", url, "--out", str(target)], code)
     out["export_s"] = exp["wall_s"]
+    out["export_cpu_s"] = exp["cpu_s"]
     out["export_rows_per_s"] = round(n / exp["wall_s"])
+    out["export_rows_per_cpu_s"] = round(n / exp["cpu_s"])
     out["export_peak_mb"] = exp["peak_mb"]
     out["export_readable"] = _read_back(target, n)
     if kind == "postgresql":
@@ -215,8 +231,8 @@ def _read_back(path: Path, n: int) -> bool:
         return False
     glob = f"{path}/**/*.parquet" if path.is_dir() else str(path)
     got = duckdb.sql(f"SELECT COUNT(*) FROM read_parquet('{glob}', hive_partitioning=true)")
-    row = got.fetchone()
-    return row is not None and int(row[0]) == n
+    rows = got.fetchall()
+    return bool(rows) and int(rows[0][0]) == n
 
 
 def main() -> int:
@@ -264,6 +280,7 @@ def _compare(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "store": a["store"],
                         "records": a["records"],
                         "diagnose_speedup": round(b["diagnose_s"] / a["diagnose_s"], 1),
+                        "diagnose_cpu_speedup": round(b["diagnose_cpu_s"] / a["diagnose_cpu_s"], 1),
                         "replay_speedup": round(b["replay_s"] / a["replay_s"], 1),
                         "export_speedup": round(b["export_s"] / a["export_s"], 1),
                         "window_read_speedup": round(
