@@ -12,17 +12,7 @@ from ._sql import SQLStore
 
 __all__ = ["PostgresStore"]
 
-_COPY_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("l1", ">i4"),
-        ("packed", ">i8"),
-        ("l2", ">i4"),
-        ("num", ">f8"),
-        ("l3", ">i4"),
-        ("ts", ">f8"),
-    ]
-)
+_PACKED_LABEL = np.dtype([("packed", ">i8"), ("num", ">f8"), ("ts", ">f8")])
 _MIGRATION_LOCK = 0x51DECA7
 _WRITE_LOCK = 0x51DECA8
 
@@ -61,21 +51,26 @@ class PostgresStore(SQLStore):
     def _number_labels(
         self, cur: Any, seq_lo: int, seq_hi: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Number labels through a binary ``COPY``, read by NumPy without a row in Python."""
-        buf = bytearray()
-        query = (
-            "COPY (SELECT seq * 8 + kind, num, ts FROM sidecar_labels "
-            f"WHERE seq >= {int(seq_lo)} AND seq < {int(seq_hi)} AND kind < 3 ORDER BY seq) "
-            "TO STDOUT (FORMAT BINARY)"
+        """Number labels packed by the server into one ``bytea``, read by NumPy: no row in Python."""
+        cur.execute(
+            "SELECT string_agg(int8send(seq * 8 + kind) || float8send(num) || float8send(ts), "
+            "''::bytea ORDER BY seq) FROM sidecar_labels "
+            "WHERE seq >= %s AND seq < %s AND kind < 3",
+            (seq_lo, seq_hi),
+            binary=True,
         )
-        with cur.copy(query) as copy:
-            for data in copy:
-                buf += data
-        # 19 bytes of header, then rows of: field count, and (length, value) per field.
-        rows = np.frombuffer(buf, _COPY_ROW, offset=19, count=(len(buf) - 21) // _COPY_ROW.itemsize)
-        return rows["packed"].astype(np.int64), rows["num"].astype(np.float64), rows["ts"].astype(
-            np.float64
+        data = cur.fetchone()[0]
+        rows = np.frombuffer(data or b"", _PACKED_LABEL)
+        return (
+            rows["packed"].astype(np.int64),
+            rows["num"].astype(np.float64),
+            rows["ts"].astype(np.float64),
         )
+
+    def _segment_bytes(self, cur: Any, seq_lo: int) -> Any:
+        # Binary results: bytea as its bytes, not as hex text twice their size.
+        cur.execute("SELECT data FROM sidecar_segments WHERE seq_lo = %s", (seq_lo,), binary=True)
+        return cur.fetchone()[0]
 
     def _lock_for_write(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))

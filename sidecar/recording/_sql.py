@@ -82,6 +82,11 @@ class SQLStore(ColumnarReads):
     def _lock_for_write(self, cur: Any) -> None:
         """Make writers take turns at sequence numbers (dialects override)."""
 
+    def _segment_bytes(self, cur: Any, seq_lo: int) -> Any:
+        """One segment's stored bytes (a dialect may fetch them in binary)."""
+        cur.execute(f"SELECT data FROM sidecar_segments WHERE seq_lo = {self.marker}", (seq_lo,))
+        return cur.fetchone()[0]
+
     def _lock_for_migration(self, cur: Any) -> None:
         """Serialise concurrent migrations (dialects override)."""
 
@@ -370,10 +375,7 @@ class SQLStore(ColumnarReads):
             )
             out = []
             for (seq_lo,) in cur.fetchall():
-                cur.execute(
-                    f"SELECT data FROM sidecar_segments WHERE seq_lo = {self.marker}", (seq_lo,)
-                )
-                out.append(keep(from_ipc(cur.fetchone()[0])))
+                out.append(keep(from_ipc(self._segment_bytes(cur, seq_lo))))
             return out
 
         result: list[pa.Table] = self._run(work)
