@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from ._export import export_parquet
     from ._analysis import diagnose
     from ._window import RecentData, recent_data
+    from ._promotion import promote, rollback
+    from ._registry import Registry
     from ._replay import ReplayResult, replay
+    from ._reporting import report
+    from ._retraining import retrain
     from .preprocessing import (
         CategoricalColumn,
         NumericColumn,
@@ -53,6 +57,11 @@ _LAZY = {
     "recent_data": "._window",
     "ReplayResult": "._replay",
     "replay": "._replay",
+    "Registry": "._registry",
+    "promote": "._promotion",
+    "rollback": "._promotion",
+    "report": "._reporting",
+    "retrain": "._retraining",
     "CategoricalColumn": ".preprocessing",
     "NumericColumn": ".preprocessing",
     "SklearnPreprocessor": ".preprocessing",
@@ -89,6 +98,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "RecentData",
+    "Registry",
     "ReplayResult",
     "ShadowPrediction",
     "SidecarError",
@@ -98,8 +108,12 @@ __all__ = [
     "diagnose",
     "export_parquet",
     "load",
+    "promote",
     "read_spec",
     "recent_data",
     "replay",
+    "report",
+    "retrain",
+    "rollback",
     "wrap",
 ]

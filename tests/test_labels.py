@@ -203,7 +203,7 @@ def test_bool_labels_from_json_and_from_a_csv_file_are_stored_as_booleans(
         writer.writerow(["request_id", "label"])
         writer.writerows([[ids[2], "true"], [ids[3], "FALSE"], [ids[4], "1"]])
     code, out, err = _run(
-        ["feedback", str(path), "--data", str(labels), "--store", f"sqlite:///{db}"]
+        ["feedback", str(path), "--data", str(labels), "--store", f"sqlite:///{db}", "--json"]
     )
     assert code == 0, err
     assert json.loads(out) == {"accepted": 3, "unknown_request_ids": []}
@@ -219,7 +219,7 @@ def test_bool_labels_from_json_and_from_a_csv_file_are_stored_as_booleans(
     with open(labels, "w", newline="") as fh:
         csv.writer(fh).writerows([["request_id", "label"], [ids[5], "true"], [ids[4], "Benign"]])
     code, _, err = _run(
-        ["feedback", str(path), "--data", str(labels), "--store", f"sqlite:///{db}"]
+        ["feedback", str(path), "--data", str(labels), "--store", f"sqlite:///{db}", "--json"]
     )
     assert code == 2
     assert "labels[1].label" in err and "[False, True]" in err and "'Benign'" in err

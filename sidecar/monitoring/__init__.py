@@ -1,8 +1,13 @@
 """Monitoring: pure computation over arrays -- metrics, tests, drift, health, plan, diagnosis.
 
 Nothing here does I/O, reads a clock or touches a database; the store hands
-records over as arrays (see ``sidecar._window``) and frozen dataclasses come
-back.
+records over as arrays (``sidecar.diagnose`` reads them) and frozen dataclasses
+come back. Every statistic, metric and result type is exported here, so no
+caller needs a private module:
+
+>>> from sidecar.monitoring import welch_t
+>>> round(welch_t([1.0, 2.0, 3.0, 4.0], [2.0, 3.0, 4.0, 5.0]).p_value, 3)
+0.315
 """
 
 from ._battery import (
@@ -13,14 +18,54 @@ from ._battery import (
     REFERENCE,
     RELATIONS,
     WINDOWS,
+    Battery,
     adjust,
     correct,
+    paired_battery,
+    reference_battery,
+    registry_names,
+    window_battery,
 )
-from ._diagnosis import VERDICTS, Diagnosis, Recommendation
+from ._diagnosis import VERDICTS, Diagnosis, Recommendation, diagnose
+from ._drift import (
+    chi2_homogeneity,
+    is_material,
+    ks_2samp_sorted,
+    ks_drift,
+    psi,
+    relation_change,
+    sort_reference,
+)
+from ._equivalence import labels_to_settle, required_n_equivalence, tost_paired, tost_welch
+from ._errortree import ErrorSegment, error_segments
 from ._estimate import PerformanceEstimate, estimate_performance
-from ._metrics import METRICS, per_example_loss
+from ._health import CurrentColumns, check_health, value_shape
+from ._inputs import ReferenceInputs, WindowData
+from ._metrics import (
+    LOSSES,
+    METRICS,
+    MetricSpec,
+    accuracy,
+    balanced_accuracy,
+    brier,
+    f1,
+    huber,
+    log_loss,
+    mae,
+    median_absolute_error,
+    metric_with_ci,
+    metrics_with_ci,
+    mse,
+    outlier_influence,
+    per_example_loss,
+    pinball,
+    rmse,
+    roc_auc,
+    trimmed_mse,
+)
+from ._mixture import MixtureFit, fit_unit_mixture
 from ._plan import Bounds, MonitoringPlan, PlanTests, default_plan, parse_window, read_plan
-from ._promotion import PromotionDecision, PromotionVerdict
+from ._promotion import PromotionDecision, PromotionVerdict, decide_promotion
 from ._report import render_report
 from ._results import (
     BoundsCheck,
@@ -31,23 +76,49 @@ from ._results import (
     TestResult,
     Verdict,
 )
+from ._stats import (
+    anova_oneway,
+    benjamini_hochberg,
+    bootstrap_mean_diff,
+    default_max_lag,
+    diebold_mariano,
+    f_test_variances,
+    is_alarm,
+    kruskal,
+    mann_whitney,
+    mcnemar_exact,
+    paired_bootstrap,
+    power_paired,
+    required_n_mcnemar,
+    required_n_paired,
+    two_proportions,
+    welch_anova,
+    welch_t,
+    wilcoxon_signed_rank,
+)
 
 __all__ = [
     "CORRECTIONS",
     "DRIFT",
     "EQUIVALENCE",
+    "LOSSES",
     "METRICS",
     "PAIRED",
     "REFERENCE",
     "RELATIONS",
     "VERDICTS",
     "WINDOWS",
+    "Battery",
     "Bounds",
     "BoundsCheck",
+    "CurrentColumns",
     "Diagnosis",
     "DriftResult",
+    "ErrorSegment",
     "HealthFinding",
+    "MetricSpec",
     "MetricValue",
+    "MixtureFit",
     "MonitoringPlan",
     "OutlierInfluence",
     "PerformanceEstimate",
@@ -55,14 +126,71 @@ __all__ = [
     "PromotionDecision",
     "PromotionVerdict",
     "Recommendation",
+    "ReferenceInputs",
     "TestResult",
     "Verdict",
+    "WindowData",
+    "accuracy",
     "adjust",
+    "anova_oneway",
+    "balanced_accuracy",
+    "benjamini_hochberg",
+    "bootstrap_mean_diff",
+    "brier",
+    "check_health",
+    "chi2_homogeneity",
     "correct",
+    "decide_promotion",
+    "default_max_lag",
     "default_plan",
+    "diagnose",
+    "diebold_mariano",
+    "error_segments",
     "estimate_performance",
+    "f1",
+    "f_test_variances",
+    "fit_unit_mixture",
+    "huber",
+    "is_alarm",
+    "is_material",
+    "kruskal",
+    "ks_2samp_sorted",
+    "ks_drift",
+    "labels_to_settle",
+    "log_loss",
+    "mae",
+    "mann_whitney",
+    "mcnemar_exact",
+    "median_absolute_error",
+    "metric_with_ci",
+    "metrics_with_ci",
+    "mse",
+    "outlier_influence",
+    "paired_battery",
+    "paired_bootstrap",
     "parse_window",
     "per_example_loss",
+    "pinball",
+    "power_paired",
+    "psi",
     "read_plan",
+    "reference_battery",
+    "registry_names",
+    "relation_change",
     "render_report",
+    "required_n_equivalence",
+    "required_n_mcnemar",
+    "required_n_paired",
+    "rmse",
+    "roc_auc",
+    "sort_reference",
+    "tost_paired",
+    "tost_welch",
+    "trimmed_mse",
+    "two_proportions",
+    "value_shape",
+    "welch_anova",
+    "welch_t",
+    "wilcoxon_signed_rank",
+    "window_battery",
 ]

@@ -1,12 +1,13 @@
 """Partial unit switches: a share of a column's values arrives in another unit.
 
-(About 450 lines, over the usual 400: the fit, the sketch's CDF and the smooth
-change of the world the fit must beat belong together and nowhere else.)
+Why this module is long: about 480 lines, over the usual 400, because the fit,
+the sketch's CDF and the smooth change of the world the fit must beat belong
+together and nowhere else.
 
 When one upstream system of three starts sending pounds, a third of the
 weights are the reference times 2.2046 and the rest are unchanged. No single
 factor maps the reference quantiles onto the window's (the whole-column check
-in ``_health._unit_factor`` finds nothing), and a drift test only says
+in ``_unit_factor.unit_factor`` finds nothing), and a drift test only says
 "changed". :func:`fit_unit_mixture` asks the sharper question: is the window a
 two-component mixture ``(1 - share) F + share F∘T⁻¹`` of the reference
 distribution ``F`` and its image under a known conversion ``T(x) = a x + b``

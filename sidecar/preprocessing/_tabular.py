@@ -23,18 +23,22 @@ spelling or code-system change shows itself.
 from __future__ import annotations
 
 import math
-import numbers
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from .._errors import FieldProblem, InputError, short_repr
 from .._frames import as_records
-from ._units import affine
+from ._encoding import PlanEntry, encode_columns, encode_row, finite_number
+from ._tabular_spec import (
+    CategoricalColumn,
+    EncodingReport,
+    NumericColumn,
+    TabularSpec,
+    conversion,
+)
 
 __all__ = [
     "CategoricalColumn",
@@ -44,75 +48,9 @@ __all__ = [
     "TabularSpec",
 ]
 
-_MISSING = object()
 _MAX_PROBLEMS = 20
 # Batches at least this long take the column-wise fast path.
 _COLUMNAR_MIN = 8
-
-
-class NumericColumn(BaseModel):
-    """A numeric raw field.
-
-    ``unit`` is the unit the model was trained on; ``input_unit`` the unit the
-    raw field arrives in, when it differs. ``fill`` says what a missing value
-    becomes when ``allow_missing`` is true: ``"median"`` (learned at fit),
-    ``"nan"`` (for models that handle NaN), or a number.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["numeric"] = "numeric"
-    name: str = Field(min_length=1)
-    unit: str | None = None
-    input_unit: str | None = None
-    allow_missing: bool = False
-    fill: float | Literal["median", "nan"] = "median"
-
-
-class CategoricalColumn(BaseModel):
-    """A categorical raw field, encoded from a top-n vocabulary.
-
-    Code 0 is the default for anything outside the vocabulary (and for a
-    missing value when ``allow_missing``); the vocabulary's words get codes
-    1..n in order of falling frequency. ``recode`` maps raw words to
-    vocabulary words before the look-up (e.g. ICD-10 codes to the ICD-9 codes
-    the model learned). ``encoding="onehot"`` emits one 0/1 column per code,
-    the unknown code first.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["categorical"] = "categorical"
-    name: str = Field(min_length=1)
-    top_n: int = Field(default=50, ge=1)
-    min_count: int = Field(default=1, ge=1)
-    vocabulary: tuple[str, ...] | None = None
-    recode: dict[str, str] = Field(default_factory=dict)
-    encoding: Literal["ordinal", "onehot"] = "ordinal"
-    allow_missing: bool = False
-
-
-Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="type")]
-
-
-class TabularSpec(BaseModel):
-    """The declarative form of a :class:`TabularPreprocessor` (what a spec file holds)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["tabular"] = "tabular"
-    version: str | None = None
-    extra_fields: Literal["forbid", "ignore"] = "forbid"
-    columns: tuple[Column, ...] = Field(min_length=1)
-
-
-@dataclass(frozen=True)
-class EncodingReport:
-    """What one ``transform`` call could not encode cleanly, per column."""
-
-    n_records: int
-    unknown: dict[str, int] = field(default_factory=dict)
-    missing: dict[str, int] = field(default_factory=dict)
 
 
 class TabularPreprocessor:
@@ -182,9 +120,9 @@ class TabularPreprocessor:
                     w for w, k in ranked[: col.top_n] if k >= col.min_count
                 )
             elif col.fill == "median":
-                nums = [x for x in map(_finite_number, values) if x is not None]
+                nums = [x for x in map(finite_number, values) if x is not None]
                 # Learned from raw values; emitted in the model's unit like every value.
-                a, b = _conversion(col)
+                a, b = conversion(col)
                 fills[col.name] = a * float(np.median(nums)) + b if nums else 0.0
             elif col.fill == "nan":
                 fills[col.name] = math.nan
@@ -333,64 +271,7 @@ class TabularPreprocessor:
             if type(rec) is not dict and not isinstance(rec, Mapping):
                 problems.append(FieldProblem(f"records[{i}]", "an object", short_repr(rec)))
                 continue
-            row: list[float] = []
-            seen = 0
-            for j, (name, kind, a, b, index, recode, width, allow_missing, fill) in enumerate(
-                self._plan
-            ):
-                v = rec.get(name, _MISSING)
-                if v is _MISSING or v is None:
-                    if v is None:
-                        seen += 1
-                    if not allow_missing:
-                        what = "present" if v is _MISSING else "not null"
-                        problems.append(
-                            FieldProblem(
-                                f"records[{i}].{name}",
-                                f"{what} ({'a finite number' if kind == 0 else 'a string'})",
-                                "nothing (the field is missing)" if v is _MISSING else "null",
-                            )
-                        )
-                        continue
-                    missing[j] += 1
-                    if kind == 0:
-                        row.append(fill)
-                    elif width:
-                        row.extend(_onehot(0, width))
-                    else:
-                        row.append(0.0)
-                    continue
-                seen += 1
-                t = type(v)
-                if kind == 0:
-                    x = _finite_float(v) if t is float or t is int else _finite_number(v)
-                    if x is not None:
-                        row.append(a * x + b)
-                    else:
-                        problems.append(
-                            FieldProblem(f"records[{i}].{name}", "a finite number", short_repr(v))
-                        )
-                else:
-                    if t is not str:
-                        # a str subclass (numpy.str_) or an integer code is taken as text
-                        if isinstance(v, str) or (
-                            isinstance(v, numbers.Integral) and t is not bool
-                        ):
-                            v = str(v)
-                        else:
-                            problems.append(
-                                FieldProblem(f"records[{i}].{name}", "a string", short_repr(v))
-                            )
-                            continue
-                    if recode:
-                        v = recode.get(v, v)
-                    code = index.get(v, 0)
-                    if code == 0:
-                        unknown[j] += 1
-                    if width:
-                        row.extend(_onehot(code, width))
-                    else:
-                        row.append(float(code))
+            row, seen = encode_row(self._plan, rec, i, problems, unknown, missing)
             if len(rec) > seen and forbid:
                 for key in sorted(str(k) for k in rec if k not in self._field_set):
                     problems.append(
@@ -415,39 +296,10 @@ class TabularPreprocessor:
         sure there are none, which it checks with whole-column operations.
         """
         n_fields = len(self._plan)
-        try:
-            if self.extra_fields == "forbid" and any(len(r) != n_fields for r in records):
-                return None
-            blocks: list[np.ndarray] = []
-            unknown = [0] * n_fields
-            for j, (name, kind, a, b, index, recode, width, _allow, _fill) in enumerate(self._plan):
-                values = [r[name] for r in records]
-                types = set(map(type, values))
-                if kind == 0:
-                    if not types <= _NUMBER_TYPES:
-                        return None
-                    col = np.asarray(values, dtype=np.float64)
-                    if not np.isfinite(col).all():
-                        return None
-                    if a != 1.0 or b != 0.0:
-                        col = col * a + b
-                    blocks.append(col[:, None])
-                else:
-                    if types != _STR_TYPE:
-                        return None
-                    if recode:
-                        values = [recode.get(v, v) for v in values]
-                    codes = np.fromiter(
-                        (index.get(v, 0) for v in values), dtype=np.int64, count=len(values)
-                    )
-                    unknown[j] = int(len(values) - np.count_nonzero(codes))
-                    if width:
-                        blocks.append(np.eye(width, dtype=np.float64)[codes])
-                    else:
-                        blocks.append(codes.astype(np.float64)[:, None])
-        except (KeyError, TypeError, AttributeError, OverflowError):
+        done = encode_columns(self._plan, records, forbid=self.extra_fields == "forbid")
+        if done is None:
             return None
-        X = np.hstack(blocks) if len(blocks) > 1 else blocks[0]
+        X, unknown = done
         return X, self._report(len(records), unknown, [0] * n_fields, n_fields)
 
     def _report(
@@ -471,10 +323,10 @@ class TabularPreprocessor:
 
     def _compile(self) -> None:
         """Precompute one tuple per column so the hot path does no look-ups."""
-        plan: list[tuple[Any, ...]] = []
+        plan: list[PlanEntry] = []
         for col in self.columns:
             if isinstance(col, NumericColumn):
-                a, b = _conversion(col)
+                a, b = conversion(col)
                 plan.append(
                     (col.name, 0, a, b, None, None, 0, col.allow_missing, self.fills_[col.name])
                 )
@@ -497,42 +349,3 @@ class TabularPreprocessor:
 
     def __repr__(self) -> str:
         return f"TabularPreprocessor(columns={len(self.columns)}, version={self.version!r})"
-
-
-_NUMBER_TYPES = frozenset({int, float})
-_STR_TYPE = frozenset({str})
-
-
-def _finite_float(v: float) -> float | None:
-    """``v`` as a float if it is finite (an int too large for a float is not)."""
-    try:
-        x = float(v)
-    except OverflowError:
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _finite_number(v: Any) -> float | None:
-    """A real number that is not a bool (NumPy's too), as a finite float; else None."""
-    if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real):
-        return None
-    return _finite_float(v)  # type: ignore[arg-type]
-
-
-def _conversion(col: NumericColumn) -> tuple[float, float]:
-    if col.input_unit is not None and col.input_unit != col.unit:
-        if col.unit is None:
-            raise InputError(
-                f"column `{col.name}` must declare `unit` when it declares "
-                f"`input_unit`; got input_unit={col.input_unit!r} and no unit."
-            )
-        return affine(col.input_unit, col.unit)
-    if col.unit is not None:
-        affine(col.unit, col.unit)  # validates the unit's name
-    return (1.0, 0.0)
-
-
-def _onehot(code: int, width: int) -> list[float]:
-    row = [0.0] * width
-    row[code] = 1.0
-    return row

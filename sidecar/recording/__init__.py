@@ -4,18 +4,23 @@
 records as typed columns (an Arrow table: raw inputs per field, the features
 the model saw, predictions, probabilities) and hands a time window back the
 same way, joined to its labels (``Store.read_window``); ``Store.iter_joined``
-reads records one at a time for whoever needs them as rows.
+reads records one at a time for whoever needs them as rows. The public surface
+is the store (:func:`open_store`, :class:`Store`), the :class:`Recorder` and
+its :class:`RecordPolicy`, and the values they return; the row schema is private.
+
+>>> from sidecar.recording import open_store
+>>> store = open_store("memory://")
+>>> store.count()["predictions"]
+0
 """
+
+from typing import Any
 
 from ._privacy import RecordPolicy
 from ._recorder import Recorder, RecorderCounters
-from ._records import COLUMNS, dumps
-from ._schema import LATEST
 from ._store import FeedbackResult, Label, Store, WriterStats, open_store
 
 __all__ = [
-    "COLUMNS",
-    "LATEST",
     "FeedbackResult",
     "Label",
     "RecordPolicy",
@@ -23,6 +28,18 @@ __all__ = [
     "RecorderCounters",
     "Store",
     "WriterStats",
-    "dumps",
     "open_store",
 ]
+
+# Schema internals, kept importable for the package's own modules (and tests of the
+# schema) but outside the public surface: import them from `_schema` / `_store` instead.
+_PRIVATE = {"COLUMNS": "._records", "LATEST": "._schema", "dumps": "._records"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _PRIVATE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sidecar.recording' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)

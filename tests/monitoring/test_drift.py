@@ -88,7 +88,7 @@ def test_ks_equals_scipy(n1: int, n2: int, sampler: Sampler) -> None:
 
 @pytest.mark.parametrize("n", [141, 1_000, 9_091, 90_909, 1_000_000, 2_000_000])
 def test_kstwo_tail_equals_scipy_in_every_branch(n: int) -> None:
-    from sidecar.monitoring._drift import _kstwo_sf
+    from sidecar.monitoring._ks import _kstwo_sf
 
     # n d^2 below, across and beyond the vectorised range [2.2, 370), and d near 1/n, 1/2, 1
     grid = (0.05, 0.5, 1.0, 2.19, 2.2, 3.0, 8.0, 40.0, 150.0, 369.0, 371.0, 2_000.0)

@@ -1,0 +1,5 @@
+"""``python -m sidecar``: the ``sidecar`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""The retraining entry point: recent labelled data, a diagnosis, an adapter, a candidate.
+
+The adapters (``adapters``, shipped beside ``sidecar``) are imported only when
+:func:`retrain` runs: ``import sidecar`` never loads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._errors import InputError
+
+if TYPE_CHECKING:
+    from adapters import RetrainResult
+
+    from ._bundle import Bundle
+    from ._window import RecentData
+    from .monitoring import Diagnosis
+    from .recording import Store
+
+__all__ = ["recent_from_records", "retrain"]
+
+STRATEGIES = ("auto", "regularize", "replace-members", "fine-tune-head")
+
+
+def retrain(
+    bundle: Bundle,
+    store: Store | str | None = None,
+    *,
+    data: tuple[Sequence[Mapping[str, Any]], Sequence[Any]] | None = None,
+    timestamps: Sequence[float] | None = None,
+    strategy: str = "auto",
+    diagnosis: Diagnosis | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    force: bool = False,
+    progress: Callable[[str, float], None] | None = None,
+    seed: int = 0,
+) -> RetrainResult:
+    """A retrained candidate of ``bundle``, learnt from recent labelled data; nothing is saved.
+
+    The data are the labelled records ``store`` holds in ``[since, until)``
+    (every version's), or ``data=(records, labels)`` with optional
+    ``timestamps`` (file order otherwise). ``strategy="auto"`` follows the
+    diagnosis -- ``diagnosis``, or :func:`sidecar.diagnose` of the same store
+    and window -- to the adapter its verdict calls for (``regularize``,
+    ``replace-members`` or ``fine-tune-head``); a healthy bundle is retrained
+    only with ``force=True``, a preprocessing fault never. ``progress(step,
+    fraction)`` is called as training goes.
+
+    Returns the adapters' ``RetrainResult``: ``candidate`` (a new bundle
+    version whose parent is ``bundle``; save it and run it in shadow) and
+    ``report`` (what was trained, and both models' scores on held-out recent
+    data; its ``notes`` include what the data left out and the diagnosis).
+    """
+    try:
+        import adapters
+    except ImportError as exc:  # pragma: no cover - adapters ships with the project
+        raise InputError(f"the retraining adapters cannot be imported: {exc}") from exc
+    from ._analysis import diagnose
+    from ._window import recent_data
+
+    if strategy not in STRATEGIES:
+        raise InputError(f"`strategy` must be one of {list(STRATEGIES)}; got {strategy!r}.")
+    if (store is None) == (data is None):
+        raise InputError("retrain learns from `store` or from `data=(records, labels)`; give one.")
+    notes: list[str] = []
+    if store is not None:
+        recent = recent_data(bundle, store, since=since, until=until)
+        if strategy == "auto" and diagnosis is None:
+            diagnosis = diagnose(bundle, store, since=since, until=until)
+    else:
+        assert data is not None
+        if strategy == "auto" and diagnosis is None:
+            raise InputError(
+                "strategy='auto' follows a diagnosis, which needs `store` (or `diagnosis`); with "
+                "`data` name the strategy (regularize, replace-members or fine-tune-head)."
+            )
+        recent = recent_from_records(bundle, data[0], data[1], timestamps)
+    notes.extend(recent.notes)
+    if diagnosis is not None:
+        notes.append(f"diagnosis: {diagnosis.verdict}")
+    result = adapters.retrain(
+        bundle,
+        recent,
+        strategy=strategy,
+        diagnosis=diagnosis,
+        force=force,
+        progress=progress,
+        seed=seed,
+    )
+    if notes:
+        report = dataclasses.replace(result.report, notes=(*notes, *result.report.notes))
+        result = dataclasses.replace(result, report=report)
+    return result
+
+
+def recent_from_records(
+    bundle: Bundle,
+    records: Sequence[Mapping[str, Any]],
+    labels: Sequence[Any],
+    timestamps: Sequence[float] | None = None,
+) -> RecentData:
+    """Labelled records as :class:`sidecar.RecentData`, oldest first (file order without times)."""
+    import numpy as np
+
+    from ._window import RecentData
+
+    if len(labels) != len(records):
+        raise InputError(
+            f"`labels` must hold one label per record ({len(records)}); got {len(labels)}."
+        )
+    if timestamps is not None and len(timestamps) != len(records):
+        raise InputError(
+            f"`timestamps` must hold one time per record ({len(records)}); got {len(timestamps)}."
+        )
+    ts = [float(t) for t in timestamps] if timestamps is not None else list(range(len(records)))
+    order = sorted(range(len(records)), key=lambda i: ts[i])
+    return RecentData(
+        records=[dict(records[i]) for i in order],
+        labels=np.array([labels[i] for i in order]),
+        ts=np.array([ts[i] for i in order], dtype=float),
+    )

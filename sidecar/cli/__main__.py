@@ -1,0 +1,5 @@
+"""``python -m sidecar.cli``."""
+
+from ._main import main
+
+raise SystemExit(main())
