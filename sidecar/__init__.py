@@ -22,15 +22,15 @@ from ._errors import (
 )
 
 if TYPE_CHECKING:
+    from ._analysis import diagnose
     from ._bundle import Bundle, Prediction, ShadowPrediction, load, wrap
     from ._export import export_parquet
-    from ._analysis import diagnose
-    from ._window import RecentData, recent_data
     from ._promotion import promote, rollback
     from ._registry import Registry
     from ._replay import ReplayResult, replay
     from ._reporting import report
     from ._retraining import retrain
+    from ._window import RecentData, recent_data
     from .preprocessing import (
         CategoricalColumn,
         NumericColumn,

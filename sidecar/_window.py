@@ -93,7 +93,7 @@ def load_window(
     raw_numeric = {
         f: _canonical_numbers(pre, f, raw.numbers(f)) for f in fields if f not in categorical
     }
-    raw_categorical: dict[str, Sequence[Any]] = {}
+    raw_categorical: dict[str, Any] = {}
     flags: dict[str, np.ndarray] = {}
     for f in fields:
         if f in categorical:
@@ -262,7 +262,7 @@ def predictions(table: pa.Table, name: str) -> np.ndarray:
         encoded = pc.dictionary_encode(col).combine_chunks()
         values = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
         codes = encoded.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
-        return values[codes]
+        return np.asarray(values[codes])
     values_list = col.to_pylist()
     if pa.types.is_large_string(kind):  # JSON text: mixed types
         values_list = [None if v is None else json.loads(v) for v in values_list]
@@ -323,14 +323,13 @@ def checked_labels(table: pa.Table, bundle: Bundle, notes: list[str]) -> np.ndar
     if bad_at.size:
         shown_counts: dict[str, int] = {}
         for v in labels[bad_at].tolist():
-            key = repr(v)[:40]
-            shown_counts[key] = shown_counts.get(key, 0) + 1
+            shown = repr(v)[:40]
+            shown_counts[shown] = shown_counts.get(shown, 0) + 1
         shown = ", ".join(
             f"{k} ({n})" for k, n in sorted(shown_counts.items(), key=lambda kv: -kv[1])[:5]
         )
         notes.append(
-            f"{bad_at.size} stored labels were left out: each label must be {expected}; "
-            f"got {shown}"
+            f"{bad_at.size} stored labels were left out: each label must be {expected}; got {shown}"
         )
         good[bad_at] = None
     return good

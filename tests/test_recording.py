@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import psycopg
+import pyarrow as pa
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import Ridge

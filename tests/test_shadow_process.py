@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import signal
-import sqlite3
 import statistics
 import time
 import urllib.request

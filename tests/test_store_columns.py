@@ -6,7 +6,6 @@ migration runs on stores written with the version-1 schema (one JSON row per rec
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import sqlite3
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ VERSIONS = {
 
 
 def batch(prefix: str, n: int, *, ts0: float = 1_000.0, version: str = "b1") -> pa.Table:
-    """``n`` served records over 2 numeric and 1 categorical input, with features and probabilities."""
+    """``n`` served records (2 numeric inputs, 1 categorical), with features and probabilities."""
     rng = np.random.default_rng(len(prefix) + n)
     records = [
         {"x": float(rng.normal()), "k": int(rng.integers(9)), "color": str(rng.choice(["r", "g"]))}
@@ -89,7 +88,11 @@ def test_a_window_comes_back_as_typed_columns_with_its_labels(store: Store) -> N
         np.vstack(
             [
                 first.column("features").combine_chunks().flatten().to_numpy().reshape(-1, 3)[100:],
-                second.column("features").combine_chunks().flatten().to_numpy().reshape(-1, 3)[:100],
+                second.column("features")
+                .combine_chunks()
+                .flatten()
+                .to_numpy()
+                .reshape(-1, 3)[:100],
             ]
         ),
     )
@@ -113,7 +116,9 @@ def test_a_retried_batch_and_a_repeated_id_keep_the_first_record(store: Store) -
     store.write_batch(twice, None)
     table = store.read_window()
     assert table.num_rows == 53
-    ts = dict(zip(table.column("request_id").to_pylist(), table.column("ts").to_pylist()))
+    ts = dict(
+        zip(table.column("request_id").to_pylist(), table.column("ts").to_pylist(), strict=True)
+    )
     assert [ts[f"t-{i:06d}"] for i in range(3)] == [1_000.0, 1_001.0, 1_002.0]
     assert store.count() == {"predictions": 53, "labels": 0}
 
@@ -168,13 +173,17 @@ def _write_v1(store: SQLStore, rows: list[tuple[Any, ...]], labels: dict[str, st
         m = store.marker
         marks = ", ".join([m] * len(COLUMNS))
         for row in rows:
-            cur.execute(f"INSERT INTO sidecar_predictions ({', '.join(COLUMNS)}) VALUES ({marks})", row)
+            cur.execute(
+                f"INSERT INTO sidecar_predictions ({', '.join(COLUMNS)}) VALUES ({marks})", row
+            )
         for rid, label in labels.items():
             cur.execute(
                 f"INSERT INTO sidecar_labels (request_id, label, ts) VALUES ({m}, {m}, {m})",
                 (rid, label, 7.0),
             )
-        cur.execute(f"INSERT INTO sidecar_meta (key, value) VALUES ({m}, {m})", ("schema_version", "1"))
+        cur.execute(
+            f"INSERT INTO sidecar_meta (key, value) VALUES ({m}, {m})", ("schema_version", "1")
+        )
 
     store._run(work, write=True, migrating=True)
 
@@ -235,7 +244,9 @@ def test_the_window_holds_what_was_served_without_preprocessing_again(
     X, report = bundle.preprocessing.transform_with_report(records)
     assert window.n == 400 and window.labelled.all()
     np.testing.assert_array_equal(window.features, X)
-    np.testing.assert_array_equal(window.advanced, bundle.predict(records, shadow=False).predictions)
+    np.testing.assert_array_equal(
+        window.advanced, bundle.predict(records, shadow=False).predictions
+    )
     np.testing.assert_allclose(window.raw_numeric["age"], [r["age"] for r in records])
     assert list(window.raw_categorical["color"]) == [r["color"] for r in records]
     assert window.unknown == {f: n for f, n in report.unknown.items() if f == "color"}
@@ -293,9 +304,7 @@ def test_two_replicas_write_one_postgresql_store_and_one_diagnosis_reads_all(
         url = pg_url(schema)
         ctx = multiprocessing.get_context("spawn")
         barrier = ctx.Barrier(2)
-        procs = [
-            ctx.Process(target=_replica, args=(url, str(path), i, barrier)) for i in range(2)
-        ]
+        procs = [ctx.Process(target=_replica, args=(url, str(path), i, barrier)) for i in range(2)]
         for p in procs:
             p.start()
         for p in procs:

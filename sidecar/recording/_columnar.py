@@ -207,7 +207,9 @@ class ColumnarReads:
         ]
         if not parts:
             return _with_labels(pa.table({"seq": pa.array([], pa.int64())}), None)
-        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
+        table = (
+            parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
+        )
         ts = table.column("ts").to_numpy()
         if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
             table = table.take(pa.array(np.argsort(ts, kind="stable")))

@@ -59,7 +59,7 @@ class MemoryStore(ColumnarReads):
                 self._segments.append((base, table))
             if writer is not None:
                 self._writers[writer.writer_id] = writer
-        return n
+        return int(n)
 
     def write_predictions(self, rows: Sequence[PredictionRow], writer: WriterStats | None) -> int:
         return self.write_batch(rows_to_table(rows), writer)

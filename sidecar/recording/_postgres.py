@@ -51,7 +51,7 @@ class PostgresStore(SQLStore):
     def _number_labels(
         self, cur: Any, seq_lo: int, seq_hi: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Number labels packed by the server into one ``bytea``, read by NumPy: no row in Python."""
+        """Number labels packed by the server into one ``bytea``: no row in Python."""
         cur.execute(
             "SELECT string_agg(int8send(seq * 8 + kind) || float8send(num) || float8send(ts), "
             "''::bytea ORDER BY seq) FROM sidecar_labels "
@@ -86,9 +86,7 @@ class PostgresStore(SQLStore):
             return super()._insert_many(cur, table, columns, rows, conflict)
         cols = ", ".join(columns)
         stage = f"sidecar_stage_{table.removeprefix('sidecar_')}"
-        cur.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS"
-        )
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
         with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

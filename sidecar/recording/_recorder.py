@@ -26,6 +26,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import pyarrow as pa
 
@@ -34,7 +35,7 @@ from ._records import rows_to_table
 from ._store import PredictionRow, Store, WriterStats, default_writer_identity
 
 #: What ``enqueue`` takes: a batch of records as columns, or rows of the row form.
-Batch = pa.Table | Sequence[PredictionRow]
+Batch: TypeAlias = pa.Table | Sequence[PredictionRow]
 
 __all__ = ["Recorder", "RecorderCounters"]
 
@@ -349,9 +350,7 @@ class Recorder:
                 logger.exception("recorder event hook failed")
 
 
-def _tables(
-    batch: list[Batch], stats: WriterStats
-) -> list[tuple[pa.Table, WriterStats | None]]:
+def _tables(batch: list[Batch], stats: WriterStats) -> list[tuple[pa.Table, WriterStats | None]]:
     """One table for the batch (the writer's stats go with the last), or one per schema."""
     tables = [p if isinstance(p, pa.Table) else rows_to_table(p) for p in batch]
     try:

@@ -259,7 +259,9 @@ def table_to_rows(table: pa.Table) -> list[dict[str, Any]]:
     for name in extra:
         out[name] = table.column(name).to_pylist()
     keys = [*COLUMNS, *extra]
-    return [dict(zip(keys, values, strict=True)) for values in zip(*(out[k] for k in keys))]
+    return [
+        dict(zip(keys, values, strict=True)) for values in zip(*(out[k] for k in keys), strict=True)
+    ]
 
 
 def _raw_texts(table: pa.Table) -> list[str]:
@@ -268,6 +270,6 @@ def _raw_texts(table: pa.Table) -> list[str]:
     fields = [c for c in table.column_names if c.startswith(_RAW)]
     values = [table.column(f).to_pylist() for f in fields]
     keys = [f.removeprefix(_RAW) for f in fields]
-    return [dumps(dict(zip(keys, rec, strict=True))) for rec in zip(*values)] or [
+    return [dumps(dict(zip(keys, rec, strict=True))) for rec in zip(*values, strict=True)] or [
         "{}"
     ] * table.num_rows

@@ -200,7 +200,7 @@ class SQLStore(ColumnarReads):
                 self._write_table(cur, batch, compact=True)
             if writer is not None:
                 self._upsert_writer(cur, writer)
-            return batch.num_rows
+            return int(batch.num_rows)
 
         return int(self._run(work, write=True))
 
@@ -225,7 +225,9 @@ class SQLStore(ColumnarReads):
         batch = batch.append_column("seq", pa.array(seq))
         if written < n:  # some ids were known (a retried batch): keep the rows just indexed
             mine = self._seqs_of(cur, ids)
-            keep = np.array([mine.get(rid) == s for rid, s in zip(ids, seq.tolist())], dtype=bool)
+            keep = np.array(
+                [mine.get(rid) == s for rid, s in zip(ids, seq.tolist(), strict=True)], dtype=bool
+            )
             batch = batch.filter(pa.array(keep))
         if batch.num_rows:
             self._insert_segment(cur, batch, base, base + n)
@@ -284,7 +286,9 @@ class SQLStore(ColumnarReads):
             if len(run) < 2:
                 continue
             marks = ", ".join([m] * len(run))
-            cur.execute(f"DELETE FROM sidecar_segments WHERE seq_lo IN ({marks})", [r[0] for r in run])
+            cur.execute(
+                f"DELETE FROM sidecar_segments WHERE seq_lo IN ({marks})", [r[0] for r in run]
+            )
             merged = pa.concat_tables([r[2] for r in run]).combine_chunks()
             self._insert_segment(cur, merged, run[0][0], max(r[1] for r in run))
 

@@ -112,6 +112,17 @@ class Store(Protocol):
         """At most how many records ``[since, until)`` holds, and their stored bytes."""
         ...
 
+    def iter_batches(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        columns: Sequence[str] | None = None,
+        rows: int = 500_000,
+    ) -> Iterator[pa.Table]:
+        """The window in pieces of whole segments (store order), each joined to its labels."""
+        ...
+
     def iter_joined(
         self, *, since: float | None = None, until: float | None = None, chunk_size: int = 50_000
     ) -> Iterator[list[dict[str, Any]]]:
