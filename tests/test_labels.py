@@ -156,7 +156,10 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 def _stored_labels(db: Path) -> dict[str, Any]:
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT request_id, kind, num, text FROM sidecar_labels").fetchall()
+        rows = conn.execute(
+            "SELECT r.request_id, l.kind, l.num, l.text FROM sidecar_labels l "
+            "JOIN sidecar_records r ON r.seq = l.seq"
+        ).fetchall()
     kind = np.array([r[1] for r in rows])
     num = np.array([r[2] for r in rows], dtype=np.float64)
     labels = decode_labels(kind, num, [r[3] for r in rows])
@@ -167,8 +170,9 @@ def _set_label(conn: sqlite3.Connection, value: Any, order: str, limit: int) -> 
     """Store ``value`` as the label of the first ``limit`` labelled ids in ``order``, by hand."""
     kind, num, text = encode_label(value)
     conn.execute(
-        "UPDATE sidecar_labels SET kind = ?, num = ?, text = ? WHERE request_id IN "
-        f"(SELECT request_id FROM sidecar_labels ORDER BY request_id {order} LIMIT {limit})",
+        "UPDATE sidecar_labels SET kind = ?, num = ?, text = ? WHERE seq IN (SELECT l.seq FROM "
+        "sidecar_labels l JOIN sidecar_records r ON r.seq = l.seq "
+        f"ORDER BY r.request_id {order} LIMIT {limit})",
         (kind, num, text),
     )
 
