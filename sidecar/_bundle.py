@@ -435,12 +435,12 @@ class Bundle:
         candidate: tuple[str, ModelOutput | None, float | None] | None = None,
         features: np.ndarray | None = None,
     ) -> Any:
-        """The records as one batch for the recorder (``recording.encode_records``)."""
-        from .recording._records import encode_records
+        """The records as one batch for the recorder (encoded by its writer)."""
+        from .recording._records import ServedBatch
 
         parts = self.manifest["parts"]
         cand_version, cand_out, cand_ms = candidate if candidate is not None else (None, None, None)
-        return encode_records(
+        return ServedBatch(
             records,
             request_ids=pred.request_ids,
             ts=pred.ts if timestamps is None else timestamps,

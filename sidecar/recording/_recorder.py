@@ -31,11 +31,11 @@ from typing import TypeAlias
 import pyarrow as pa
 
 from .._errors import StoreError
-from ._records import rows_to_table
+from ._records import ServedBatch, encode_served, rows_to_table
 from ._store import PredictionRow, Store, WriterStats, default_writer_identity
 
 #: What ``enqueue`` takes: a batch of records as columns, or rows of the row form.
-Batch: TypeAlias = pa.Table | Sequence[PredictionRow]
+Batch: TypeAlias = ServedBatch | pa.Table | Sequence[PredictionRow]
 
 __all__ = ["Recorder", "RecorderCounters"]
 
@@ -302,12 +302,12 @@ class Recorder:
             self._emit("failed", 1)
 
     def _take(self) -> list[Batch]:
-        """Up to ``batch_size`` rows from the head of the queue (a big batch is split)."""
+        """About ``batch_size`` rows from the head of the queue (a big table is split)."""
         out: list[Batch] = []
         room = self.batch_size
         while self._parts and room > 0:
             part = self._parts.popleft()
-            if len(part) > room:
+            if len(part) > room and not isinstance(part, ServedBatch):
                 self._parts.appendleft(part[room:])
                 part = part[:room]
             out.append(part)
@@ -352,7 +352,17 @@ class Recorder:
 
 def _tables(batch: list[Batch], stats: WriterStats) -> list[tuple[pa.Table, WriterStats | None]]:
     """One table for the batch (the writer's stats go with the last), or one per schema."""
-    tables = [p if isinstance(p, pa.Table) else rows_to_table(p) for p in batch]
+    tables: list[pa.Table] = []
+    served: list[ServedBatch] = []
+    for part in [*batch, None]:
+        if isinstance(part, ServedBatch):
+            served.append(part)
+            continue
+        if served:  # encoded together: Arrow's per-column cost once, not once a request
+            tables.extend(encode_served(served))
+            served = []
+        if part is not None:
+            tables.append(part if isinstance(part, pa.Table) else rows_to_table(part))
     try:
         return [(pa.concat_tables(tables, promote_options="permissive"), stats)]
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. a field typed two ways: commit apart

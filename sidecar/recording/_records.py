@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,10 @@ import pyarrow as pa
 __all__ = [
     "COLUMNS",
     "VERSION_COLUMNS",
+    "ServedBatch",
     "dumps",
     "encode_records",
+    "encode_served",
     "rows_to_table",
     "table_to_rows",
 ]
@@ -102,14 +105,15 @@ def encode_records(
     versions: Mapping[str, str | None],
     features: np.ndarray | None,
     outputs: Mapping[str, tuple[np.ndarray, np.ndarray | None] | None],
-    latencies: Mapping[str, float | None],
-    error: str | None,
+    latencies: Mapping[str, float | np.ndarray | None],
+    error: str | Sequence[str | None] | None,
     apply: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
 ) -> pa.Table:
     """One Arrow table for a served batch (``apply``: the privacy rule for raw records).
 
     ``outputs`` maps ``advanced`` / ``baseline`` / ``candidate`` to
-    ``(predictions, probabilities)`` or ``None`` when that model gave no answer.
+    ``(predictions, probabilities)`` or ``None`` when that model gave no answer;
+    a latency (``nan``: none) and the error are one for all records or one each.
     """
     n = len(request_ids)
     if apply is not None:
@@ -132,9 +136,105 @@ def encode_records(
         )
     for name in _LATENCIES:
         value = latencies.get(name)
-        cols[name] = pa.array(np.full(n, np.nan if value is None else float(value)))
-    cols["shadow_error"] = _repeat(error, n)
+        value = np.nan if value is None else np.asarray(value, dtype=np.float64)
+        cols[name] = pa.array(np.broadcast_to(value, (n,)))
+    if error is None or isinstance(error, str):
+        cols["shadow_error"] = _repeat(error, n)
+    else:
+        cols["shadow_error"] = pa.array(list(error), pa.string())
     return pa.table(cols)
+
+
+@dataclass(frozen=True)
+class ServedBatch:
+    """What serving hands the recorder for one request: :func:`encode_records`'s arguments.
+
+    Encoding waits for the writer, which encodes everything queued in one go
+    (:func:`encode_served`): the per-column cost of building Arrow arrays is
+    paid once a commit, not once a request.
+    """
+
+    records: Sequence[Mapping[str, Any]]
+    request_ids: Sequence[str]
+    ts: float | Sequence[float] | np.ndarray
+    versions: Mapping[str, str | None]
+    features: np.ndarray | None
+    outputs: Mapping[str, tuple[np.ndarray, np.ndarray | None] | None]
+    latencies: Mapping[str, float | None]
+    error: str | None
+    apply: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+    def signature(self) -> tuple[Any, ...]:
+        """Batches with equal signatures encode into one table together."""
+        shapes: list[tuple[str, int | None] | None] = []
+        for model in _MODELS:
+            out = self.outputs.get(model)
+            if out is None:
+                shapes.append(None)
+            else:
+                pred, proba = out
+                width = None if proba is None else proba.shape[1]
+                shapes.append((np.asarray(pred).dtype.kind, width))
+        width = None if self.features is None else self.features.shape[1:]
+        return (tuple(sorted(self.versions.items(), key=str)), width, tuple(shapes), self.apply)
+
+
+def encode_served(batches: Sequence[ServedBatch]) -> list[pa.Table]:
+    """One table per run of batches with the same signature (usually one in all)."""
+    runs: list[list[ServedBatch]] = []
+    for b in batches:
+        if runs and runs[-1][0].signature() == b.signature():
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return [_encode_run(run) for run in runs]
+
+
+def _encode_run(run: list[ServedBatch]) -> pa.Table:
+    first = run[0]
+    if len(run) == 1:
+        b = first
+        return encode_records(
+            b.records, request_ids=b.request_ids, ts=b.ts, versions=b.versions,
+            features=b.features, outputs=b.outputs, latencies=b.latencies, error=b.error,
+            apply=b.apply,
+        )  # fmt: skip
+    sizes = [len(b) for b in run]
+    outputs: dict[str, tuple[np.ndarray, np.ndarray | None] | None] = {}
+    for model in _MODELS:
+        parts = [b.outputs.get(model) for b in run]
+        if parts[0] is None:
+            outputs[model] = None
+            continue
+        preds = np.concatenate([np.asarray(p[0]) for p in parts if p is not None])
+        probas = [p[1] for p in parts if p is not None]
+        proba = None if probas[0] is None else np.vstack([m for m in probas if m is not None])
+        outputs[model] = (preds, proba)
+    latencies = {
+        name: np.repeat(
+            [np.nan if b.latencies.get(name) is None else b.latencies[name] for b in run], sizes
+        )
+        for name in _LATENCIES
+    }
+    return encode_records(
+        [r for b in run for r in b.records],
+        request_ids=[rid for b in run for rid in b.request_ids],
+        ts=np.concatenate(
+            [
+                np.broadcast_to(np.asarray(b.ts, dtype=np.float64), (n,))
+                for b, n in zip(run, sizes, strict=True)
+            ]
+        ),
+        versions=first.versions,
+        features=None if first.features is None else np.vstack([b.features for b in run]),  # type: ignore[misc]
+        outputs=outputs,
+        latencies=latencies,  # type: ignore[arg-type]
+        error=[b.error for b, n in zip(run, sizes, strict=True) for _ in range(n)],
+        apply=first.apply,
+    )
 
 
 def _repeat(value: str | None, n: int) -> pa.Array:

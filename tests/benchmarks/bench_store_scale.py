@@ -48,31 +48,32 @@ CLI = "import sys; from sidecar.cli import main; sys.exit(main(sys.argv[1:]))"
 
 STAGES = r"""
 import json, sys, time, resource
-t0 = time.perf_counter()
+clock = time.process_time  # CPU seconds: the machine is shared, wall time is not this process's
+t0 = clock()
 import sidecar
 from sidecar.recording import open_store
 bundle = sidecar.load(sys.argv[1])
-t1 = time.perf_counter()
+t1 = clock()
 store = open_store(sys.argv[2], create=False)
 scan = None
 try:
     from sidecar._window import load_window
     from sidecar._analysis import model_family, reference_inputs
-    s = time.perf_counter()
+    s = clock()
     table = store.read_window()
-    scan = time.perf_counter() - s
+    scan = clock() - s
     del table
 except ImportError:
     from sidecar._monitor import load_window, model_family, reference_inputs
-t2 = time.perf_counter()
+t2 = clock()
 window = load_window(bundle, store)
-t3 = time.perf_counter()
+t3 = clock()
 from sidecar.monitoring._diagnosis import diagnose
 ref = reference_inputs(bundle)
 result = diagnose(plan=bundle.plan, reference=ref, window=window, model_family=model_family(bundle))
-t4 = time.perf_counter()
-print(json.dumps({"load_bundle_s": t1 - t0, "scan_s": scan, "load_window_s": t3 - t2,
-    "in_memory_diagnosis_s": t4 - t3, "rows": window.n, "verdict": result.verdict,
+t4 = clock()
+print(json.dumps({"load_bundle_cpu_s": t1 - t0, "scan_cpu_s": scan, "load_window_cpu_s": t3 - t2,
+    "in_memory_diagnosis_cpu_s": t4 - t3, "rows": window.n, "verdict": result.verdict,
     "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -204,11 +205,12 @@ def one_case(code: Path, n: int, kind: str, data: Path, bundle: Path, tmp: Path)
         for k, v in json.loads(stages["stdout"]).items()
     }
     rows = out["stages"]["rows"]
-    out["window_read_rows_per_s"] = round(rows / out["stages"]["load_window_s"])
-    if out["stages"].get("scan_s"):
-        out["scan_rows_per_s"] = round(rows / out["stages"]["scan_s"])
-    out["diagnose_over_in_memory"] = round(
-        out["diagnose_s"] / out["stages"]["in_memory_diagnosis_s"], 2
+    st = out["stages"]
+    out["window_read_rows_per_cpu_s"] = round(rows / max(st["load_window_cpu_s"], 1e-9))
+    if st.get("scan_cpu_s"):
+        out["scan_rows_per_cpu_s"] = round(rows / st["scan_cpu_s"])
+    out["diagnose_cpu_over_in_memory_cpu"] = round(
+        out["diagnose_cpu_s"] / st["in_memory_diagnosis_cpu_s"], 2
     )
     target = tmp / f"{tag}.export"
     exp = timed([*sidecar, "export", "--store", url, "--out", str(target)], code)
@@ -259,7 +261,7 @@ def main() -> int:
                 print(json.dumps(results["before"][-1]), file=sys.stderr, flush=True)
     results["comparison"] = _compare(results)
     results["targets"] = {
-        "diagnose_over_in_memory_max": 3.0,
+        "diagnose_cpu_over_in_memory_cpu_max": 3.0,
         "speedup_min": 10.0,
         "peak_mb_max": 2048,
         "replay_records_per_s_min": 50_000,
@@ -283,8 +285,8 @@ def _compare(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "diagnose_cpu_speedup": round(b["diagnose_cpu_s"] / a["diagnose_cpu_s"], 1),
                         "replay_speedup": round(b["replay_s"] / a["replay_s"], 1),
                         "export_speedup": round(b["export_s"] / a["export_s"], 1),
-                        "window_read_speedup": round(
-                            b["stages"]["load_window_s"] / a["stages"]["load_window_s"], 1
+                        "window_read_cpu_speedup": round(
+                            b["stages"]["load_window_cpu_s"] / a["stages"]["load_window_cpu_s"], 1
                         ),
                         "diagnose_peak_mb": [b["diagnose_peak_mb"], a["diagnose_peak_mb"]],
                     }
