@@ -34,14 +34,15 @@ from ._errors import (
 )
 
 if TYPE_CHECKING:
+    from ._analysis import diagnose
     from ._bundle import Bundle, Prediction, ShadowPrediction, load, wrap
     from ._export import export_parquet
-    from ._monitor import RecentData, diagnose, recent_data
     from ._promotion import promote, rollback
     from ._registry import Registry
     from ._replay import ReplayResult, replay
     from ._reporting import report
     from ._retraining import retrain
+    from ._window import RecentData, recent_data
     from .preprocessing import (
         CategoricalColumn,
         NumericColumn,
@@ -63,9 +64,9 @@ _LAZY = {
     "load": "._bundle",
     "wrap": "._bundle",
     "export_parquet": "._export",
-    "RecentData": "._monitor",
-    "diagnose": "._monitor",
-    "recent_data": "._monitor",
+    "RecentData": "._window",
+    "diagnose": "._analysis",
+    "recent_data": "._window",
     "ReplayResult": "._replay",
     "replay": "._replay",
     "Registry": "._registry",

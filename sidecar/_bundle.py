@@ -58,7 +58,7 @@ from .bundle._wrap import compute_reference, wrap
 from .bundle._wrap import default_plan_for as _default_plan_for
 from .monitoring._plan import MonitoringPlan
 from .preprocessing import Preprocessor
-from .recording import FeedbackResult, Recorder, RecordPolicy, Store, dumps
+from .recording import FeedbackResult, Recorder, RecordPolicy, Store
 from .runtimes import ModelOutput, Predictor
 from .shadow import ShadowItem, ShadowPipeline, ShadowRunner, ShadowSink, check_candidate
 
@@ -316,45 +316,40 @@ class Bundle:
         base_ms: float | None,
         timestamps: Sequence[float] | None,
         candidate: tuple[str, ModelOutput | None, float | None] | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """One store row per record, in :data:`sidecar.recording.COLUMNS` order."""
+        features: np.ndarray | None = None,
+    ) -> Any:
+        """The records as one batch for the recorder (encoded by its writer)."""
+        from .recording._records import ServedBatch
+
         parts = self.manifest["parts"]
-        n = len(pred)
         cand_version, cand_out, cand_ms = candidate if candidate is not None else (None, None, None)
-        head = (
-            pred.bundle_version,
-            pred.preprocessing_version,
-            parts["advanced"]["version"],
-            parts["baseline"]["version"],
-            cand_version,
+        return ServedBatch(
+            records,
+            request_ids=pred.request_ids,
+            ts=pred.ts if timestamps is None else timestamps,
+            versions={
+                "bundle_version": pred.bundle_version,
+                "preprocessing_version": pred.preprocessing_version,
+                "advanced_version": parts["advanced"]["version"],
+                "baseline_version": parts["baseline"]["version"],
+                "candidate_version": cand_version,
+            },
+            features=features,
+            outputs={
+                "advanced": (pred.predictions, pred.probabilities),
+                "baseline": None if base is None else (base.predictions, base.probabilities),
+                "candidate": None
+                if cand_out is None
+                else (cand_out.predictions, cand_out.probabilities),
+            },
+            latencies={
+                "advanced_latency_ms": pred.latency_ms,
+                "baseline_latency_ms": base_ms,
+                "candidate_latency_ms": cand_ms,
+            },
+            error=error,
+            apply=self._policy.apply if self._policy.active else None,
         )
-        apply = self._policy.apply
-        adv = [dumps(v) for v in pred.predictions.tolist()]
-        adv_p = _json_rows(pred.probabilities, n)
-        base_v = _json_values(base, n)
-        base_p = _json_rows(None if base is None else base.probabilities, n)
-        cand_v = _json_values(cand_out, n)
-        cand_p = _json_rows(None if cand_out is None else cand_out.probabilities, n)
-        ts = [pred.ts] * n if timestamps is None else [float(t) for t in timestamps]
-        return [
-            (
-                rid,
-                ts[i],
-                *head,
-                dumps(apply(records[i])),
-                adv[i],
-                adv_p[i],
-                base_v[i],
-                base_p[i],
-                cand_v[i],
-                cand_p[i],
-                pred.latency_ms,
-                base_ms,
-                cand_ms,
-                error,
-            )
-            for i, rid in enumerate(pred.request_ids)
-        ]
 
     def with_preprocessing(self, preprocessing: Preprocessor) -> Bundle:
         """A new bundle version with the same models and a new preprocessing version.
@@ -464,15 +459,3 @@ def _batch_id() -> str:
     index grows at its right edge instead of taking random page splits.
     """
     return f"{time.time_ns():016x}{os.urandom(6).hex()}"
-
-
-def _json_values(out: ModelOutput | None, n: int) -> list[str | None]:
-    if out is None:
-        return [None] * n
-    return [dumps(v) for v in out.predictions.tolist()]
-
-
-def _json_rows(matrix: np.ndarray | None, n: int) -> list[str | None]:
-    if matrix is None:
-        return [None] * n
-    return [dumps(row) for row in matrix.tolist()]

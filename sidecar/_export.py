@@ -1,36 +1,92 @@
-"""Export recorded predictions (with their labels) to Parquet, streaming in chunks."""
+"""Export recorded records with their labels to a Parquet dataset, typed and partitioned.
+
+The dataset is Hive-partitioned by bundle version and hour
+(``<out>/bundle_version=<v>/hour=<YYYY-MM-DDTHH>/part-<n>-<i>.parquet``), so
+DuckDB (``read_parquet('<out>/**/*.parquet', hive_partitioning = true)``),
+Spark or ``pyarrow.dataset`` read one version or one day without touching
+the rest, and several replicas' exports (or one export per day) land in the
+same dataset side by side. Columns are typed as the store keeps them: each
+raw field (``raw:<field>``), ``features`` and the probabilities as lists of
+float64, predictions as numbers or strings; the label as ``label`` (a
+number) or ``label_text`` (a class name), with ``label_ts``.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._optional import import_optional
-from .recording import COLUMNS, Store
+import numpy as np
+
+from ._errors import InputError
+from .recording import Store
 
 __all__ = ["export_parquet"]
 
-_FLOATS = frozenset(
-    {"ts", "advanced_latency_ms", "baseline_latency_ms", "candidate_latency_ms", "label_ts"}
-)
-
 
 def export_parquet(
-    store: Store, path: str | Path, *, since: float | None = None, until: float | None = None
+    store: Store,
+    path: str | Path,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    rows_per_piece: int = 500_000,
 ) -> int:
-    """Write the joined records to ``path`` one chunk at a time; return how many.
+    """Write the records in ``[since, until)`` under the directory ``path``; return how many.
 
-    JSON cells (raw input, predictions, probabilities, labels) stay JSON text,
-    which DuckDB (``json_extract``) and Spark (``from_json``) read directly.
+    The store is read a piece at a time (whole segments, about
+    ``rows_per_piece`` records), so memory stays flat however large the store.
     """
-    pa = import_optional("pyarrow", extra="parquet", needed_by="export")
-    pq = import_optional("pyarrow.parquet", extra="parquet", needed_by="export", package="pyarrow")
-    names = [*COLUMNS, "label", "label_ts"]
-    schema = pa.schema([(n, pa.float64() if n in _FLOATS else pa.string()) for n in names])
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+    except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
+        raise InputError("export needs pyarrow; install it with `pip install pyarrow`.") from exc
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out must be a directory for the Parquet dataset; got a file {out}.")
+    run = uuid.uuid4().hex[:8]  # a second export beside this one never overwrites its files
+    partitioning = ds.partitioning(
+        pa.schema([("bundle_version", pa.string()), ("hour", pa.string())]), flavor="hive"
+    )
     total = 0
-    with pq.ParquetWriter(str(path), schema) as writer:
-        for chunk in store.iter_joined(since=since, until=until):
-            columns: dict[str, list[Any]] = {n: [row[n] for row in chunk] for n in names}
-            writer.write_table(pa.Table.from_pydict(columns, schema=schema))
-            total += len(chunk)
+    for n, piece in enumerate(store.iter_batches(since=since, until=until, rows=rows_per_piece)):
+        table = _typed(piece, pa, pc)
+        ds.write_dataset(
+            table,
+            out,
+            format="parquet",
+            partitioning=partitioning,
+            basename_template=f"part-{run}-{n}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+            max_rows_per_group=1 << 20,
+        )
+        total += table.num_rows
     return total
+
+
+def _typed(piece: Any, pa: Any, pc: Any) -> Any:
+    """The piece as exported: an ``hour`` partition key, labels as ``label`` / ``label_text``."""
+    hour = np.floor(piece.column("ts").to_numpy() / 3600.0).astype(np.int64)
+    uniq, where = np.unique(hour, return_inverse=True)
+    names = [datetime.fromtimestamp(h * 3600, UTC).strftime("%Y-%m-%dT%H") for h in uniq.tolist()]
+    hours = pa.DictionaryArray.from_arrays(
+        pa.array(where.astype(np.int32)), pa.array(names, pa.string())
+    ).dictionary_decode()
+    kind = piece.column("label_kind").to_numpy(zero_copy_only=False)
+    numeric = (kind >= 0) & (kind <= 2)
+    table = piece.drop_columns(["label_kind", "label_num"])
+    table = table.append_column(
+        "label", pa.array(piece.column("label_num").to_numpy(zero_copy_only=False), mask=~numeric)
+    )
+    table = table.append_column("hour", hours)
+    if "bundle_version" in table.column_names:
+        table = table.set_column(
+            table.column_names.index("bundle_version"),
+            "bundle_version",
+            pc.fill_null(table.column("bundle_version"), "unknown"),
+        )
+    return table

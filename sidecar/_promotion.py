@@ -57,8 +57,8 @@ def promote(
     ``reject`` or ``insufficient_data``, with the reason and the evidence.
     ``trusted`` and ``allow_pickle`` are passed to :func:`sidecar.load`.
     """
+    from ._analysis import promotion_decision
     from ._bundle import Bundle, load
-    from ._monitor import promotion_decision
 
     root = Path(champion)
     champ = load(root, trusted=trusted, allow_pickle=allow_pickle)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._bundle import Bundle
 from ._errors import InputError
-from .recording import Recorder, RecordPolicy, Store
+from .recording import Label, Recorder, RecordPolicy, Store
 
 __all__ = ["ReplayResult", "replay"]
 
@@ -63,7 +63,7 @@ def replay(
     if batch_size < 1:
         raise InputError(f"`batch_size` must be a positive integer; got {batch_size}.")
     start = time.perf_counter()
-    recorder = Recorder(store, batch_size=5000)
+    recorder = Recorder(store, batch_size=50_000, max_queue=400_000)
     previous = bundle.recorder
     bundle.attach_recorder(recorder, policy=policy)
     accepted = unknown = 0
@@ -77,28 +77,16 @@ def replay(
             except InputError as exc:
                 raise InputError(f"records {lo}..{hi - 1} (numbered from 0): {exc}") from exc
             ids.extend(pair.advanced.request_ids)
-            if recorder.pending() > 50_000:
+            if recorder.pending() > 200_000:
                 recorder.flush()
             if progress is not None:
                 progress(hi, n)
         if not recorder.flush(timeout=300.0):
             raise InputError("the store did not take the records within 5 minutes; see its logs.")
         if labels is not None:
-            items = []
-            for i, label in enumerate(labels):
-                if label is None:
-                    continue
-                if label_timestamps is not None:
-                    when = label_timestamps[i]
-                    if when is None:  # this label never arrived
-                        continue
-                else:
-                    when = timestamps[i] if timestamps is not None else None
-                items.append({"request_id": ids[i], "label": label, "ts": when})
-            for lo in range(0, len(items), 5000):
-                result = bundle.feedback(items[lo : lo + 5000], store=store)
-                accepted += result.accepted
-                unknown += len(result.unknown_request_ids)
+            accepted, unknown = _join_labels(
+                bundle, store, ids, labels, label_timestamps or timestamps, label_timestamps
+            )
     finally:
         recorder.close()
         bundle.attach_recorder(previous)
@@ -109,3 +97,44 @@ def replay(
         dropped=recorder.counters.dropped,
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def _join_labels(
+    bundle: Bundle,
+    store: Store,
+    ids: Sequence[str],
+    labels: Sequence[Any],
+    stamps: Sequence[float | None] | None,
+    label_timestamps: Sequence[float | None] | None,
+) -> tuple[int, int]:
+    """Store the labels, checked by the one label rule -- once per distinct value.
+
+    A label that breaks the rule fails the replay with the same message
+    ``Bundle.feedback`` gives (nothing is stored then).
+    """
+    from ._labels import MISSING, check_labels, label_rule
+
+    coerce, _, allowed = label_rule(bundle.task, bundle.advanced.classes)
+    seen: dict[tuple[type, Any], Any] = {}
+    items: list[Label] = []
+    for i, label in enumerate(labels):
+        if label is None:
+            continue
+        when = stamps[i] if stamps is not None else None
+        if label_timestamps is not None and when is None:  # this label never arrived
+            continue
+        try:
+            key = (type(label), label)
+            got = seen[key] if key in seen else seen.setdefault(key, coerce(label))
+        except TypeError:  # unhashable: the rule names it below
+            got = MISSING
+        if got is MISSING or (allowed is not None and got not in allowed):
+            check_labels([{"request_id": ids[i], "label": label}], task=bundle.task,
+                         classes=bundle.advanced.classes)  # fmt: skip
+        items.append(Label(ids[i], got, None if when is None else float(when)))
+    accepted = unknown = 0
+    for lo in range(0, len(items), 50_000):
+        result = store.upsert_labels(items[lo : lo + 50_000])
+        accepted += result.accepted
+        unknown += len(result.unknown_request_ids)
+    return accepted, unknown

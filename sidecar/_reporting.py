@@ -41,7 +41,7 @@ def report(
             raise InputError(
                 "report needs `store` (a Store or a URL) or a `diagnosis`; got neither."
             )
-        from ._monitor import diagnose
+        from ._analysis import diagnose
 
         diagnosis = diagnose(bundle, store, since=since, until=until, all_versions=all_versions)
     html = render_report(diagnosis, plan=bundle.plan, title=f"{bundle.name} {bundle.version}")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from adapters import RetrainResult
 
     from ._bundle import Bundle
-    from ._monitor import RecentData
+    from ._window import RecentData
     from .monitoring import Diagnosis
     from .recording import Store
 
@@ -59,7 +59,8 @@ def retrain(
         import adapters
     except ImportError as exc:  # pragma: no cover - adapters ships with the project
         raise InputError(f"the retraining adapters cannot be imported: {exc}") from exc
-    from ._monitor import diagnose, recent_data
+    from ._analysis import diagnose
+    from ._window import recent_data
 
     if strategy not in STRATEGIES:
         raise InputError(f"`strategy` must be one of {list(STRATEGIES)}; got {strategy!r}.")
@@ -105,7 +106,7 @@ def recent_from_records(
     """Labelled records as :class:`sidecar.RecentData`, oldest first (file order without times)."""
     import numpy as np
 
-    from ._monitor import RecentData
+    from ._window import RecentData
 
     if len(labels) != len(records):
         raise InputError(

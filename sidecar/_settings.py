@@ -37,6 +37,9 @@ variable                       meaning                                      defa
                                recorder in a process of its own (isolates
                                a baseline that may crash or spin); ``0``:
                                on threads in the worker
+``SIDECAR_MEMORY_LIMIT``       bytes an analysis (diagnose, report,         0: 60 % of
+                               retrain, promote, export) may use; a window  this machine
+                               that would need more is refused, naming it
 =============================  ===========================================  ==========
 """
 
@@ -80,6 +83,7 @@ class Settings(BaseModel):
     recorder_linger: float = Field(default=0.25, ge=0)
     switch_interval: float = Field(default=0.002, gt=0, le=0.1)
     shadow_process: bool = False
+    memory_limit: int = Field(default=0, ge=0)
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:

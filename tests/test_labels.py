@@ -21,6 +21,7 @@ import sidecar
 from sidecar._labels import check_labels, check_request_id, coerce_label
 from sidecar.cli import main
 from sidecar.recording import open_store
+from sidecar.recording._columnar import decode_labels, encode_label
 from tests import models
 
 # -- the rule, value by value ----------------------------------------------------------
@@ -155,8 +156,25 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 def _stored_labels(db: Path) -> dict[str, Any]:
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT request_id, label FROM sidecar_labels").fetchall()
-    return {rid: json.loads(label) for rid, label in rows}
+        rows = conn.execute(
+            "SELECT r.request_id, l.kind, l.num, l.text FROM sidecar_labels l "
+            "JOIN sidecar_records r ON r.seq = l.seq"
+        ).fetchall()
+    kind = np.array([r[1] for r in rows])
+    num = np.array([r[2] for r in rows], dtype=np.float64)
+    labels = decode_labels(kind, num, [r[3] for r in rows])
+    return {r[0]: v for r, v in zip(rows, labels.tolist(), strict=True)}
+
+
+def _set_label(conn: sqlite3.Connection, value: Any, order: str, limit: int) -> None:
+    """Store ``value`` as the label of the first ``limit`` labelled ids in ``order``, by hand."""
+    kind, num, text = encode_label(value)
+    conn.execute(
+        "UPDATE sidecar_labels SET kind = ?, num = ?, text = ? WHERE seq IN (SELECT l.seq FROM "
+        "sidecar_labels l JOIN sidecar_records r ON r.seq = l.seq "
+        f"ORDER BY r.request_id {order} LIMIT {limit})",
+        (kind, num, text),
+    )
 
 
 def test_bool_labels_from_json_and_from_a_csv_file_are_stored_as_booleans(
@@ -236,14 +254,8 @@ def test_a_stored_label_outside_the_classes_is_left_out_and_counted(tmp_path: Pa
     before = sidecar.diagnose(bundle, url)
     # A store written by an older version, or by hand: labels the metrics cannot score.
     with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE sidecar_labels SET label = '\"Benign\"' WHERE request_id IN "
-            "(SELECT request_id FROM sidecar_labels ORDER BY request_id LIMIT 2)"
-        )
-        conn.execute(
-            "UPDATE sidecar_labels SET label = 'true' WHERE request_id IN "
-            "(SELECT request_id FROM sidecar_labels ORDER BY request_id DESC LIMIT 1)"
-        )
+        _set_label(conn, "Benign", "ASC", 2)
+        _set_label(conn, True, "DESC", 1)
     after = sidecar.diagnose(bundle, url)
     assert after.n_labelled == before.n_labelled - 3
     [note] = [n for n in after.notes if "stored labels were left out" in n]
@@ -298,10 +310,7 @@ def test_a_stored_number_among_string_classes_leaves_the_strings_scored(tmp_path
     url = f"sqlite:///{db}"
     before = sidecar.diagnose(bundle, url)
     with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE sidecar_labels SET label = '5' WHERE request_id IN "
-            "(SELECT request_id FROM sidecar_labels ORDER BY request_id LIMIT 1)"
-        )
+        _set_label(conn, 5, "ASC", 1)
     after = sidecar.diagnose(bundle, url)
     assert after.n_labelled == before.n_labelled - 1
     assert any(n.startswith("1 stored labels were left out") for n in after.notes), after.notes
@@ -312,14 +321,9 @@ def test_retraining_data_leaves_out_stored_labels_outside_the_classes(tmp_path: 
 
     bundle, _, db, y_ref = _replayed((0, 1, 2), tmp_path)
     with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE sidecar_labels SET label = '\"Benign\"' WHERE request_id IN "
-            "(SELECT request_id FROM sidecar_labels ORDER BY request_id LIMIT 2)"
-        )
-        conn.execute(  # a label stored as text by an older replay: coerced, not dropped
-            "UPDATE sidecar_labels SET label = '\"1\"' WHERE request_id IN "
-            "(SELECT request_id FROM sidecar_labels ORDER BY request_id DESC LIMIT 1)"
-        )
+        _set_label(conn, "Benign", "ASC", 2)
+        # a label stored as text by an older replay: coerced, not dropped
+        _set_label(conn, "1", "DESC", 1)
     recent = recent_data(bundle, f"sqlite:///{db}")
     assert len(recent) == len(y_ref) - 2
     assert recent.labels.dtype == np.int64 and set(recent.labels.tolist()) <= {0, 1, 2}

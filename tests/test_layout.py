@@ -31,7 +31,6 @@ PENDING_MODULES: dict[str, str] = {
     "adapters/_finetune.py": _PENDING,
     "adapters/_members.py": _PENDING,
     "adapters/_regularize.py": _PENDING,
-    "sidecar/_monitor.py": _PENDING,
     "sidecar/recording/_sql.py": _PENDING,
     "sidecar/recording/_store.py": _PENDING,
 }

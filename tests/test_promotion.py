@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 import sidecar
 from sidecar import Registry
-from sidecar._monitor import promotion_decision
+from sidecar._analysis import promotion_decision
 from sidecar.cli import main
 from sidecar.recording import open_store
 

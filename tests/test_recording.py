@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import pyarrow as pa
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import Ridge
@@ -97,7 +98,7 @@ def meta_rows(store: Store) -> list[tuple[str, str]] | None:
 def pg_count(schema: str) -> int:
     """Rows in a schema's prediction table, read over a connection of its own."""
     with pg_admin() as admin:
-        row = admin.execute(f'SELECT COUNT(*) FROM "{schema}".sidecar_predictions').fetchone()
+        row = admin.execute(f'SELECT COUNT(*) FROM "{schema}".sidecar_records').fetchone()
     return int(row[0])
 
 
@@ -145,9 +146,9 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.batches: list[int] = []
 
-    def write_predictions(self, rows: Sequence[Row], writer: WriterStats | None) -> int:
-        n = super().write_predictions(rows, writer)
-        self.batches.append(len(rows))
+    def write_batch(self, batch: pa.Table, writer: WriterStats | None) -> int:
+        n = super().write_batch(batch, writer)
+        self.batches.append(batch.num_rows)
         return n
 
 
@@ -159,7 +160,7 @@ class GatedStore(MemoryStore):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def write_predictions(self, rows: Sequence[Row], writer: WriterStats | None) -> int:
+    def write_batch(self, batch: pa.Table, writer: WriterStats | None) -> int:
         self.entered.set()
         self.release.wait(10)
         raise RuntimeError("the write never made it")

@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import signal
-import sqlite3
 import statistics
 import time
 import urllib.request
@@ -148,10 +147,12 @@ def server(controlled_bundle: Path, tmp_path: Path) -> Iterator[Server]:
         server.stop()
 
 
-def _rows(db: Path) -> dict[str, sqlite3.Row]:
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        return {r["request_id"]: r for r in conn.execute("SELECT * FROM sidecar_predictions")}
+def _rows(db: Path) -> dict[str, dict[str, Any]]:
+    store = open_store(f"sqlite:///{db}")
+    try:
+        return {r["request_id"]: r for chunk in store.iter_joined() for r in chunk}
+    finally:
+        store.close()
 
 
 def test_the_shadow_process_records_what_the_sdk_records(

@@ -72,8 +72,8 @@ def add_all_versions(p: argparse.ArgumentParser) -> None:
 
 def _diagnosis(args: argparse.Namespace) -> tuple[Bundle, Diagnosis]:
     """The bundle and the diagnosis of its records, with a progress bar when one is wanted."""
+    from .._analysis import diagnose
     from .._bundle import load
-    from .._monitor import diagnose
     from ..recording import open_store
 
     bundle = load(args.bundle, trusted=trusted_env())
@@ -131,8 +131,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _plan_check(args: argparse.Namespace) -> int:
+    from .._analysis import plan_summary
     from .._bundle import load
-    from .._monitor import plan_summary
 
     bundle = load(args.bundle, trusted=trusted_env())
     summary = plan_summary(bundle)

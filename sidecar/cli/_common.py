@@ -123,7 +123,7 @@ def progress_for(args: argparse.Namespace) -> ProgressBar | None:
 
 
 class CountingStore:
-    """A store whose ``iter_joined`` reports to a bar how much of the store it has read.
+    """A store whose ``iter_joined`` / ``iter_batches`` report to a bar how much they have read.
 
     Everything else is the wrapped store's. The whole store's size is the
     denominator, so a narrower window ends short of 100 % (``close`` finishes).
@@ -143,6 +143,16 @@ class CountingStore:
             done += len(chunk)
             self._bar(self._step, done / total)
             yield chunk
+        self._bar(self._step, 1.0)
+
+    def iter_batches(self, **kwargs: Any) -> Iterator[Any]:
+        total = max(1, int(self._store.count().get("predictions", 0)))
+        done = 0
+        self._bar(self._step, 0.0)
+        for piece in self._store.iter_batches(**kwargs):
+            done += piece.num_rows
+            self._bar(self._step, done / total)
+            yield piece
         self._bar(self._step, 1.0)
 
 

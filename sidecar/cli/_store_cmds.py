@@ -60,7 +60,11 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("export", help="export recorded predictions and labels to Parquet")
     add_store(p)
-    p.add_argument("--out", required=True, help="the .parquet file to write")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the directory of the Parquet dataset (partitioned by bundle_version and hour)",
+    )
     add_window(p)
     add_json(p, "the summary")
     add_progress(p)
@@ -90,7 +94,7 @@ def _replay(args: argparse.Namespace) -> int:
         raw = pop_column(
             records, args.timestamp_column, flag="--timestamp-column", source=args.data
         )
-        stamps = [moment(v, f"{args.timestamp_column}[{i}]") for i, v in enumerate(raw)]
+        stamps = _moments(raw, args.timestamp_column)
     if args.label_timestamp_column:
         raw = pop_column(
             records, args.label_timestamp_column, flag="--label-timestamp-column", source=args.data
@@ -126,6 +130,17 @@ def _replay(args: argparse.Namespace) -> int:
             f"dropped {result.dropped}"
         )
     return 0
+
+
+def _moments(values: list[Any], column: str) -> list[float]:
+    """Each cell of ``column`` as epoch seconds; a column of plain numbers is checked at once."""
+    import numpy as np
+
+    if all(type(v) is float or type(v) is int for v in values):
+        arr = np.asarray(values, dtype=np.float64)
+        if bool(np.all(np.isfinite(arr) & (np.abs(arr) <= 1e11))):
+            return arr.tolist()  # type: ignore[no-any-return]
+    return [moment(v, f"{column}[{i}]") for i, v in enumerate(values)]
 
 
 def _feedback(args: argparse.Namespace) -> int:

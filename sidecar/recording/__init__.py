@@ -1,9 +1,12 @@
 """Recording shadow predictions and joining labels: stores and the batching recorder.
 
-``recording`` knows nothing about monitoring: it stores rows and hands them
-back as dictionaries, in time order and in chunks. The public surface is the
-store (:func:`open_store`, :class:`Store`), the :class:`Recorder` and its
-:class:`RecordPolicy`, and the values they return; the row schema is private.
+``recording`` knows nothing about monitoring: it stores each batch of served
+records as typed columns (an Arrow table: raw inputs per field, the features
+the model saw, predictions, probabilities) and hands a time window back the
+same way, joined to its labels (``Store.read_window``); ``Store.iter_joined``
+reads records one at a time for whoever needs them as rows. The public surface
+is the store (:func:`open_store`, :class:`Store`), the :class:`Recorder` and
+its :class:`RecordPolicy`, and the values they return; the row schema is private.
 
 >>> from sidecar.recording import open_store
 >>> store = open_store("memory://")
@@ -30,7 +33,7 @@ __all__ = [
 
 # Schema internals, kept importable for the package's own modules (and tests of the
 # schema) but outside the public surface: import them from `_schema` / `_store` instead.
-_PRIVATE = {"COLUMNS": "._schema", "LATEST": "._schema", "dumps": "._store"}
+_PRIVATE = {"COLUMNS": "._records", "LATEST": "._schema", "dumps": "._records"}
 
 
 def __getattr__(name: str) -> Any:

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .._errors import StoreError
-from ._store import SQLStore
+from ._sql import SQLStore
 
 __all__ = ["PostgresStore"]
 
+_PACKED_LABEL = np.dtype([("packed", ">i8"), ("num", ">f8"), ("ts", ">f8")])
 _MIGRATION_LOCK = 0x51DECA7
+_WRITE_LOCK = 0x51DECA8
 
 
 def _psycopg() -> Any:
@@ -27,10 +31,11 @@ def _psycopg() -> Any:
 class PostgresStore(SQLStore):
     """``postgresql://user@host:port/dbname``.
 
-    Prediction batches go in with ``COPY`` into a per-transaction staging table
-    and one ``INSERT ... ON CONFLICT DO NOTHING``, so a retried batch never
-    duplicates; migrations take an advisory lock, so replicas starting together
-    migrate once.
+    Index rows go in with ``COPY`` into a per-transaction staging table and
+    one ``INSERT ... ON CONFLICT DO NOTHING``, so a retried batch never
+    duplicates; writers take an advisory lock for their sequence numbers, and
+    migrations another, so replicas starting together migrate once. Reads run
+    at ``REPEATABLE READ``: one snapshot for all the segments of a window.
     """
 
     dialect = "postgresql"
@@ -43,20 +48,54 @@ class PostgresStore(SQLStore):
     def _lock_for_migration(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
 
+    def _number_labels(
+        self, cur: Any, seq_lo: int, seq_hi: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Number labels packed by the server into one ``bytea``: no row in Python."""
+        cur.execute(
+            "SELECT string_agg(int8send(seq * 8 + kind) || float8send(num) || float8send(ts), "
+            "''::bytea ORDER BY seq) FROM sidecar_labels "
+            "WHERE seq >= %s AND seq < %s AND kind < 3",
+            (seq_lo, seq_hi),
+            binary=True,
+        )
+        data = cur.fetchone()[0]
+        rows = np.frombuffer(data or b"", _PACKED_LABEL)
+        return (
+            rows["packed"].astype(np.int64),
+            rows["num"].astype(np.float64),
+            rows["ts"].astype(np.float64),
+        )
+
+    def _segment_bytes(self, cur: Any, seq_lo: int) -> Any:
+        # Binary results: bytea as its bytes, not as hex text twice their size.
+        cur.execute("SELECT data FROM sidecar_segments WHERE seq_lo = %s", (seq_lo,), binary=True)
+        return cur.fetchone()[0]
+
+    def _lock_for_write(self, cur: Any) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
+
+    def _begin(self, cur: Any, write: bool) -> None:
+        if not write:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
     def _insert_many(
         self, cur: Any, table: str, columns: Sequence[str], rows: Sequence[Any], conflict: str
-    ) -> None:
-        if table != "sidecar_predictions" or len(rows) < 64:
-            super()._insert_many(cur, table, columns, rows, conflict)
-            return
+    ) -> int:
+        if table not in ("sidecar_records", "sidecar_labels") or len(rows) < 64:
+            return super()._insert_many(cur, table, columns, rows, conflict)
         cols = ", ".join(columns)
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS sidecar_stage "
-            "(LIKE sidecar_predictions) ON COMMIT DELETE ROWS"
-        )
-        with cur.copy(f"COPY sidecar_stage ({cols}) FROM STDIN") as copy:
+        stage = f"sidecar_stage_{table.removeprefix('sidecar_')}"
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS")
+        with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+        # A batch may name one id twice: the first (lowest seq) stays, as with VALUES.
+        key = "request_id" if table == "sidecar_records" else "seq"
         cur.execute(
-            f"INSERT INTO sidecar_predictions ({cols}) SELECT {cols} FROM sidecar_stage {conflict}"
+            f"INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM {stage} "
+            f"ORDER BY {key}, seq {conflict}"
         )
+        done = max(cur.rowcount, 0)
+        cur.execute(f"DELETE FROM {stage}")
+        return int(done)

@@ -26,9 +26,16 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
+
+import pyarrow as pa
 
 from .._errors import StoreError
+from ._records import ServedBatch, encode_served, rows_to_table
 from ._store import PredictionRow, Store, WriterStats, default_writer_identity
+
+#: What ``enqueue`` takes: a batch of records as columns, or rows of the row form.
+Batch: TypeAlias = ServedBatch | pa.Table | Sequence[PredictionRow]
 
 __all__ = ["Recorder", "RecorderCounters"]
 
@@ -52,7 +59,11 @@ class RecorderCounters:
 
 
 class Recorder:
-    """Write prediction rows to a :class:`Store` off the request path.
+    """Write batches of records to a :class:`Store` off the request path.
+
+    A batch is an Arrow table (``sidecar.recording._records.encode_records``;
+    rows of the row form are taken too); the writer merges what is queued
+    into one table and commits it as one segment.
 
     Parameters
     ----------
@@ -90,7 +101,8 @@ class Recorder:
         self.counters = RecorderCounters()
         host, pid = default_writer_identity()
         self._identity = (f"{host}:{pid}:{uuid.uuid4().hex[:8]}", host, pid)
-        self._rows: deque[PredictionRow] = deque()
+        self._parts: deque[Batch] = deque()
+        self._queued = 0  # rows in _parts
         self._cond = threading.Condition()
         self._closing = False
         self._flushing = 0  # callers of flush() waiting: the writer stops lingering
@@ -106,18 +118,21 @@ class Recorder:
 
     # -- producer side ------------------------------------------------------------
 
-    def enqueue(self, rows: Sequence[PredictionRow]) -> bool:
-        """Queue rows for writing; never blocks. ``False`` (and counted) when dropped."""
+    def enqueue(self, rows: Batch) -> bool:
+        """Queue a batch for writing; never blocks. ``False`` (and counted) when dropped."""
         n = len(rows)
+        if n == 0:
+            return True
         with self._cond:
-            if self._closing or len(self._rows) + n > self.max_queue:
+            if self._closing or self._queued + n > self.max_queue:
                 self.counters.dropped += n
                 dropped = True
             else:
-                self._rows.extend(rows)
+                self._parts.append(rows)
+                self._queued += n
                 self.counters.enqueued += n
                 dropped = False
-                if len(self._rows) >= self.batch_size or len(self._rows) == n:
+                if self._queued >= self.batch_size or self._queued == n:
                     self._cond.notify()
         if dropped:
             self._emit("dropped", n)
@@ -143,7 +158,7 @@ class Recorder:
 
     def pending(self) -> int:
         with self._cond:
-            return len(self._rows) + (1 if self._busy else 0)
+            return self._queued + (1 if self._busy else 0)
 
     def flush(self, timeout: float = 30.0, *, fail_fast: bool = False) -> bool:
         """Wait until every queued row is written (or ``timeout`` passes); ``True`` if all were.
@@ -158,7 +173,7 @@ class Recorder:
             failed = self.counters.failed_commits
             try:
                 self._cond.notify_all()
-                while self._rows or self._busy:
+                while self._queued or self._busy:
                     if fail_fast and (self._failing or self.counters.failed_commits != failed):
                         return False
                     remaining = deadline - time.monotonic()
@@ -176,14 +191,15 @@ class Recorder:
             self._cond.notify_all()
         self._thread.join(timeout)
         with self._cond:
-            left = len(self._rows)
+            left = self._queued
             if self._thread.is_alive():
                 # The writer is still inside a commit (a slow or hung store): those
                 # rows are not known to be written, so they count as dropped too.
                 left += self._in_flight
             if left:
                 self.counters.dropped += left
-                self._rows.clear()
+                self._parts.clear()
+                self._queued = 0
         if left:
             self._emit("dropped", left)
             logger.error(
@@ -222,31 +238,30 @@ class Recorder:
         close_attempts = 0
         while True:
             with self._cond:
-                while not self._rows and not self._closing:
+                while not self._queued and not self._closing:
                     self._cond.wait()
-                done = not self._rows and self._closing
+                done = not self._queued and self._closing
             if done:
                 self._store_final_stats()
                 return
             with self._cond:
                 # Linger: let a light trickle of requests share one commit.
                 deadline = time.monotonic() + self.linger
-                while (
-                    len(self._rows) < self.batch_size and not self._closing and not self._flushing
-                ):
+                while self._queued < self.batch_size and not self._closing and not self._flushing:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
-                take = min(len(self._rows), self.batch_size)
-                batch = [self._rows.popleft() for _ in range(take)]
+                batch = self._take()
+                take = sum(len(p) for p in batch)
                 self._busy = True
                 self._in_flight = take
             ok = self._write(batch)
             with self._cond:
                 self._failing = not ok
                 if not ok:
-                    self._rows.extendleft(reversed(batch))  # keep order; retry after backoff
+                    self._parts.extendleft(reversed(batch))  # keep order; retry after backoff
+                    self._queued += take
                 self._busy = False
                 self._in_flight = 0
                 self._cond.notify_all()
@@ -286,13 +301,28 @@ class Recorder:
             self.counters.last_error = str(exc)
             self._emit("failed", 1)
 
-    def _write(self, batch: list[PredictionRow]) -> bool:
+    def _take(self) -> list[Batch]:
+        """About ``batch_size`` rows from the head of the queue (a big table is split)."""
+        out: list[Batch] = []
+        room = self.batch_size
+        while self._parts and room > 0:
+            part = self._parts.popleft()
+            if len(part) > room and not isinstance(part, ServedBatch):
+                self._parts.appendleft(part[room:])
+                part = part[:room]
+            out.append(part)
+            room -= len(part)
+        self._queued -= self.batch_size - room
+        return out
+
+    def _write(self, batch: list[Batch]) -> bool:
         try:
             if not self._migrated:  # a store that was down at start-up gets its schema now
                 self.store.migrate()
                 self._migrated = True
-            stats = _with_written(self.stats(), len(batch))
-            written = self.store.write_predictions(batch, stats)
+            n = sum(len(p) for p in batch)
+            stats = _with_written(self.stats(), n)
+            written = sum(self.store.write_batch(t, s) for t, s in _tables(batch, stats))
             self._dropped_stored = stats.dropped
         except StoreError as exc:
             self.counters.failed_commits += 1
@@ -318,6 +348,25 @@ class Recorder:
                 hook(event, n)
             except Exception:
                 logger.exception("recorder event hook failed")
+
+
+def _tables(batch: list[Batch], stats: WriterStats) -> list[tuple[pa.Table, WriterStats | None]]:
+    """One table for the batch (the writer's stats go with the last), or one per schema."""
+    tables: list[pa.Table] = []
+    served: list[ServedBatch] = []
+    for part in [*batch, None]:
+        if isinstance(part, ServedBatch):
+            served.append(part)
+            continue
+        if served:  # encoded together: Arrow's per-column cost once, not once a request
+            tables.extend(encode_served(served))
+            served = []
+        if part is not None:
+            tables.append(part if isinstance(part, pa.Table) else rows_to_table(part))
+    try:
+        return [(pa.concat_tables(tables, promote_options="permissive"), stats)]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. a field typed two ways: commit apart
+        return [(t, stats if i == len(tables) - 1 else None) for i, t in enumerate(tables)]
 
 
 def _with_written(stats: WriterStats, n: int) -> WriterStats:

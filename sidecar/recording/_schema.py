@@ -1,17 +1,26 @@
 """The store's schema, versioned, with forward migrations for each SQL dialect.
 
-Version 1 -- three tables:
+Version 2 -- records in columnar segments, a slim index, typed labels:
 
-``sidecar_predictions``
-    one row per record served: ``request_id`` (primary key), ``ts`` (epoch
-    seconds, UTC), the bundle, preprocessing, advanced, baseline and candidate
-    versions, ``raw`` (the raw input as JSON, after privacy rules), each model's
-    ``*_prediction`` (a JSON scalar) and ``*_proba`` (a JSON list, classifiers),
-    each model's ``*_latency_ms``, and ``shadow_error``.
+``sidecar_segments``
+    one row per segment: ``seq_lo`` (primary key) and ``seq_hi`` (exclusive),
+    the range of record sequence numbers it covers; ``n_rows``, ``ts_min``,
+    ``ts_max``, ``nbytes``; ``data``, the records as one Arrow IPC stream with
+    typed columns (see ``sidecar.recording._records``).
+``sidecar_records``
+    the index: ``request_id`` (primary key), ``seq``, ``ts`` -- for the label
+    join and for finding one record.
 ``sidecar_labels``
-    ``request_id`` (primary key), ``label`` (a JSON scalar), ``ts``.
+    the record's ``seq`` (primary key: a window's labels are one range scan),
+    the label as ``kind`` (0 float, 1 int, 2 bool, 3 text, 4 other as JSON),
+    ``num`` and ``text``, and ``ts`` (when it was observed).
 ``sidecar_writers``
     one row per recording process: what it enqueued, wrote and dropped.
+
+Version 1 kept one row per record with the raw input, predictions and
+probabilities as JSON text (``sidecar_predictions``) and labels as JSON; the
+step to version 2 moves them into segments and typed labels, in the same
+transaction, so a store is never half-migrated.
 
 ``sidecar_meta`` holds ``schema_version``. Migrations run on start-up, in a
 transaction each, and are idempotent: a store at the latest version is left
@@ -20,36 +29,27 @@ alone, so several workers may start at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from ._records import COLUMNS
+
 __all__ = ["COLUMNS", "LATEST", "migrations"]
 
-LATEST = 1
+LATEST = 2
 
-#: Column order of a prediction row, as the recorder builds it.
-COLUMNS = (
-    "request_id",
-    "ts",
-    "bundle_version",
-    "preprocessing_version",
-    "advanced_version",
-    "baseline_version",
-    "candidate_version",
-    "raw",
-    "advanced_prediction",
-    "advanced_proba",
-    "baseline_prediction",
-    "baseline_proba",
-    "candidate_prediction",
-    "candidate_proba",
-    "advanced_latency_ms",
-    "baseline_latency_ms",
-    "candidate_latency_ms",
-    "shadow_error",
-)
+Step = str | Callable[[Any], None]
 
 
-def migrations(dialect: str) -> dict[int, list[str]]:
-    """The statements that take a store from version ``v - 1`` to ``v``, per version."""
+def migrations(dialect: str, move_v1: Callable[[Any], None]) -> dict[int, list[Step]]:
+    """The steps that take a store from version ``v - 1`` to ``v``, per version.
+
+    A step is a statement or a function of the cursor (``move_v1``: the
+    store's own mover of version-1 rows into segments).
+    """
     real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
+    blob = "BLOB" if dialect == "sqlite" else "BYTEA"
+    key = "INTEGER" if dialect == "sqlite" else "BIGINT"  # SQLite: the rowid, read in order
     return {
         1: [
             f"""CREATE TABLE IF NOT EXISTS sidecar_predictions (
@@ -89,5 +89,33 @@ def migrations(dialect: str) -> dict[int, list[str]]:
                 dropped BIGINT NOT NULL,
                 failed_commits BIGINT NOT NULL
             )""",
+        ],
+        2: [
+            f"""CREATE TABLE sidecar_segments (
+                seq_lo BIGINT PRIMARY KEY,
+                seq_hi BIGINT NOT NULL,
+                n_rows INTEGER NOT NULL,
+                ts_min {real} NOT NULL,
+                ts_max {real} NOT NULL,
+                nbytes BIGINT NOT NULL,
+                data {blob} NOT NULL
+            )""",
+            "CREATE INDEX sidecar_segments_ts ON sidecar_segments (ts_max, ts_min)",
+            f"""CREATE TABLE sidecar_records (
+                request_id TEXT PRIMARY KEY,
+                seq BIGINT NOT NULL,
+                ts {real} NOT NULL
+            )""",
+            "ALTER TABLE sidecar_labels RENAME TO sidecar_labels_v1",
+            f"""CREATE TABLE sidecar_labels (
+                seq {key} PRIMARY KEY,
+                kind SMALLINT NOT NULL,
+                num {real},
+                text TEXT,
+                ts {real} NOT NULL
+            )""",
+            move_v1,
+            "DROP TABLE sidecar_labels_v1",
+            "DROP TABLE sidecar_predictions",
         ],
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InputError
-from ._store import SQLStore
+from ._sql import SQLStore
 
 __all__ = ["SQLiteStore"]
 

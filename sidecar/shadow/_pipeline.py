@@ -140,11 +140,12 @@ class ShadowPipeline:
                 if candidate is not None:
                     cand_share = None if cand_ms is None else cand_ms * (hi - lo) / len(X)
                     cand = (candidate.version, _slice(cand_out, lo, hi), cand_share)
-                rows.extend(self._rows(item, part, item_error, share, cand))
+                rows.append(self._rows(item, part, item_error, share, cand))
             self._compare(item, part)
             lo = hi
         if self.recorder is not None:
-            self.recorder.enqueue(rows)
+            for batch in rows:
+                self.recorder.enqueue(batch)
         for observe in self.observers:
             observe(self)
         return results
@@ -156,13 +157,13 @@ class ShadowPipeline:
         error: str | None,
         base_ms: float | None,
         cand: tuple[str, ModelOutput | None, float | None] | None,
-    ) -> list[Any]:
-        """The store rows of one item (the bundle's encoding, after this pipeline's policy)."""
+    ) -> Any:
+        """One item as a recorder batch (the bundle's encoding, after this pipeline's policy)."""
         records = item.records
         if self.policy is not None:
             records = [self.policy.apply(r) for r in records]
         return self.bundle._rows(
-            records, item.prediction, base, error, base_ms, item.timestamps, cand
+            records, item.prediction, base, error, base_ms, item.timestamps, cand, item.features
         )
 
     def _compare(self, item: ShadowItem, part: ModelOutput | None) -> None:

@@ -170,7 +170,7 @@ def store_read(rows: int) -> dict[str, Any]:
     from pathlib import Path
 
     import sidecar
-    from sidecar._monitor import load_window
+    from sidecar._window import load_window
     from sidecar.recording import open_store
 
     rng = np.random.default_rng(1)
@@ -212,7 +212,7 @@ def store_read(rows: int) -> dict[str, Any]:
     write_s = time.perf_counter() - start
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
-    window = load_window(bundle, store, chunk_size=50_000)
+    window = load_window(bundle, store)
     read_s = time.perf_counter() - start
     store.close()
     return {

@@ -5,7 +5,7 @@ Each scenario is the whole path a user takes: a training period is generated
 it and wrapped with ``baseline="auto"`` and a held-out reference from the
 training period, a later period is replayed through the serving path into a
 real SQLite file (``sidecar.replay``: timestamps over six days, labels that
-arrive hours to days late, some never), and ``sidecar._monitor.diagnose``
+arrive hours to days late, some never), and ``sidecar.diagnose``
 reads it back. The tests assert the verdict *and* the evidence behind it.
 
 All scenarios use the bundle's **default** monitoring plan (classification:
@@ -37,7 +37,7 @@ from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegress
 
 import sidecar
 from sidecar import diagnose
-from sidecar._monitor import model_family
+from sidecar._analysis import model_family
 from sidecar.monitoring import VERDICTS, Diagnosis
 from sidecar.recording import open_store
 from tests.monitoring import worlds

@@ -1,0 +1,333 @@
+"""The one store scan: segments in a time window, filtered and joined to their labels as columns.
+
+Every store keeps records in *segments* (one Arrow table per commit, merged
+into larger ones as they pile up; see ``Segments``) and labels in a table
+keyed by request id that also holds the record's *sequence number* (``seq``).
+A segment covers a contiguous range of sequence numbers, and merging keeps
+them, so a label always finds its record again. A store supplies three
+primitives -- the segments overlapping a window, the labels in a range of
+sequence numbers, and the size of a window -- and :class:`ColumnarReads`
+builds every read on them: :meth:`read_window` for analysis and export,
+:meth:`iter_joined` for reading records one at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._errors import InputError
+from ._records import dumps, table_to_rows
+
+__all__ = [
+    "LABEL_COLUMNS",
+    "ColumnarReads",
+    "LabelColumns",
+    "SegmentInfo",
+    "decode_labels",
+    "encode_label",
+    "from_ipc",
+    "to_ipc",
+]
+
+#: The columns :meth:`ColumnarReads.read_window` adds to each record.
+LABEL_COLUMNS = ("seq", "label_kind", "label_num", "label_text", "label_ts")
+
+# label kinds: how a label's value is kept in typed columns
+FLOAT, INT, BOOL, TEXT, JSON = 0, 1, 2, 3, 4
+
+
+def encode_label(value: Any) -> tuple[int, float | None, str | None]:
+    """``(kind, number, text)``: a label in typed columns, its type kept for reading back."""
+    if isinstance(value, bool | np.bool_):
+        return BOOL, float(bool(value)), None
+    if isinstance(value, int | np.integer) and abs(int(value)) < 2**53:
+        return INT, float(value), None
+    if isinstance(value, float | np.floating):
+        return FLOAT, float(value), None
+    if isinstance(value, str):
+        return TEXT, None, value
+    return JSON, None, dumps(value)
+
+
+def decode_labels(kind: np.ndarray, num: np.ndarray, text: Sequence[Any]) -> np.ndarray:
+    """Labels as Python values in an object array (``None`` where ``kind`` is -1: no label)."""
+    import json
+
+    out = np.full(len(kind), None, dtype=object)
+    for code, convert in ((FLOAT, None), (INT, np.int64), (BOOL, np.bool_)):
+        sel = kind == code
+        if sel.any():
+            values = num[sel] if convert is None else num[sel].astype(convert)
+            out[sel] = values.astype(object)
+    for code in (TEXT, JSON):
+        sel = np.flatnonzero(kind == code)
+        if sel.size:
+            picked = np.asarray(text, dtype=object)[sel]
+            out[sel] = picked if code == TEXT else [json.loads(t) for t in picked]
+    return out
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """What a store knows of a segment without reading it."""
+
+    seq_lo: int
+    seq_hi: int
+    n_rows: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class LabelColumns:
+    """Labels of a range of records, as arrays (one entry per label)."""
+
+    seq: np.ndarray
+    kind: np.ndarray
+    num: np.ndarray
+    text: list[Any]
+    ts: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[Any, ...]]) -> LabelColumns:
+        """From ``(seq, kind, num, text, ts)`` rows."""
+        if not rows:
+            return cls.empty()
+        seq, kind, num, text, ts = zip(*rows, strict=True)
+        return cls(
+            np.fromiter(seq, np.int64, len(seq)),
+            np.fromiter(kind, np.int8, len(kind)),
+            np.array(num, dtype=np.float64),  # None -> nan
+            list(text),
+            np.array(ts, dtype=np.float64),
+        )
+
+    @classmethod
+    def from_packed(
+        cls, packed: np.ndarray, num: np.ndarray, ts: np.ndarray | None, texts: LabelColumns
+    ) -> LabelColumns:
+        """Number labels as ``seq * 8 + kind`` and ``num`` (how stores fetch them fast),
+        followed by the text labels fetched as rows."""
+        packed = packed.astype(np.int64)
+        n = len(packed)
+        return cls(
+            np.concatenate([packed // 8, texts.seq]),
+            np.concatenate([(packed % 8).astype(np.int8), texts.kind]),
+            np.concatenate([num.astype(np.float64), texts.num]),
+            [None] * n + texts.text if texts.text else [],
+            np.concatenate([np.full(n, np.nan) if ts is None else ts, texts.ts]),
+        )
+
+    @classmethod
+    def empty(cls) -> LabelColumns:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0), [], np.zeros(0))
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    """A segment's bytes: one Arrow IPC stream (readable by any Arrow implementation)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def from_ipc(data: Any) -> pa.Table:
+    """A segment back from its bytes, without copying them."""
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+class ColumnarReads:
+    """Reads shared by every store; subclasses supply the three primitives below."""
+
+    url: str
+
+    def _segment_infos(self, since: float, until: float) -> list[SegmentInfo]:
+        raise NotImplementedError  # pragma: no cover
+
+    def _scan(
+        self,
+        since: float,
+        until: float,
+        keep: Callable[[pa.Table], pa.Table],
+        seqs: tuple[int, int] | None = None,
+    ) -> list[pa.Table]:
+        """``keep(segment)`` for each segment overlapping ``[since, until)``, in sequence order.
+
+        ``seqs`` keeps only the segments whose ``seq_lo`` lies in ``[lo, hi)``.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    def _label_columns(self, seq_lo: int, seq_hi: int) -> LabelColumns:
+        raise NotImplementedError  # pragma: no cover
+
+    def window_size(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> tuple[int, int]:
+        """An upper bound on the records in ``[since, until)`` and on their stored bytes."""
+        infos = self._segment_infos(*_bounds(since, until))
+        return sum(i.n_rows for i in infos), sum(i.nbytes for i in infos)
+
+    def read_window(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        columns: Sequence[str] | None = None,
+        bundle_version: str | None = None,
+        max_bytes: int | None = None,
+    ) -> pa.Table:
+        """The records in ``[since, until)`` as one table in time order, with their labels.
+
+        ``columns`` keeps only those columns (and every ``raw:`` one when it
+        names ``raw``); ``bundle_version`` keeps one version's records. Each
+        record carries its ``seq`` and label (``label_kind`` -1 when none came:
+        see :func:`decode_labels`). A window whose stored size exceeds
+        ``max_bytes`` is refused before anything is read.
+        """
+        lo, hi = _bounds(since, until)
+        if max_bytes is not None:
+            n, nbytes = self.window_size(since=since, until=until)
+            if nbytes > max_bytes:
+                raise InputError(
+                    f"the window holds up to {n} records ({nbytes / 2**20:.0f} MiB stored), over "
+                    f"the memory limit of {max_bytes / 2**20:.0f} MiB (SIDECAR_MEMORY_LIMIT); "
+                    "narrow it with --since/--until, or raise the limit if this machine has "
+                    "the memory."
+                )
+        parts = [
+            p
+            for p in self._scan(lo, hi, lambda t: _select(t, lo, hi, columns, bundle_version))
+            if p.num_rows
+        ]
+        if not parts:
+            return _with_labels(pa.table({"seq": pa.array([], pa.int64())}), None)
+        table = (
+            parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
+        )
+        ts = table.column("ts").to_numpy()
+        if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
+            table = table.take(pa.array(np.argsort(ts, kind="stable")))
+        seq = table.column("seq").to_numpy()
+        return _with_labels(table, self._label_columns(int(seq.min()), int(seq.max()) + 1))
+
+    def iter_batches(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        columns: Sequence[str] | None = None,
+        rows: int = 500_000,
+    ) -> Iterator[pa.Table]:
+        """The window in pieces of about ``rows`` records (whole segments), each with its labels.
+
+        In store order, not time order: for export, and any scan that must not
+        hold the whole window at once.
+        """
+        lo, hi = _bounds(since, until)
+        infos = self._segment_infos(lo, hi)
+        start = 0
+        while start < len(infos):
+            end, total = start, 0
+            while end < len(infos) and (end == start or total + infos[end].n_rows <= rows):
+                total += infos[end].n_rows
+                end += 1
+            seqs = (infos[start].seq_lo, infos[end - 1].seq_lo + 1)
+            parts = [
+                p
+                for p in self._scan(lo, hi, lambda t: _select(t, lo, hi, columns, None), seqs)
+                if p.num_rows
+            ]
+            start = end
+            if not parts:
+                continue
+            table = pa.concat_tables(parts, promote_options="permissive")
+            seq = table.column("seq").to_numpy()
+            yield _with_labels(table, self._label_columns(int(seq.min()), int(seq.max()) + 1))
+
+    def iter_joined(
+        self, *, since: float | None = None, until: float | None = None, chunk_size: int = 50_000
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Records with their label, in ``(ts, request_id)`` order, in chunks: the row form."""
+        table = self.read_window(since=since, until=until)
+        if not table.num_rows:
+            return
+        order = pc.sort_indices(table, [("ts", "ascending"), ("request_id", "ascending")])
+        table = table.take(order)
+        kind = table.column("label_kind").to_numpy()
+        labels = decode_labels(
+            kind,
+            table.column("label_num").to_numpy(zero_copy_only=False),
+            table.column("label_text").to_pylist(),
+        )
+        label_ts = table.column("label_ts").to_numpy(zero_copy_only=False)
+        texts = [None if k < 0 else dumps(v) for k, v in zip(kind, labels, strict=True)]
+        table = table.append_column("label", pa.array(texts, pa.string()))
+        table = table.set_column(
+            table.column_names.index("label_ts"),
+            "label_ts",
+            pa.array(np.where(kind < 0, np.nan, label_ts), mask=kind < 0),
+        )
+        for start in range(0, table.num_rows, chunk_size):
+            yield table_to_rows(table.slice(start, chunk_size))
+
+
+def _bounds(since: float | None, until: float | None) -> tuple[float, float]:
+    return (-math.inf if since is None else since, math.inf if until is None else until)
+
+
+def _select(
+    table: pa.Table, lo: float, hi: float, columns: Sequence[str] | None, version: str | None
+) -> pa.Table:
+    ts = table.column("ts")
+    mask = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
+    if version is not None and "bundle_version" in table.column_names:
+        mask = pc.and_(mask, pc.equal(table.column("bundle_version"), version))
+    if columns is not None:
+        want = set(columns) | {"seq", "ts"}
+        keep = [
+            c
+            for c in table.column_names
+            if c in want or ("raw" in want and (c.startswith("raw:") or c == "raw_json"))
+        ]
+        table = table.select(keep)
+    if pc.all(mask).as_py():
+        return table
+    return table.filter(mask)
+
+
+def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
+    n = table.num_rows
+    kind = np.full(n, -1, dtype=np.int8)
+    num = np.full(n, np.nan)
+    ts = np.full(n, np.nan)
+    text: np.ndarray = np.full(n, None, dtype=object)
+    has_text = False
+    if labels is not None and len(labels.seq) and n:
+        seq = table.column("seq").to_numpy()
+        order = np.argsort(seq, kind="stable")
+        pos = np.searchsorted(seq[order], labels.seq)
+        hit = pos < n
+        hit[hit] = seq[order[pos[hit]]] == labels.seq[hit]
+        rows = order[pos[hit]]
+        kind[rows] = labels.kind[hit]
+        num[rows] = labels.num[hit]
+        ts[rows] = labels.ts[hit]
+        if labels.text and bool(np.any(labels.kind >= TEXT)):
+            has_text = True
+            text[rows] = np.asarray(labels.text, dtype=object)[hit]
+    none = kind < 0
+    return (
+        table.append_column("label_kind", pa.array(kind))
+        .append_column("label_num", pa.array(num, mask=none))
+        .append_column(
+            "label_text",
+            pa.array(text.tolist(), pa.string()) if has_text else pa.nulls(n, pa.string()),
+        )
+        .append_column("label_ts", pa.array(ts, mask=none))
+    )

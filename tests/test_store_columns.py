@@ -1,0 +1,317 @@
+"""The columnar analysis path: typed windows, migration, merging, the memory limit, export.
+
+Every test runs over memory, SQLite and PostgreSQL where a store is involved; the
+migration runs on stores written with the version-1 schema (one JSON row per record).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+import sidecar
+from sidecar.recording import Label, Store, open_store
+from sidecar.recording._records import COLUMNS, dumps, encode_records
+from sidecar.recording._schema import migrations
+from sidecar.recording._sql import SEGMENT_ROWS, SQLStore
+from tests import models
+from tests.stores import KINDS, fresh_store, make_row, pg_admin, pg_schema, pg_url, store_url
+
+VERSIONS = {
+    "bundle_version": "b1",
+    "preprocessing_version": "p1",
+    "advanced_version": "a1",
+    "baseline_version": "c1",
+    "candidate_version": None,
+}
+
+
+def batch(prefix: str, n: int, *, ts0: float = 1_000.0, version: str = "b1") -> pa.Table:
+    """``n`` served records (2 numeric inputs, 1 categorical), with features and probabilities."""
+    rng = np.random.default_rng(len(prefix) + n)
+    records = [
+        {"x": float(rng.normal()), "k": int(rng.integers(9)), "color": str(rng.choice(["r", "g"]))}
+        for _ in range(n)
+    ]
+    p = rng.random(n)
+    return encode_records(
+        records,
+        request_ids=[f"{prefix}-{i:06d}" for i in range(n)],
+        ts=ts0 + np.arange(n, dtype=np.float64),
+        versions={**VERSIONS, "bundle_version": version},
+        features=rng.normal(size=(n, 3)),
+        outputs={
+            "advanced": (np.where(p > 0.5, "cat", "dog"), np.column_stack([p, 1 - p])),
+            "baseline": (np.where(p > 0.4, "cat", "dog"), np.column_stack([p, 1 - p])),
+            "candidate": None,
+        },
+        latencies={"advanced_latency_ms": 1.5, "baseline_latency_ms": 0.5},
+        error=None,
+    )
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with fresh_store(request.param, tmp_path) as s:
+        yield s
+
+
+# -- the window as typed columns ------------------------------------------------------------
+
+
+def test_a_window_comes_back_as_typed_columns_with_its_labels(store: Store) -> None:
+    first, second = batch("a", 300), batch("b", 200, ts0=2_000.0)
+    store.write_batch(first, None)
+    store.write_batch(second, None)
+    result = store.upsert_labels([Label("a-000007", "cat", 5.0), Label("b-000003", 2.5, 6.0)])
+    assert result.accepted == 2
+    table = store.read_window(since=1_100.0, until=2_100.0)
+    assert table.num_rows == 200 + 100
+    assert table.column("raw:x").type == pa.float64()
+    assert table.column("raw:k").type == pa.int64()
+    assert table.column("raw:color").type == pa.string()
+    assert table.column("features").type == pa.list_(pa.float64(), 3)
+    assert table.column("advanced_proba").type == pa.list_(pa.float64(), 2)
+    ts = table.column("ts").to_numpy()
+    assert np.all(np.diff(ts) >= 0) and ts.min() >= 1_100.0 and ts.max() < 2_100.0
+    np.testing.assert_array_equal(
+        table.column("features").combine_chunks().flatten().to_numpy().reshape(-1, 3),
+        np.vstack(
+            [
+                first.column("features").combine_chunks().flatten().to_numpy().reshape(-1, 3)[100:],
+                second.column("features")
+                .combine_chunks()
+                .flatten()
+                .to_numpy()
+                .reshape(-1, 3)[:100],
+            ]
+        ),
+    )
+    kind = table.column("label_kind").to_numpy()
+    ids = table.column("request_id").to_pylist()
+    assert [ids[i] for i in np.flatnonzero(kind >= 0)] == ["b-000003"]
+    assert table.column("label_num").to_pylist()[ids.index("b-000003")] == 2.5
+    everything = store.read_window()
+    assert everything.num_rows == 500
+    texts = everything.column("label_text").to_pylist()
+    assert texts[everything.column("request_id").to_pylist().index("a-000007")] == "cat"
+    only = store.read_window(bundle_version="other", columns=["raw"])
+    assert only.num_rows == 0
+
+
+def test_a_retried_batch_and_a_repeated_id_keep_the_first_record(store: Store) -> None:
+    rows = batch("r", 50)
+    store.write_batch(rows, None)
+    store.write_batch(rows, None)  # a retry after a lost acknowledgement
+    twice = pa.concat_tables([batch("t", 3), batch("t", 3, ts0=5.0)])
+    store.write_batch(twice, None)
+    table = store.read_window()
+    assert table.num_rows == 53
+    ts = dict(
+        zip(table.column("request_id").to_pylist(), table.column("ts").to_pylist(), strict=True)
+    )
+    assert [ts[f"t-{i:06d}"] for i in range(3)] == [1_000.0, 1_001.0, 1_002.0]
+    assert store.count() == {"predictions": 53, "labels": 0}
+
+
+def test_small_commits_are_merged_and_labels_still_find_their_records(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    store = open_store(url)
+    try:
+        for i in range(40):  # light traffic: a few records per commit
+            store.write_batch(batch(f"s{i:02d}", 5, ts0=1_000.0 + 10 * i), None)
+        store.upsert_labels([Label(f"s{i:02d}-000001", "dog") for i in range(40)])
+        for i in range(40, 300):
+            store.write_batch(batch(f"s{i:03d}", 5, ts0=1_000.0 + 10 * i), None)
+        with sqlite3.connect(tmp_path / "records.db") as conn:
+            n_segments, n_rows = conn.execute(
+                "SELECT COUNT(*), SUM(n_rows) FROM sidecar_segments"
+            ).fetchone()
+        assert n_rows == 1_500
+        assert n_segments < 300 // 4, "small segments were not merged"
+        table = store.read_window()
+        assert table.num_rows == 1_500
+        labelled = table.filter(pa.array(table.column("label_kind").to_numpy() >= 0))
+        assert sorted(labelled.column("request_id").to_pylist()) == [
+            f"s{i:02d}-000001" for i in range(40)
+        ]
+        assert set(labelled.column("label_text").to_pylist()) == {"dog"}
+    finally:
+        store.close()
+    assert SEGMENT_ROWS >= 50_000  # the merge target the docs promise
+
+
+def test_a_window_over_the_memory_limit_is_refused_naming_it(store: Store) -> None:
+    store.write_batch(batch("m", 2_000), None)
+    n, nbytes = store.window_size()
+    assert n == 2_000 and nbytes > 0
+    with pytest.raises(sidecar.InputError, match=r"over the memory limit .*SIDECAR_MEMORY_LIMIT"):
+        store.read_window(max_bytes=nbytes // 2)
+    assert store.read_window(max_bytes=nbytes).num_rows == 2_000
+
+
+# -- migration from schema version 1 ------------------------------------------------------
+
+
+def _write_v1(store: SQLStore, rows: list[tuple[Any, ...]], labels: dict[str, str]) -> None:
+    """A store as model-sidecar 0.1 left it: the version-1 tables, JSON rows and labels."""
+
+    def work(cur: Any) -> None:
+        cur.execute("CREATE TABLE sidecar_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        for step in migrations(store.dialect, lambda cur: None)[1]:
+            assert isinstance(step, str)
+            cur.execute(step)
+        m = store.marker
+        marks = ", ".join([m] * len(COLUMNS))
+        for row in rows:
+            cur.execute(
+                f"INSERT INTO sidecar_predictions ({', '.join(COLUMNS)}) VALUES ({marks})", row
+            )
+        for rid, label in labels.items():
+            cur.execute(
+                f"INSERT INTO sidecar_labels (request_id, label, ts) VALUES ({m}, {m}, {m})",
+                (rid, label, 7.0),
+            )
+        cur.execute(
+            f"INSERT INTO sidecar_meta (key, value) VALUES ({m}, {m})", ("schema_version", "1")
+        )
+
+    store._run(work, write=True, migrating=True)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_version_1_store_is_migrated_to_segments_on_open(kind: str, tmp_path: Path) -> None:
+    rows = [make_row(f"v1-{i:04d}", 100.0 + i) for i in range(120)]
+    rows[3] = make_row("v1-0003", 103.0, raw=dumps({"id": "odd", "x": [1, 2]}))
+    labels = {"v1-0001": '"cat"', "v1-0002": "2", "v1-0004": "true", "v1-0005": "1.5"}
+    with store_url(kind, tmp_path) as url:
+        old = open_store(url, migrate=False)
+        assert isinstance(old, SQLStore)
+        _write_v1(old, rows, labels)
+        old.close()
+        store = open_store(url)  # migrates
+        try:
+            got = {r["request_id"]: r for chunk in store.iter_joined() for r in chunk}
+            assert store.count() == {"predictions": 120, "labels": 4}
+            for row in rows:
+                record = got[row[0]]
+                assert tuple(record[c] for c in COLUMNS) == row
+            assert {k: got[k]["label"] for k in labels} == labels
+            table = store.read_window()
+            assert table.num_rows == 120 and "raw_json" in table.column_names
+            again = open_store(url)  # idempotent: a second opener finds version 2
+            assert again.migrate() == 2
+            again.close()
+        finally:
+            store.close()
+
+
+# -- diagnosis, retraining data and export read the same columns -------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> sidecar.Bundle:
+    train, y_train, ref, y_ref = models.make_classification_data(n_train=300, n_ref=200, seed=5)
+    pre = sidecar.TabularPreprocessor(columns=models.preprocessing_columns())
+    X = pre.fit(train).transform(train)
+    wrapped = sidecar.wrap(
+        RandomForestClassifier(n_estimators=20, max_depth=4, random_state=0).fit(X, y_train),
+        task="classification",
+        preprocessing=sidecar.TabularPreprocessor(columns=models.preprocessing_columns()),
+        train=(train, y_train),
+        reference=(ref, y_ref),
+    )
+    return sidecar.load(wrapped.save(tmp_path_factory.mktemp("columns") / "bundle"))
+
+
+def test_the_window_holds_what_was_served_without_preprocessing_again(
+    bundle: sidecar.Bundle, store: Store
+) -> None:
+    from sidecar._window import load_window
+
+    _, _, records, y = models.make_classification_data(n_train=10, n_ref=400, seed=9)
+    sidecar.replay(bundle, records, store=store, labels=list(y), timestamps=list(range(400)))
+    window = load_window(bundle, store)
+    X, report = bundle.preprocessing.transform_with_report(records)
+    assert window.n == 400 and window.labelled.all()
+    np.testing.assert_array_equal(window.features, X)
+    np.testing.assert_array_equal(
+        window.advanced, bundle.predict(records, shadow=False).predictions
+    )
+    np.testing.assert_allclose(window.raw_numeric["age"], [r["age"] for r in records])
+    assert list(window.raw_categorical["color"]) == [r["color"] for r in records]
+    assert window.unknown == {f: n for f, n in report.unknown.items() if f == "color"}
+    assert window.labels.tolist() == list(y)
+    recent = sidecar.recent_data(bundle, store)
+    assert recent.records == [{f: r[f] for f in bundle.preprocessing.input_fields} for r in records]
+
+
+def test_export_is_a_typed_dataset_partitioned_by_version_and_hour(
+    bundle: sidecar.Bundle, store: Store, tmp_path: Path
+) -> None:
+    import duckdb
+
+    _, _, records, y = models.make_classification_data(n_train=10, n_ref=300, seed=11)
+    stamps = [1_767_225_600.0 + 60.0 * i for i in range(300)]  # 5 hours from 2026-01-01 00:00
+    sidecar.replay(bundle, records, store=store, labels=list(y), timestamps=stamps)
+    out = tmp_path / "export"
+    assert sidecar.export_parquet(store, out, rows_per_piece=100) == 300
+    hours = sorted(p.name for p in (out / f"bundle_version={bundle.version}").iterdir())
+    assert hours == [f"hour=2026-01-01T0{h}" for h in range(5)]
+    data = ds.dataset(out, partitioning="hive").to_table()
+    assert data.num_rows == 300
+    assert data.schema.field("raw:age").type == pa.int64()
+    assert data.schema.field("raw:color").type == pa.string()
+    assert data.schema.field("label").type == pa.float64()
+    got = duckdb.sql(
+        f"SELECT hour, COUNT(*), SUM(label) FROM read_parquet('{out}/**/*.parquet', "
+        "hive_partitioning = true) GROUP BY hour ORDER BY hour"
+    ).fetchall()
+    assert [r[1] for r in got] == [60] * 5
+    assert sum(r[2] for r in got) == pytest.approx(float(np.sum(y)))
+
+
+# -- past one machine: replicas write one PostgreSQL store, one diagnosis reads it ----------
+
+
+def _replica(url: str, bundle_dir: str, part: int, barrier: Any) -> None:
+    from tests import models as m
+
+    served = sidecar.load(bundle_dir)
+    _, _, records, y = m.make_classification_data(n_train=10, n_ref=600, seed=20 + part)
+    barrier.wait(timeout=60)
+    store = open_store(url)
+    try:
+        sidecar.replay(served, records, store=store, labels=list(y), batch_size=50)
+    finally:
+        store.close()
+
+
+def test_two_replicas_write_one_postgresql_store_and_one_diagnosis_reads_all(
+    bundle: sidecar.Bundle, tmp_path: Path
+) -> None:
+    path = bundle.save(tmp_path / "served")
+    with pg_schema() as schema:
+        url = pg_url(schema)
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(2)
+        procs = [ctx.Process(target=_replica, args=(url, str(path), i, barrier)) for i in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(180)
+        assert [p.exitcode for p in procs] == [0, 0]
+        result = sidecar.diagnose(bundle, url)
+        assert result.n_records == 1_200 and result.n_labelled == 1_200
+        with pg_admin() as admin:
+            (n,) = admin.execute(f'SELECT SUM(n_rows) FROM "{schema}".sidecar_segments').fetchone()
+        assert n == 1_200
