@@ -48,6 +48,11 @@ def export_parquet(
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out must be a directory for the Parquet dataset; got a file {out}.")
+    if not out.exists() and not out.parent.is_dir():
+        raise InputError(
+            f"--out {out}: No such file or directory {out.parent}; the dataset directory is "
+            "created, its parent must exist."
+        )
     run = uuid.uuid4().hex[:8]  # a second export beside this one never overwrites its files
     partitioning = ds.partitioning(
         pa.schema([("bundle_version", pa.string()), ("hour", pa.string())]), flavor="hive"

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar.recording import open_store
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,8 +165,11 @@ def test_a_bento_carries_its_bundle_and_serves_it_without_settings(
         assert len(answer["predictions"]) == 3
     finally:
         _stop(proc)  # SIGTERM flushes the recorder
-    with sqlite3.connect(store) as db:
-        rows = db.execute("SELECT request_id, bundle_version FROM sidecar_predictions").fetchall()
+    records = open_store(f"sqlite:///{store}")
+    try:
+        rows = [(r["request_id"], r["bundle_version"]) for c in records.iter_joined() for r in c]
+    finally:
+        records.close()
     assert sorted(r[0] for r in rows) == sorted(answer["request_ids"])
     assert {r[1] for r in rows} == {imported["bundle_version"]}
 

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import pytest
 
 import sidecar
 from sidecar._registry import Registry
+from sidecar.recording import open_store
 from tests.servers import free_port, serve_sidecar
 
 pytestmark = [
@@ -216,10 +216,13 @@ def test_a_promotion_and_a_rollback_are_served_under_load_without_a_restart(
     assert not rows, f"{len(rows)} records no response named"
 
 
-def _rows(db: Path) -> dict[str, sqlite3.Row]:
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        return {r["request_id"]: r for r in conn.execute("SELECT * FROM sidecar_predictions")}
+def _rows(db: Path) -> dict[str, dict[str, Any]]:
+    """Every stored record by request id, read through the store as any reader would."""
+    store = open_store(f"sqlite:///{db}")
+    try:
+        return {r["request_id"]: r for chunk in store.iter_joined() for r in chunk}
+    finally:
+        store.close()
 
 
 def _wait_for_workers(log: Path, workers: int, timeout: float = 120.0) -> None:

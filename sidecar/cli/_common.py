@@ -123,7 +123,7 @@ def progress_for(args: argparse.Namespace) -> ProgressBar | None:
 
 
 class CountingStore:
-    """A store whose ``iter_joined`` / ``iter_batches`` report to a bar how much they have read.
+    """A store whose reads (``read_window``, ``iter_joined``, ``iter_batches``) report to a bar.
 
     Everything else is the wrapped store's. The whole store's size is the
     denominator, so a narrower window ends short of 100 % (``close`` finishes).
@@ -144,6 +144,13 @@ class CountingStore:
             self._bar(self._step, done / total)
             yield chunk
         self._bar(self._step, 1.0)
+
+    def read_window(self, **kwargs: Any) -> Any:
+        """The window in one read (the columnar path): the bar moves when it is in memory."""
+        self._bar(self._step, 0.0)
+        table = self._store.read_window(**kwargs)
+        self._bar(self._step, 1.0)
+        return table
 
     def iter_batches(self, **kwargs: Any) -> Iterator[Any]:
         total = max(1, int(self._store.count().get("predictions", 0)))

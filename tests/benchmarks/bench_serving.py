@@ -31,7 +31,6 @@ import multiprocessing as mp
 import os
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -214,6 +213,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from sidecar._quickstart import build_quickstart, load_quickstart_data
+    from sidecar.recording import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="sidecar-bench-serving-"))
     bundle = build_quickstart(tmp / "bundle")
@@ -287,8 +287,11 @@ def main() -> int:
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in (side, bare):
             proc.wait(timeout=60)
-    with sqlite3.connect(db) as conn:
-        stored = conn.execute("SELECT COUNT(*) FROM sidecar_predictions").fetchone()[0]
+    store = open_store(f"sqlite:///{db}")
+    try:
+        stored = store.count()["predictions"]
+    finally:
+        store.close()
     results["records"] = {
         "acknowledged": acked,
         "stored": stored,
