@@ -19,7 +19,8 @@ torch = pytest.importorskip("torch")
 
 import sidecar  # noqa: E402
 from adapters._base import MIN_ROWS  # noqa: E402
-from adapters._finetune import HEAD_L2_GRID, fine_tune_head  # noqa: E402
+from adapters._finetune import fine_tune_head  # noqa: E402
+from adapters._finetune_solver import HEAD_L2_GRID  # noqa: E402
 from tests.adapters import resnets  # noqa: E402
 
 RESNET = "tests.adapters.resnets:make_resnet"
@@ -169,7 +170,7 @@ def test_the_head_solver_reaches_the_logistic_regression_optimum(l2: float) -> N
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
 
-    from adapters._finetune import _lbfgs
+    from adapters._finetune_solver import lbfgs
 
     X, y = make_classification(
         n_samples=300, n_features=12, n_informative=6, n_classes=4, random_state=3
@@ -177,7 +178,7 @@ def test_the_head_solver_reaches_the_logistic_regression_optimum(l2: float) -> N
     X = (X - X.mean(0)) / X.std(0)
     x, t = torch.from_numpy(X), torch.from_numpy(y)  # float64: the comparison is exact
     start = torch.zeros(4, 12, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
-    weight, bias, evaluations = _lbfgs(*start, x, t, l2, max_iter=2000, tolerance=1e-9)
+    weight, bias, evaluations = lbfgs(*start, x, t, l2, max_iter=2000, tolerance=1e-9)
     assert bias is not None and evaluations > 1
     reference = LogisticRegression(C=1 / (2 * len(X) * l2), tol=1e-10, max_iter=10_000).fit(X, y)
 

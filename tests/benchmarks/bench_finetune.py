@@ -8,7 +8,7 @@ the same recent data, in the same run:
 
 - head: ``adapters.fine_tune_head(bundle, recent)`` with its defaults;
 - full: every layer trainable, BatchNorm in train mode -- the same training
-  loop (``adapters._finetune.tune``: Adam, lr 1e-3, batches of 128, at most 30
+  loop (``adapters._finetune_tune.tune``: Adam, lr 1e-3, batches of 128, at most 30
   epochs, early stopping with patience 4 on the same validation part), the
   same candidate building and report.
 
@@ -59,7 +59,9 @@ TIME_SHARE_MAX = 0.10
 def full_fine_tune(bundle: Any, recent: Any, *, device: str | None, seed: int) -> Any:
     """Fine-tune every layer of the bundle's network: the loop and report of fine_tune_head."""
     from adapters._base import finish, prepare
-    from adapters._finetune import BLOCK_LR, _device, tune
+    from adapters._finetune_config import BLOCK_LR
+    from adapters._finetune_network import device_of
+    from adapters._finetune_tune import TuneConfig, tune
     from sidecar.runtimes import import_object
 
     started = time.perf_counter()
@@ -68,19 +70,9 @@ def full_fine_tune(bundle: Any, recent: Any, *, device: str | None, seed: int) -
     advanced = bundle.advanced
     model = import_object(advanced.factory)(**advanced.factory_kwargs)
     model.load_state_dict(advanced.module.state_dict())
-    dev = _device(device)
+    config = TuneConfig(output=advanced.output, lr=BLOCK_LR, device=device_of(device), seed=seed)
     fit = tune(
-        model,
-        [model],
-        data.X_train,
-        data.c_train,
-        data.X_val,
-        data.c_val,
-        head=None,
-        output=advanced.output,
-        lr=BLOCK_LR,
-        device=dev,
-        seed=seed,
+        model, [model], data.X_train, data.c_train, data.X_val, data.c_val, head=None, config=config
     )
     return finish(
         bundle,
@@ -179,10 +171,12 @@ def shift_synthetic(X: np.ndarray, side: int, angle: float = 30.0, contrast: flo
 def resnet50_run(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from adapters._finetune import BLOCK_LR, HEAD_LR, _device, tune
+    from adapters._finetune_config import BLOCK_LR, HEAD_LR
+    from adapters._finetune_network import device_of
+    from adapters._finetune_tune import TuneConfig, tune
     from tests.adapters import resnets
 
-    dev = _device(args.device)
+    dev = device_of(args.device)
     rng = np.random.default_rng(seed)
     side, n_classes = args.side, 10
     prototypes = rng.uniform(0, 1, (n_classes, 3, 7, 7)).astype(np.float32)
@@ -195,8 +189,10 @@ def resnet50_run(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     trained = tune(
         champion, [champion], X0[:cut], y0[:cut], X0[cut:], y0[cut:], head=None,
-        epochs=args.champion_epochs, lr=BLOCK_LR, batch_size=64, patience=100, device=dev,
-        seed=seed,
+        config=TuneConfig(
+            epochs=args.champion_epochs, lr=BLOCK_LR, batch_size=64, patience=100, device=dev,
+            seed=seed,
+        ),
     )  # fmt: skip
     champion_s = time.perf_counter() - started
     n = len(Xr)
@@ -234,11 +230,13 @@ def resnet50_run(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             [model.fc] if name == "head" else [model],
             *parts,
             head=model.fc if name == "head" else None,
-            lr=HEAD_LR if name == "head" else BLOCK_LR,
-            batch_size=args.batch_size,
-            device=dev,
-            seed=seed,
-            refit=name == "head",
+            config=TuneConfig(
+                lr=HEAD_LR if name == "head" else BLOCK_LR,
+                batch_size=args.batch_size,
+                device=dev,
+                seed=seed,
+                refit=name == "head",
+            ),
         )
         if dev.type == "cuda":
             torch.cuda.synchronize()
