@@ -164,6 +164,17 @@ def test_overfit_classifier_gets_stronger_regularization(
     json.dumps(report.to_dict())
 
 
+def test_an_infinite_C_is_reported_as_null(few_noisy: tuple[Data, Data, Data]) -> None:
+    """Settings go through the one JSON policy (sidecar._json): a non-finite number is null."""
+    bundle = _bundle(LogisticRegression(C=np.inf, max_iter=5000), few_noisy, "classification")
+    report = adapters.regularize(bundle, worlds.recent(few_noisy[2])).report
+    assert report.changes["C"]["from"] is None and np.isfinite(report.changes["C"]["to"])
+    assert report.search[0]["current"] and report.search[0]["setting"]["C"] is None
+    assert "C inf -> " in report.summary  # the summary still names the value
+    as_json = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert as_json["what_changed"]["parameters"]["C"]["from"] is None
+
+
 @pytest.mark.parametrize("name", list(REGRESSORS), ids=list(REGRESSORS))
 def test_overfit_regressor_gets_stronger_regularization(
     name: str, few_noisy_regression: tuple[Data, Data, Data]
