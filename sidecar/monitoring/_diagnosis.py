@@ -33,6 +33,7 @@ import numpy as np
 
 from .._json import to_jsonable as _jsonable
 from ._battery import BOOTSTRAP_MAX_N
+from ._changepoint import ChangePoint
 from ._errortree import ErrorSegment
 from ._estimate import ESTIMABLE, PerformanceEstimate, estimate_performance
 from ._input_evidence import Columns, input_evidence
@@ -97,6 +98,8 @@ class Diagnosis:
     estimate: PerformanceEstimate | None = None
     #: confusion matrices (classification) or residuals (regression) of the labelled records
     outcomes: Mapping[str, Any] = field(default_factory=dict)
+    #: where one change in the advanced model's mean loss began (labelled stream, by time)
+    change: ChangePoint | None = None
     #: the plan it was made under (its sha256 is ``plan_sha256``)
     plan: MonitoringPlan | None = field(default=None, repr=False, compare=False)
 
@@ -140,6 +143,7 @@ class Diagnosis:
             "notes": list(self.notes),
             "performance_estimate": None if self.estimate is None else self.estimate.to_dict(),
             "outcomes": _jsonable(dict(self.outcomes)),
+            "change_point": None if self.change is None else _jsonable(self.change.to_dict()),
         }
         return {
             "verdict": self.verdict,
@@ -222,6 +226,7 @@ def diagnose(
         distributions=tuple(distributions),
         estimate=_estimate(plan, reference, window, seed, notes),
         outcomes=outcomes(reference, window, seed),
+        change=perf.change,
         plan=plan,
     )
 
