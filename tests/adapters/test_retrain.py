@@ -238,6 +238,7 @@ def test_report_to_dict_says_what_changed(
         "holdout",
         "search",
         "notes",
+        "window",
     }
     assert payload["what_changed"]["summary"] == report.summary
     assert payload["what_changed"]["parameters"]["replaced"] == report.changes["replaced"]
