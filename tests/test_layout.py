@@ -29,7 +29,6 @@ _PENDING = "split pending in issue #14"
 PENDING_MODULES: dict[str, str] = {
     "adapters/_base.py": _PENDING,
     "adapters/_finetune.py": _PENDING,
-    "adapters/_members.py": _PENDING,
     "adapters/_regularize.py": _PENDING,
     "sidecar/recording/_sql.py": _PENDING,
     "sidecar/recording/_store.py": _PENDING,
@@ -38,8 +37,6 @@ PENDING_FUNCTIONS: dict[str, str] = {
     "adapters/_finetune.py:fine_tune_head": _PENDING,
     "adapters/_finetune.py:tune": _PENDING,
     "adapters/_finetune.py:_finish_new_classes": _PENDING,
-    "adapters/_members.py:replace_members": _PENDING,
-    "adapters/_members.py:_replace": _PENDING,
     "adapters/_regularize.py:regularize": _PENDING,
     "adapters/_regularize.py:_regularize_torch": _PENDING,
     "sidecar/monitoring/_estimate.py:estimate_performance": _PENDING,
