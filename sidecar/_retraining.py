@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MIN_AFTER_CHANGE", "recent_from_records", "retrain"]
 
-STRATEGIES = ("auto", "regularize", "replace-members", "fine-tune-head")
+STRATEGIES = ("auto", "regularize", "replace-members", "refit", "fine-tune-head")
 #: ``strategy="auto"`` learns only from after the change when at least this many
 #: labelled rows lie after it (the adapters' own floor).
 MIN_AFTER_CHANGE = 50
@@ -48,8 +48,9 @@ def retrain(
     (every version's), or ``data=(records, labels)`` with optional
     ``timestamps`` (file order otherwise). ``strategy="auto"`` follows the
     diagnosis -- ``diagnosis``, or :func:`sidecar.diagnose` of the same store
-    and window -- to the adapter its verdict calls for (``regularize``,
-    ``replace-members`` or ``fine-tune-head``); a healthy bundle is retrained
+    and window -- to the adapter its verdict calls for by the adapters'
+    model-family rule (``regularize``, ``replace-members``, ``refit`` or
+    ``fine-tune-head``); a healthy bundle is retrained
     only with ``force=True``, a preprocessing fault never. ``progress(step,
     fraction)`` is called as training goes.
 
@@ -87,7 +88,7 @@ def retrain(
         if strategy == "auto" and diagnosis is None:
             raise InputError(
                 "strategy='auto' follows a diagnosis, which needs `store` (or `diagnosis`); with "
-                "`data` name the strategy (regularize, replace-members or fine-tune-head)."
+                "`data` name the strategy (regularize, replace-members, refit or fine-tune-head)."
             )
         recent = recent_from_records(bundle, data[0], data[1], timestamps)
     notes.extend(recent.notes)

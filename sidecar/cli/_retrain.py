@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--strategy",
         default="auto",
-        choices=["auto", "regularize", "replace-members", "fine-tune-head"],
+        choices=["auto", "regularize", "replace-members", "refit", "fine-tune-head"],
         help="the adapter; auto follows the store's diagnosis (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="retrain even when healthy")
@@ -100,7 +100,7 @@ def _retrain(args: argparse.Namespace) -> int:
         if args.strategy == "auto":
             raise InputError(
                 "--strategy auto follows a diagnosis, which needs --store; with --data name the "
-                "strategy (regularize, replace-members or fine-tune-head)."
+                "strategy (regularize, replace-members, refit or fine-tune-head)."
             )
         data, timestamps = _read_data(bundle, args)
     bar = progress_for(args)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,15 +164,16 @@ def diagnose(
     plan: MonitoringPlan,
     reference: ReferenceInputs,
     window: WindowData,
-    model_family: str = "other",
+    adapter_for: Callable[[Verdict], str | None] | None = None,
     since: float | None = None,
     until: float | None = None,
     seed: int = 0,
 ) -> Diagnosis:
     """Diagnose one window of served records against the reference, as the plan says.
 
-    ``model_family`` (``"ensemble"``, ``"neural"`` or ``"other"``) picks the
-    retraining adapter the recommendation names.
+    The diagnosis names the verdict; ``adapter_for(verdict)`` -- the
+    adapters' model-family rule, e.g. ``adapters.adapter_for(bundle)`` -- names
+    the retraining adapter the recommendation carries. Without it, none is named.
     """
     notes = list(window.notes)
 
@@ -204,7 +205,14 @@ def diagnose(
     )
     return Diagnosis(
         verdict=verdict,
-        recommendation=recommend(verdict, model_family, health, perf.n_labelled, plan, bounds),
+        recommendation=recommend(
+            verdict,
+            None if adapter_for is None else adapter_for(verdict),
+            health,
+            perf.n_labelled,
+            plan,
+            bounds,
+        ),
         plan_sha256=plan.sha256,
         n_records=window.n,
         n_labelled=perf.n_labelled,
