@@ -1,4 +1,4 @@
-"""Retraining adapters for model-sidecar bundles (regularize, replace members, fine-tune head).
+"""Retraining adapters for model-sidecar bundles: regularize, replace members, refit, fine-tune.
 
 They use only ``sidecar``'s public API; ``sidecar`` never imports them at module level.
 Each takes a bundle and :class:`sidecar.RecentData` and returns a
@@ -8,8 +8,10 @@ never changed.
 """
 
 from ._base import RetrainResult, TrainingReport, time_split
+from ._family import adapter_for, model_family, strategy_for
 from ._finetune import fine_tune_head
 from ._members import WeightedEnsemble, replace_members
+from ._refit import refit
 from ._regularize import regularize
 from ._retrain import retrain
 
@@ -17,10 +19,14 @@ __all__ = [
     "RetrainResult",
     "TrainingReport",
     "WeightedEnsemble",
+    "adapter_for",
     "fine_tune_head",
+    "model_family",
+    "refit",
     "regularize",
     "replace_members",
     "retrain",
+    "strategy_for",
     "time_split",
 ]
 

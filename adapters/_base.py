@@ -91,6 +91,8 @@ class TrainingReport:
     search: tuple[Mapping[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
     parent_version: str | None = None
+    #: which recent rows were learnt from, and why (set by ``sidecar.retrain``)
+    window: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def improvement(self) -> float:
@@ -136,6 +138,7 @@ class TrainingReport:
             },
             "search": [_plain(dict(s)) for s in self.search],
             "notes": list(self.notes),
+            "window": _plain(dict(self.window)),
         }
 
 

@@ -10,10 +10,11 @@ import sidecar
 from sidecar import AdapterError
 
 from ._base import Progress, RetrainResult
+from ._family import model_family, strategy_for
 
 __all__ = ["STRATEGIES", "VERDICTS", "retrain"]
 
-STRATEGIES = ("auto", "regularize", "replace-members", "fine-tune-head")
+STRATEGIES = ("auto", "regularize", "replace-members", "refit", "fine-tune-head")
 VERDICTS = (
     "healthy",
     "insufficient_data",
@@ -37,12 +38,12 @@ def retrain(
     """Retrain ``bundle`` on ``recent`` with the adapter ``strategy`` names or a diagnosis picks.
 
     ``strategy="auto"`` follows ``diagnosis`` (a ``sidecar.diagnose`` result
-    or its ``to_dict()``): ``overfitting`` -> regularize; ``data_drift`` /
-    ``concept_drift`` -> replace members for an ensemble, fine-tune the head
-    for a neural network, otherwise a regularized refit on recent data (as the
-    diagnosis recommends). Whatever the strategy, a diagnosis of
-    ``preprocessing_fault`` or ``insufficient_data`` refuses, and ``healthy``
-    refuses unless ``force=True``.
+    or its ``to_dict()``) by the one model-family rule (:mod:`adapters._family`):
+    ``overfitting`` -> regularize; ``data_drift`` / ``concept_drift`` -> replace
+    members for an ensemble, a refit for histogram gradient boosting, fine-tune
+    the head for a neural network, otherwise a regularized refit. Whatever the
+    strategy, a diagnosis of ``preprocessing_fault`` or ``insufficient_data``
+    refuses, and ``healthy`` refuses unless ``force=True``.
 
     Returns the candidate bundle -- a new version whose parent is ``bundle``
     -- and its training report; nothing is saved and the champion is unchanged.
@@ -56,9 +57,14 @@ def retrain(
         if verdict is None:
             raise AdapterError(
                 "strategy='auto' follows a diagnosis; pass diagnosis=sidecar.diagnose(bundle, "
-                "store) or name the strategy (regularize, replace-members or fine-tune-head)."
+                "store) or name the strategy (regularize, replace-members, refit or "
+                "fine-tune-head)."
             )
-        strategy = _auto(bundle, verdict)
+        strategy = strategy_for(verdict, model_family(bundle), forced=True) or "regularize"
+    if strategy == "refit":
+        from ._refit import refit
+
+        return refit(bundle, recent, progress=progress, seed=seed)
     if strategy == "regularize":
         from ._regularize import regularize
 
@@ -106,31 +112,3 @@ def _verdict(bundle: sidecar.Bundle, diagnosis: Any, force: bool) -> str:
             "retrain anyway."
         )
     return str(verdict)
-
-
-def model_family(bundle: sidecar.Bundle) -> str:
-    """``"neural"``, ``"ensemble"`` (one replace-members supports) or ``"other"``."""
-    if bundle.advanced.framework == "torch":
-        return "neural"
-    estimator = getattr(bundle.advanced, "estimator", None)
-    if estimator is None:
-        return "other"
-    from sklearn.pipeline import Pipeline
-
-    from ._members import SUPPORTED
-
-    final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-    name = type(final).__name__
-    if name in SUPPORTED or f"adapters.{name}" in SUPPORTED:
-        return "ensemble"
-    return "other"
-
-
-def _auto(bundle: sidecar.Bundle, verdict: str) -> str:
-    if verdict == "overfitting":
-        return "regularize"
-    family = model_family(bundle)
-    if verdict in ("data_drift", "concept_drift"):
-        return {"ensemble": "replace-members", "neural": "fine-tune-head"}.get(family, "regularize")
-    # healthy, forced: the drift adapters repair most; a plain model gets a refit
-    return {"ensemble": "replace-members", "neural": "fine-tune-head"}.get(family, "regularize")

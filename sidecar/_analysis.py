@@ -22,7 +22,6 @@ from .recording import Store
 
 __all__ = [
     "diagnose",
-    "model_family",
     "plan_summary",
     "promotion_decision",
     "reference_inputs",
@@ -55,24 +54,6 @@ def reference_inputs(bundle: Bundle) -> ReferenceInputs:
     )
 
 
-def model_family(bundle: Bundle) -> str:
-    """``"ensemble"``, ``"neural"`` or ``"other"``: which retraining adapter fits the model."""
-    if bundle.advanced.framework == "torch":
-        return "neural"
-    estimator = getattr(bundle.advanced, "estimator", None)
-    steps = getattr(estimator, "steps", None)
-    if steps:  # a Pipeline is the family of its final step
-        estimator = steps[-1][1]
-    if estimator is not None and (
-        hasattr(estimator, "estimators_")
-        or type(estimator).__name__.startswith(
-            ("RandomForest", "ExtraTrees", "Bagging", "Voting", "GradientBoosting")
-        )
-    ):
-        return "ensemble"
-    return "other"
-
-
 def diagnose(
     bundle: Bundle,
     store: Store | str,
@@ -98,10 +79,19 @@ def diagnose(
         plan=bundle.plan,
         reference=reference_inputs(bundle),
         window=window,
-        model_family=model_family(bundle),
+        adapter_for=_adapter_for(bundle),
         since=since,
         until=until,
     )
+
+
+def _adapter_for(bundle: Bundle) -> Any:
+    """The adapters' verdict -> strategy rule for this bundle (None without the adapters)."""
+    try:
+        from adapters import adapter_for
+    except ImportError:  # pragma: no cover - adapters ships with the project
+        return None
+    return adapter_for(bundle)
 
 
 def plan_summary(bundle: Bundle) -> dict[str, Any]:

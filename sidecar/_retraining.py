@@ -20,9 +20,12 @@ if TYPE_CHECKING:
     from .monitoring import Diagnosis
     from .recording import Store
 
-__all__ = ["recent_from_records", "retrain"]
+__all__ = ["MIN_AFTER_CHANGE", "recent_from_records", "retrain"]
 
-STRATEGIES = ("auto", "regularize", "replace-members", "fine-tune-head")
+STRATEGIES = ("auto", "regularize", "replace-members", "refit", "fine-tune-head")
+#: ``strategy="auto"`` learns only from after the change when at least this many
+#: labelled rows lie after it (the adapters' own floor).
+MIN_AFTER_CHANGE = 50
 
 
 def retrain(
@@ -33,7 +36,7 @@ def retrain(
     timestamps: Sequence[float] | None = None,
     strategy: str = "auto",
     diagnosis: Diagnosis | None = None,
-    since: float | None = None,
+    since: float | str | None = None,
     until: float | None = None,
     force: bool = False,
     progress: Callable[[str, float], None] | None = None,
@@ -45,10 +48,18 @@ def retrain(
     (every version's), or ``data=(records, labels)`` with optional
     ``timestamps`` (file order otherwise). ``strategy="auto"`` follows the
     diagnosis -- ``diagnosis``, or :func:`sidecar.diagnose` of the same store
-    and window -- to the adapter its verdict calls for (``regularize``,
-    ``replace-members`` or ``fine-tune-head``); a healthy bundle is retrained
+    and window -- to the adapter its verdict calls for by the adapters'
+    model-family rule (``regularize``, ``replace-members``, ``refit`` or
+    ``fine-tune-head``); a healthy bundle is retrained
     only with ``force=True``, a preprocessing fault never. ``progress(step,
     fraction)`` is called as training goes.
+
+    Which rows: with ``strategy="auto"`` and no ``since``, when the diagnosis
+    found a significant change in the loss stream (``diagnosis.change``, p at
+    most the plan's alpha) and at least :data:`MIN_AFTER_CHANGE` labelled rows
+    lie after it, only the rows from the change on are used -- rows from before
+    it teach the old concept. ``since="all"`` uses every row; a time uses the
+    rows from it on. ``report.window`` says which was used and why.
 
     Returns the adapters' ``RetrainResult``: ``candidate`` (a new bundle
     version whose parent is ``bundle``; save it and run it in shadow) and
@@ -67,21 +78,25 @@ def retrain(
     if (store is None) == (data is None):
         raise InputError("retrain learns from `store` or from `data=(records, labels)`; give one.")
     notes: list[str] = []
+    start = _since(since)
     if store is not None:
-        recent = recent_data(bundle, store, since=since, until=until)
+        recent = recent_data(bundle, store, since=start, until=until)
         if strategy == "auto" and diagnosis is None:
-            diagnosis = diagnose(bundle, store, since=since, until=until)
+            diagnosis = diagnose(bundle, store, since=start, until=until)
     else:
         assert data is not None
         if strategy == "auto" and diagnosis is None:
             raise InputError(
                 "strategy='auto' follows a diagnosis, which needs `store` (or `diagnosis`); with "
-                "`data` name the strategy (regularize, replace-members or fine-tune-head)."
+                "`data` name the strategy (regularize, replace-members, refit or fine-tune-head)."
             )
         recent = recent_from_records(bundle, data[0], data[1], timestamps)
     notes.extend(recent.notes)
     if diagnosis is not None:
         notes.append(f"diagnosis: {diagnosis.verdict}")
+    window: dict[str, Any] = {"since": start, "until": until, "rows": "all", "n": len(recent)}
+    if strategy == "auto" and since is None and diagnosis is not None:
+        recent, window = _after_change(recent, diagnosis, window)
     result = adapters.retrain(
         bundle,
         recent,
@@ -91,10 +106,48 @@ def retrain(
         progress=progress,
         seed=seed,
     )
-    if notes:
-        report = dataclasses.replace(result.report, notes=(*notes, *result.report.notes))
-        result = dataclasses.replace(result, report=report)
-    return result
+    report = dataclasses.replace(result.report, notes=(*notes, *result.report.notes), window=window)
+    return dataclasses.replace(result, report=report)
+
+
+def _since(since: float | str | None) -> float | None:
+    if since is None or since == "all":
+        return None
+    if isinstance(since, bool) or not isinstance(since, int | float):
+        raise InputError(f"`since` must be epoch seconds, 'all' or None; got {since!r}.")
+    return float(since)
+
+
+def _after_change(
+    recent: RecentData, diagnosis: Diagnosis, window: dict[str, Any]
+) -> tuple[RecentData, dict[str, Any]]:
+    """Only the rows from the diagnosed change on, when it is significant and leaves enough."""
+    import numpy as np
+
+    change = diagnosis.change
+    if change is None or change.ts is None:
+        return recent, {**window, "why": "no change point was estimated"}
+    facts = {"change_ts": change.ts, "change_p": change.p_value, "alpha": change.alpha}
+    if not change.significant:
+        why = f"no significant change in the loss stream (CUSUM p {change.p_value:.3g})"
+        return recent, {**window, **facts, "why": why}
+    keep = np.asarray(recent.ts, dtype=np.float64) >= change.ts
+    n_after = int(keep.sum())
+    if n_after < MIN_AFTER_CHANGE:
+        why = f"only {n_after} labelled rows after the change (at least {MIN_AFTER_CHANGE} needed)"
+        return recent, {**window, **facts, "why": why}
+    idx = np.flatnonzero(keep)
+    after = dataclasses.replace(
+        recent,
+        records=[recent.records[i] for i in idx],
+        labels=np.asarray(recent.labels)[idx],
+        ts=np.asarray(recent.ts)[idx],
+    )
+    why = (
+        f"the loss stream changed (CUSUM p {change.p_value:.3g}); rows from the change on "
+        f"({n_after} of {len(recent)}); --since all uses every row"
+    )
+    return after, {**window, **facts, "rows": "after_change", "n": n_after, "why": why}
 
 
 def recent_from_records(

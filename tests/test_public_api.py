@@ -58,6 +58,7 @@ MONITORING_TYPES = {
     "Battery",
     "Bounds",
     "BoundsCheck",
+    "ChangePoint",
     "CurrentColumns",
     "Diagnosis",
     "DriftResult",
@@ -130,6 +131,9 @@ MONITORING_FUNCTIONS = {
     "welch_anova",
     "welch_t",
     "wilcoxon_signed_rank",
+    # when a change began
+    "change_point",
+    "cusum_test",
     # equivalence
     "labels_to_settle",
     "required_n_equivalence",

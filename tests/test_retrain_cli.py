@@ -139,3 +139,45 @@ def test_bad_retrain_requests_are_usage_errors_and_write_nothing(
     assert message in capsys.readouterr().err
     assert not (tmp / "never").exists()
     assert (tmp / "model" / "manifest.json").read_text() == before
+
+
+@pytest.fixture(scope="module")
+def changed(drifted: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A store: 1,500 labelled requests of the old concept, then 1,500 of a new one."""
+    tmp = tmp_path_factory.mktemp("changed")
+    rng = np.random.default_rng(9)
+    before, y_before = sea(1500, rng, 8.0)
+    after, y_after = sea(1500, rng, 9.5)
+    url = f"sqlite:///{tmp / 'records.db'}"
+    store = open_store(url)
+    ts = [i * 60.0 for i in range(3000)]
+    sidecar.replay(
+        drifted["bundle"], before + after, store=store, labels=y_before + y_after, timestamps=ts
+    )
+    store.close()
+    return {"url": url, "tmp": tmp, "change_ts": ts[1500]}
+
+
+@pytest.mark.parametrize("since", [None, "all"], ids=["auto-window", "since-all"])
+def test_auto_learns_from_after_the_change_unless_told_otherwise(
+    drifted: dict[str, Any],
+    changed: dict[str, Any],
+    since: str | None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = changed["tmp"] / f"candidate-{since}"
+    argv = ["retrain", str(drifted["tmp"] / "model"), "--store", changed["url"]]
+    argv += ["--out", str(out), *(["--since", since] if since else [])]
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    window = json.loads(capsys.readouterr().out)["report"]["window"]
+    if since is None:
+        assert window["rows"] == "after_change"
+        assert window["change_p"] <= 0.05
+        assert abs(window["change_ts"] - changed["change_ts"]) <= 100 * 60.0
+        assert 1300 <= window["n"] <= 1700
+    else:
+        assert window["rows"] == "all" and window["n"] == 3000
+    assert main([*argv, "--overwrite"]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("window"))
+    assert ("rows from the change on" in line) == (since is None)

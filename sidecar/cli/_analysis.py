@@ -104,6 +104,13 @@ def _diagnose(args: argparse.Namespace) -> int:
     )
     print(f"records         {result.n_records}  (labelled {result.n_labelled})")
     print(f"plan sha256     {result.plan_sha256}")
+    change = result.change
+    if change is not None and change.significant:
+        print(
+            f"change began    at labelled row {change.index} of {change.n} "
+            f"(interval {change.ci_low}-{change.ci_high}; CUSUM p {change.p_value:.3g})"
+            + (f", time {change.ts:.0f}" if change.ts is not None else "")
+        )
     for reason in result.reasons:
         print(f"because         {reason}")
     for t in result.tests:

@@ -33,10 +33,17 @@ def register(sub: Any) -> None:
     p.add_argument("--label-column", help="with --data: the label column")
     p.add_argument("--timestamp-column", help="with --data: the time column (else file order)")
     add_window(p)
+    for action in p._actions:
+        if action.dest == "since":
+            action.help = (
+                "from this time on: epoch seconds or ISO 8601 (inclusive), or 'all' for every "
+                "row (default: with --strategy auto, the rows after the change the diagnosis "
+                "found, when it is significant and leaves at least 50 labelled rows; else all)"
+            )
     p.add_argument(
         "--strategy",
         default="auto",
-        choices=["auto", "regularize", "replace-members", "fine-tune-head"],
+        choices=["auto", "regularize", "replace-members", "refit", "fine-tune-head"],
         help="the adapter; auto follows the store's diagnosis (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="retrain even when healthy")
@@ -78,7 +85,13 @@ def _retrain(args: argparse.Namespace) -> int:
     from .._retraining import retrain
 
     bundle = load(args.bundle, trusted=trusted_env())
+    every_row = args.since is not None and args.since.strip().lower() == "all"
+    if every_row:
+        args.since = None
+    since: float | str | None
     since, until = window(args)
+    if every_row:
+        since = "all"
     data = None
     timestamps = None
     if args.data:
@@ -87,7 +100,7 @@ def _retrain(args: argparse.Namespace) -> int:
         if args.strategy == "auto":
             raise InputError(
                 "--strategy auto follows a diagnosis, which needs --store; with --data name the "
-                "strategy (regularize, replace-members or fine-tune-head)."
+                "strategy (regularize, replace-members, refit or fine-tune-head)."
             )
         data, timestamps = _read_data(bundle, args)
     bar = progress_for(args)
@@ -122,6 +135,8 @@ def _retrain(args: argparse.Namespace) -> int:
     metric = report.primary_metric
     print(f"saved candidate {result.candidate.version} (parent {bundle.version}) to {path}")
     print(f"strategy   {report.strategy}: {report.summary}")
+    rows = report.window.get("n")
+    print(f"window     {report.window.get('why') or f'every labelled row in the window ({rows})'}")
     print(
         f"data       {report.n_train} train, {report.n_validation} validation, "
         f"{report.n_holdout} holdout (the latest); {report.wall_time_s:.1f} s"

@@ -26,6 +26,7 @@ from ._battery import (
     registry_names,
     window_battery,
 )
+from ._changepoint import ChangePoint, change_point, cusum_test
 from ._diagnosis import VERDICTS, Diagnosis, Recommendation, diagnose
 from ._drift import (
     chi2_homogeneity,
@@ -111,6 +112,7 @@ __all__ = [
     "Battery",
     "Bounds",
     "BoundsCheck",
+    "ChangePoint",
     "CurrentColumns",
     "Diagnosis",
     "DriftResult",
@@ -137,9 +139,11 @@ __all__ = [
     "benjamini_hochberg",
     "bootstrap_mean_diff",
     "brier",
+    "change_point",
     "check_health",
     "chi2_homogeneity",
     "correct",
+    "cusum_test",
     "decide_promotion",
     "default_max_lag",
     "default_plan",

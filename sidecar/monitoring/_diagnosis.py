@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,7 @@ import numpy as np
 
 from .._json import to_jsonable as _jsonable
 from ._battery import BOOTSTRAP_MAX_N
+from ._changepoint import ChangePoint
 from ._errortree import ErrorSegment
 from ._estimate import ESTIMABLE, PerformanceEstimate, estimate_performance
 from ._input_evidence import Columns, input_evidence
@@ -97,6 +98,8 @@ class Diagnosis:
     estimate: PerformanceEstimate | None = None
     #: confusion matrices (classification) or residuals (regression) of the labelled records
     outcomes: Mapping[str, Any] = field(default_factory=dict)
+    #: where one change in the advanced model's mean loss began (labelled stream, by time)
+    change: ChangePoint | None = None
     #: the plan it was made under (its sha256 is ``plan_sha256``)
     plan: MonitoringPlan | None = field(default=None, repr=False, compare=False)
 
@@ -140,6 +143,7 @@ class Diagnosis:
             "notes": list(self.notes),
             "performance_estimate": None if self.estimate is None else self.estimate.to_dict(),
             "outcomes": _jsonable(dict(self.outcomes)),
+            "change_point": None if self.change is None else _jsonable(self.change.to_dict()),
         }
         return {
             "verdict": self.verdict,
@@ -160,15 +164,16 @@ def diagnose(
     plan: MonitoringPlan,
     reference: ReferenceInputs,
     window: WindowData,
-    model_family: str = "other",
+    adapter_for: Callable[[Verdict], str | None] | None = None,
     since: float | None = None,
     until: float | None = None,
     seed: int = 0,
 ) -> Diagnosis:
     """Diagnose one window of served records against the reference, as the plan says.
 
-    ``model_family`` (``"ensemble"``, ``"neural"`` or ``"other"``) picks the
-    retraining adapter the recommendation names.
+    The diagnosis names the verdict; ``adapter_for(verdict)`` -- the
+    adapters' model-family rule, e.g. ``adapters.adapter_for(bundle)`` -- names
+    the retraining adapter the recommendation carries. Without it, none is named.
     """
     notes = list(window.notes)
 
@@ -200,7 +205,14 @@ def diagnose(
     )
     return Diagnosis(
         verdict=verdict,
-        recommendation=recommend(verdict, model_family, health, perf.n_labelled, plan, bounds),
+        recommendation=recommend(
+            verdict,
+            None if adapter_for is None else adapter_for(verdict),
+            health,
+            perf.n_labelled,
+            plan,
+            bounds,
+        ),
         plan_sha256=plan.sha256,
         n_records=window.n,
         n_labelled=perf.n_labelled,
@@ -222,6 +234,7 @@ def diagnose(
         distributions=tuple(distributions),
         estimate=_estimate(plan, reference, window, seed, notes),
         outcomes=outcomes(reference, window, seed),
+        change=perf.change,
         plan=plan,
     )
 

@@ -25,6 +25,7 @@ from ._battery import (
     reference_battery,
     window_battery,
 )
+from ._changepoint import ChangePoint, change_point
 from ._drift import relation_change
 from ._equivalence import labels_to_settle, required_n_equivalence, tost_welch
 from ._errortree import ErrorSegment, error_segments
@@ -58,6 +59,8 @@ class Performance:
     cap: float
     equivalence: TestResult | None
     settle: int | None
+    #: where one change in the advanced model's mean loss began (time order)
+    change: ChangePoint | None = None
 
 
 def label_evidence(
@@ -104,6 +107,7 @@ def label_evidence(
             outliers.append(replace(outlier_influence(err, metric="mse", k=1), metric=f"{who}:mse"))
     windows = loss_series(plan, take(window.ts), now_adv, now_base)
     equivalence, settle = _equivalence(plan, ref_adv, now_adv)
+    change = _change(plan, take(window.ts), now_adv, seed)
     tests, notes = tests_job.result()
     return Performance(
         n_labelled=n_lab,
@@ -118,7 +122,18 @@ def label_evidence(
         cap=cap,
         equivalence=equivalence,
         settle=settle,
+        change=change,
     )
+
+
+def _change(
+    plan: MonitoringPlan, ts: np.ndarray, losses: np.ndarray, seed: int
+) -> ChangePoint | None:
+    """Where one change in the advanced model's mean loss began, in time order."""
+    if len(losses) < 4 or not np.isfinite(losses).all():
+        return None
+    order = np.argsort(np.asarray(ts, dtype=np.float64), kind="stable")
+    return change_point(losses[order], ts=np.asarray(ts)[order], alpha=plan.alpha, seed=seed)
 
 
 def _equivalence(

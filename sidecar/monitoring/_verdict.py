@@ -141,16 +141,28 @@ class Recommendation:
         return {"action": self.action, "adapter": self.adapter, "detail": self.detail}
 
 
+#: What each adapter does, as the recommendation says it.
+_HOW = {
+    "regularize": "refit the same model family with stronger regularization on recent data",
+    "replace-members": "replace the worst ensemble members with members trained on recent data",
+    "refit": "refit the model, same hyper-parameters, on recent data",
+    "fine-tune-head": "fine-tune the head on recent data",
+}
+
+
 def recommend(
     verdict: Verdict,
-    family: str,
+    adapter: str | None,
     health: Sequence[HealthFinding],
     n_labelled: int,
     plan: MonitoringPlan,
     bounds: BoundsCheck,
 ) -> Recommendation:
-    """The action for ``verdict``; ``family`` (ensemble, neural, other) picks the adapter."""
-    retrain = {"ensemble": "replace-members", "neural": "fine-tune-head"}.get(family)
+    """The action for ``verdict``; ``adapter`` is the one the caller's family rule names.
+
+    The diagnosis names the verdict only: which adapter repairs it for which model
+    is the adapters' rule (``adapters.adapter_for``), passed in by the caller.
+    """
     if verdict == "healthy":
         return Recommendation("none", None, "no action: performance is within the plan")
     if verdict == "insufficient_data":
@@ -175,20 +187,10 @@ def recommend(
             else "check the label feed and the features for leakage; do not retrain"
         )
         return Recommendation("fix preprocessing", None, detail)
-    if verdict == "overfitting":
-        return Recommendation(
-            "retrain",
-            "regularize",
-            "refit the same model family with stronger regularization on recent data",
-        )
-    if verdict == "data_drift":
-        how = {
-            "replace-members": "replace the worst ensemble members",
-            "fine-tune-head": "fine-tune the head",
-        }.get(retrain or "", "refit on recent data")
-        return Recommendation("retrain", retrain or "regularize", f"retrain on recent data: {how}")
-    return Recommendation(
-        "retrain",
-        retrain or "regularize",
-        "retrain on recent labelled data: the relation between inputs and target changed",
-    )
+    why = {
+        "overfitting": "the model lost its edge over the baseline",
+        "data_drift": "the inputs moved",
+        "concept_drift": "the relation between inputs and target changed",
+    }[verdict]
+    how = _HOW.get(adapter or "", "retrain on recent labelled data")
+    return Recommendation("retrain", adapter, f"{how}: {why}")

@@ -28,7 +28,8 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 import adapters
 import sidecar
-from adapters._members import SCORE_ROWS, _family
+from adapters._families import family_of
+from adapters._members import SCORE_ROWS
 from tests.adapters import drift_worlds as worlds
 
 Data = tuple[list[dict[str, Any]], Any]
@@ -246,12 +247,30 @@ def test_bagging_drops_seeds_and_keeps_features_aligned(sea_old: tuple[Data, Dat
         assert member.n_features_in_ == len(features) == 2
 
 
+@pytest.mark.parametrize("name", ["random_forest", "voting_soft"])
+def test_the_chosen_members_are_trained_again_on_the_most_recent_rows(
+    name: str, sea_old: tuple[Data, Data], sea_new: Data
+) -> None:
+    bundle = _bundle(CLASSIFIERS[name], sea_old, "classification")
+    recent = worlds.recent(sea_new)
+    final = adapters.replace_members(bundle, recent, k=2)
+    report = final.report
+    rows_before_holdout = report.n_train + report.n_validation
+    trained_on = report.changes.get("new_members_trained_on", report.changes.get("refitted_on"))
+    assert trained_on == rows_before_holdout and report.changes["final_fit"] is True
+    cheap = adapters.replace_members(bundle, recent, k=2, final_fit=False).report
+    assert cheap.changes.get("new_members_trained_on", cheap.changes.get("refitted_on")) == (
+        cheap.n_train
+    )
+    assert "most recent rows" in report.summary or "recent rows" in report.summary
+
+
 def test_pool_choice_is_scored_as_the_candidate_predicts(
     sea_old: tuple[Data, Data], sea_new: Data
 ) -> None:
-    """The validation score recorded for the chosen k is the candidate's own score there."""
+    """Without the final fit, the score recorded for the chosen k is the candidate's own there."""
     bundle = _bundle(CLASSIFIERS["random_forest"], sea_old, "classification")
-    result = adapters.replace_members(bundle, worlds.recent(sea_new))
+    result = adapters.replace_members(bundle, worlds.recent(sea_new), final_fit=False)
     report = result.report
     records, labels = sea_new
     n_before_holdout = len(records) - report.n_holdout
@@ -269,7 +288,7 @@ def test_family_combines_members_as_the_ensemble_predicts(
     train, _ = sea_old
     X, y = worlds.features(train[0]), np.asarray(train[1])
     for estimator in (_voting(voting).fit(X, y), _weighted_classifier(X, y)):
-        family = _family(estimator, 2)
+        family = family_of(estimator, 2)
         combined = family.combine(family.outputs(X[:200]))
         assert np.array_equal(np.argmax(combined, axis=1), estimator.predict(X[:200]))
         if family.soft:

@@ -163,8 +163,8 @@ def test_explicit_strategy_needs_no_diagnosis(
 
 def test_model_family_sees_through_pipelines(sea: tuple[Data, Data, Data]) -> None:
     pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=5))
-    assert _retrain.model_family(_bundle(pipeline, sea)) == "ensemble"
-    assert _retrain.model_family(_bundle(LogisticRegression(), sea)) == "other"
+    assert adapters.model_family(_bundle(pipeline, sea)) == "ensemble"
+    assert adapters.model_family(_bundle(LogisticRegression(), sea)) == "other"
 
 
 # -- the shared helpers ----------------------------------------------------------------------
@@ -238,6 +238,7 @@ def test_report_to_dict_says_what_changed(
         "holdout",
         "search",
         "notes",
+        "window",
     }
     assert payload["what_changed"]["summary"] == report.summary
     assert payload["what_changed"]["parameters"]["replaced"] == report.changes["replaced"]

@@ -58,7 +58,7 @@ store = open_store(sys.argv[2], create=False)
 scan = None
 try:
     from sidecar._window import load_window
-    from sidecar._analysis import model_family, reference_inputs
+    from sidecar._analysis import reference_inputs
     s = clock()
     table = store.read_window()
     scan = clock() - s
@@ -70,7 +70,12 @@ window = load_window(bundle, store)
 t3 = clock()
 from sidecar.monitoring._diagnosis import diagnose
 ref = reference_inputs(bundle)
-result = diagnose(plan=bundle.plan, reference=ref, window=window, model_family=model_family(bundle))
+try:
+    from adapters import adapter_for
+    rule = {"adapter_for": adapter_for(bundle)}
+except ImportError:  # the code before the one model-family rule
+    rule = {"model_family": model_family(bundle)}
+result = diagnose(plan=bundle.plan, reference=ref, window=window, **rule)
 t4 = clock()
 print(json.dumps({"load_bundle_cpu_s": t1 - t0, "scan_cpu_s": scan, "load_window_cpu_s": t3 - t2,
     "in_memory_diagnosis_cpu_s": t4 - t3, "rows": window.n, "verdict": result.verdict,

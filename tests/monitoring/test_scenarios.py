@@ -36,8 +36,8 @@ import pytest
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 
 import sidecar
+from adapters import model_family
 from sidecar import diagnose
-from sidecar._analysis import model_family
 from sidecar.monitoring import VERDICTS, Diagnosis
 from sidecar.recording import open_store
 from tests.monitoring import worlds
