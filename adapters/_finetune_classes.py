@@ -159,6 +159,7 @@ def replace_head(
 def check_factory_rebuilds(
     factory: Callable[..., Any], kwargs: dict[str, Any], path: str, model: nn.Module
 ) -> None:
+    """AdapterError unless ``factory(**kwargs)`` loads ``model``'s weights (its new head too)."""
     try:
         factory(**kwargs).load_state_dict(model.state_dict())
     except RuntimeError as exc:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import sidecar
 from sidecar import AdapterError
@@ -47,12 +47,12 @@ BLOCK_SUFFIXES = ("Block", "Bottleneck")
 def import_factory(path: str) -> Callable[..., Any]:
     """The callable that ``path`` (``"package.module:function"``) names; AdapterError if none."""
     try:
-        factory = import_object(path)
+        factory: Callable[..., Any] = import_object(path)
     except sidecar.BundleError as exc:
         raise AdapterError(f"cannot import the network's factory {path!r}: {exc}") from exc
     if not callable(factory):
         raise AdapterError(f"the network's factory {path!r} must be callable; got {factory!r}.")
-    return cast("Callable[..., Any]", factory)
+    return factory
 
 
 def rebuild(

@@ -19,13 +19,9 @@ import sidecar
 from sidecar import AdapterError
 from sidecar.monitoring import METRICS, MonitoringPlan
 
-from ._base import MIN_ROWS, TrainingData
+from ._base import HOLDOUT, MIN_ROWS, VALIDATION, TrainingData
 
 __all__ = ["Padded", "evaluate_on", "prepare_for_classes"]
-
-#: As in :mod:`adapters._base`: the latest 20% is held out, then 25% of the rest validates.
-HOLDOUT = 0.2
-VALIDATION = 0.25
 
 
 def prepare_for_classes(

@@ -512,3 +512,20 @@ def test_torchvision_resnet18_if_installed(
     changes = result.report.changes
     assert changes["head"] == "fc" and changes["trainable"] == ["fc", "layer4.1"]
     assert result.report.improved
+
+
+def test_a_frozen_config_fine_tunes_as_the_keywords_do(
+    champion: sidecar.Bundle, recent: sidecar.RecentData
+) -> None:
+    import dataclasses
+
+    from adapters._finetune import FineTuneConfig, fine_tune
+
+    config = FineTuneConfig(solver="adam", refit=False, epochs=3, seed=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 4  # type: ignore[misc]
+    by_config = fine_tune(champion, recent, config)
+    by_keywords = fine_tune_head(champion, recent, solver="adam", refit=False, epochs=3, seed=2)
+    assert by_config.candidate.version == by_keywords.candidate.version
+    assert by_config.report.changes == by_keywords.report.changes
+    assert by_config.report.changes["epochs_run"] == 3
