@@ -266,9 +266,15 @@ def _class_codes(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def _label_key(value: Any) -> Any:
-    """A hashable label; booleans, None and NaN are no class label."""
-    if value is None or isinstance(value, bool):
+    """A hashable label; None and NaN are no class label.
+
+    Labels arrive typed as the classes (one rule at the door, ``sidecar._labels``),
+    so a boolean is a label of a boolean classifier, never refused here.
+    """
+    if value is None:
         return None
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
