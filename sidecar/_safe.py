@@ -64,7 +64,51 @@ def _skops_io() -> Any:
 
 
 def skops_dump(obj: Any, path: Path) -> None:
+    """Save ``obj`` with skops, its object ids renumbered so equal models give equal bytes."""
     _skops_io().dump(obj, path)
+    _renumber_skops(path)
+
+
+def _renumber_skops(path: Path) -> None:
+    """Replace skops' object ids (``id()`` values, new in every process) by their order.
+
+    skops names each node's ``__id__`` and each array file after ``id(obj)``; the
+    same ids, in the same places, become 0, 1, 2, ... in the order the schema
+    lists them, so a refitted model saves to the same bytes every time.
+    """
+    import json
+
+    with zipfile.ZipFile(path) as src:
+        entries = {info.filename: (src.read(info), info.compress_type) for info in src.infolist()}
+    schema = json.loads(entries["schema.json"][0])
+    order: dict[int, int] = {}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            if isinstance(node.get("__id__"), int):
+                out["__id__"] = order.setdefault(node["__id__"], len(order))
+            file = node.get("file")
+            if isinstance(file, str) and file.endswith(".npy") and file[:-4].isdigit():
+                out["file"] = f"{order.setdefault(int(file[:-4]), len(order))}.npy"
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    renamed = walk(schema)
+    files = {"schema.json": (json.dumps(renamed).encode(), entries["schema.json"][1])}
+    for name, entry in entries.items():
+        if name.endswith(".npy") and name[:-4].isdigit():
+            files[f"{order[int(name[:-4])]}.npy"] = entry
+        elif name != "schema.json":
+            files[name] = entry
+    with zipfile.ZipFile(path, "w") as dst:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = files[name][1]
+            info.external_attr = 0o644 << 16
+            dst.writestr(info, files[name][0])
 
 
 def normalise_zip(path: Path) -> None:

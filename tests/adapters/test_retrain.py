@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 import adapters
 import sidecar
-from adapters import _base, _members, _regularize, _retrain
+from adapters import _base, _data, _family, _members, _regularize, _retrain
 from tests.adapters import drift_worlds as worlds
 
 Data = tuple[list[dict[str, Any]], Any]
@@ -269,8 +269,36 @@ def test_all_lists_exactly_the_public_api() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [_base, _members, _regularize, _retrain], ids=lambda m: m.__name__
+    "module", [_base, _data, _family, _members, _regularize, _retrain], ids=lambda m: m.__name__
 )
 def test_doctests(module: types.ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("strategy", ["replace-members", "refit"])
+def test_the_candidate_baseline_and_reference_come_from_the_same_window(
+    strategy: str, forest: sidecar.Bundle, recent: sidecar.RecentData
+) -> None:
+    result = adapters.retrain(forest, recent, strategy=strategy)
+    report, candidate = result.report, result.candidate
+    old, new = forest.baseline.estimator, candidate.baseline.estimator
+    assert new is not old and type(new) is type(old)
+    assert new.get_params(deep=False).keys() == old.get_params(deep=False).keys()
+    X = worlds.features(recent.records[: report.n_train + report.n_validation])
+    y = np.asarray(recent.labels)[: report.n_train + report.n_validation]
+    from sklearn.base import clone
+
+    expected = clone(old).fit(X, y).predict_proba(X)
+    np.testing.assert_allclose(new.predict_proba(X), expected, rtol=1e-6)
+    assert len(candidate.reference.arrays["y"]) == report.n_holdout
+    assert any("baseline" in n and "refitted" in n for n in report.notes)
+
+
+def test_the_same_data_and_seed_give_the_same_candidate_version(
+    forest: sidecar.Bundle, recent: sidecar.RecentData
+) -> None:
+    """The refitted baseline saves to the same bytes (skops' object ids are renumbered)."""
+    first = adapters.retrain(forest, recent, strategy="refit").candidate
+    again = adapters.retrain(forest, recent, strategy="refit").candidate
+    assert first.version == again.version
