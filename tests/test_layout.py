@@ -31,8 +31,6 @@ PENDING_MODULES: dict[str, str] = {
     "adapters/_finetune.py": _PENDING,
     "adapters/_members.py": _PENDING,
     "adapters/_regularize.py": _PENDING,
-    "sidecar/recording/_sql.py": _PENDING,
-    "sidecar/recording/_store.py": _PENDING,
 }
 PENDING_FUNCTIONS: dict[str, str] = {
     "adapters/_finetune.py:fine_tune_head": _PENDING,

@@ -6,6 +6,7 @@ migration runs on stores written with the version-1 schema (one JSON row per rec
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import sqlite3
 from collections.abc import Iterator
@@ -148,6 +149,42 @@ def test_small_commits_are_merged_and_labels_still_find_their_records(tmp_path: 
     finally:
         store.close()
     assert SEGMENT_ROWS >= 50_000  # the merge target the docs promise
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_only_neighbouring_segments_merge_so_ranges_never_overlap(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small segment left behind by a large one stays apart from the small ones after it.
+
+    (Merging every small segment at once once gave a segment whose range
+    spanned the large one: rows then came back out of order and a scan by
+    sequence number read the large one's range twice.)
+    """
+    monkeypatch.setattr("sidecar.recording._segments.SEGMENT_ROWS", 20)
+    with fresh_store(kind, tmp_path) as store:
+        assert isinstance(store, SQLStore)
+        sizes = [5, 30, *([5] * 9), 3, 40, 5, 5]
+        ts0 = 1_000.0
+        for i, n in enumerate(sizes):
+            store.write_batch(batch(f"n{i:02d}", n, ts0=ts0), None)
+            ts0 += n
+
+        def segments(cur: Any) -> list[tuple[int, int, int]]:
+            cur.execute("SELECT seq_lo, seq_hi, n_rows FROM sidecar_segments ORDER BY seq_lo")
+            return [tuple(map(int, r)) for r in cur.fetchall()]
+
+        found = store._run(segments)
+        for before, after in itertools.pairwise(found):
+            assert before[1] <= after[0], f"overlapping segments {before} and {after}"
+        assert sum(s[2] for s in found) == sum(sizes)
+        assert (0, 5, 5) in found, "the first small segment must not merge across the large one"
+        assert any(s[2] >= 20 and s[1] - s[0] == s[2] for s in found[2:]), "no run was merged"
+        table = store.read_window()
+        ts = table.column("ts").to_numpy()
+        assert table.num_rows == sum(sizes) and np.all(np.diff(ts) > 0)
+        pieces = list(store.iter_batches(rows=25))
+        assert sum(p.num_rows for p in pieces) == sum(sizes)
 
 
 def test_a_window_over_the_memory_limit_is_refused_naming_it(store: Store) -> None:
