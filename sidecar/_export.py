@@ -65,12 +65,30 @@ def export_parquet(
             out,
             format="parquet",
             partitioning=partitioning,
+            file_options=_write_options(table, pa, ds),
             basename_template=f"part-{run}-{n}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
             max_rows_per_group=1 << 20,
         )
         total += table.num_rows
     return total
+
+
+def _write_options(table: Any, pa: Any, ds: Any) -> Any:
+    """Dictionary pages for the text columns only; Snappy everywhere.
+
+    Parquet's default tries a dictionary on every column: on floats (features,
+    probabilities, raw numbers -- nearly all distinct) it builds one, gives up
+    and writes plain pages, which cost five times the write itself. Request
+    ids are distinct too; versions, categories and class names repeat.
+    """
+    text = [
+        f.name
+        for f in table.schema
+        if f.name != "request_id"
+        and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+    ]
+    return ds.ParquetFileFormat().make_write_options(use_dictionary=text, compression="snappy")
 
 
 def _typed(piece: Any, pa: Any, pc: Any) -> Any:

@@ -7,6 +7,7 @@ migration runs on stores written with the version-1 schema (one JSON row per rec
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
 import sqlite3
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from sklearn.ensemble import RandomForestClassifier
 import sidecar
 from sidecar.recording import Label, Store, open_store
 from sidecar.recording._records import COLUMNS, dumps, encode_records
-from sidecar.recording._schema import migrations
+from sidecar.recording._schema import LATEST, migrations
 from sidecar.recording._sql import SEGMENT_ROWS, SQLStore
 from tests import models
 from tests.stores import KINDS, fresh_store, make_row, pg_admin, pg_schema, pg_url, store_url
@@ -196,6 +197,117 @@ def test_a_window_over_the_memory_limit_is_refused_naming_it(store: Store) -> No
     assert store.read_window(max_bytes=nbytes).num_rows == 2_000
 
 
+# -- labels as an append-only log of segments ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_newest_label_wins_across_many_small_feedback_batches(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sidecar.recording._label_log.SEGMENT_ROWS", 12)
+    with fresh_store(kind, tmp_path) as store:
+        store.write_batch(batch("L", 40), None)
+        expected: dict[str, Any] = {}
+        rng = np.random.default_rng(2)
+        values: list[Any] = ["cat", 2, 2.5, True, {"a": [1]}]
+        for step in range(60):  # light feedback traffic: a few labels a call, some relabelled
+            ids = [f"L-{i:06d}" for i in rng.choice(40, size=3, replace=False)]
+            value = values[step % len(values)]
+            assert (
+                store.upsert_labels([Label(rid, value, float(step)) for rid in ids]).accepted == 3
+            )
+            expected.update(dict.fromkeys(ids, (value, float(step))))
+        assert store.count() == {"predictions": 40, "labels": len(expected)}
+        got = {r["request_id"]: r for chunk in store.iter_joined() for r in chunk}
+        for rid, (value, ts) in expected.items():
+            assert json.loads(got[rid]["label"]) == value and got[rid]["label_ts"] == ts, rid
+        assert all(got[r]["label"] is None for r in got if r not in expected)
+        if isinstance(store, SQLStore):
+
+            def n_segments(cur: Any) -> int:
+                cur.execute("SELECT COUNT(*) FROM sidecar_label_segments")
+                return int(cur.fetchone()[0])
+
+            assert store._run(n_segments) < 60 // 3, "small label segments were not merged"
+
+
+def _write_v2(store: SQLStore, labels: dict[str, tuple[int, float | None, str | None]]) -> None:
+    """A store as model-sidecar left it at schema version 2: labels as rows of a table."""
+
+    def work(cur: Any) -> None:
+        cur.execute("CREATE TABLE sidecar_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        steps = migrations(store.dialect, lambda cur: None)
+        for step in [*steps[1], *steps[2]]:
+            cur.execute(step) if isinstance(step, str) else step(cur)
+        store._write_table(cur, batch("v2", 70), compact=False)
+        m = store.marker
+        for rid, (k, num, text) in labels.items():
+            cur.execute(
+                "INSERT INTO sidecar_labels (seq, kind, num, text, ts) SELECT seq, "
+                f"{m}, {m}, {m}, {m} FROM sidecar_records WHERE request_id = {m}",
+                (k, num, text, 9.0, rid),
+            )
+        cur.execute(
+            f"INSERT INTO sidecar_meta (key, value) VALUES ({m}, {m})", ("schema_version", "2")
+        )
+
+    store._run(work, write=True, migrating=True)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_version_2_store_moves_its_labels_into_segments_on_open(
+    kind: str, tmp_path: Path
+) -> None:
+    labels = {
+        "v2-000001": (3, None, "cat"),
+        "v2-000002": (1, 2.0, None),
+        "v2-000004": (2, 1.0, None),
+        "v2-000005": (0, 1.5, None),
+        "v2-000069": (4, None, '{"a": 1}'),
+    }
+    with store_url(kind, tmp_path) as url:
+        old = open_store(url, migrate=False)
+        assert isinstance(old, SQLStore)
+        _write_v2(old, labels)
+        old.close()
+        store = open_store(url)  # migrates
+        try:
+            assert isinstance(store, SQLStore)
+            assert store.count() == {"predictions": 70, "labels": 5}
+            got = {r["request_id"]: r for chunk in store.iter_joined() for r in chunk}
+            assert {k: json.loads(got[k]["label"]) for k in labels} == {
+                "v2-000001": "cat",
+                "v2-000002": 2,
+                "v2-000004": True,
+                "v2-000005": 1.5,
+                "v2-000069": {"a": 1},
+            }
+            assert {got[k]["label_ts"] for k in labels} == {9.0}
+
+            def tables(cur: Any) -> set[str]:
+                cur.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    if kind == "sqlite"
+                    else "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                )
+                return {r[0] for r in cur.fetchall()}
+
+            assert "sidecar_labels" not in store._run(tables)
+            store.upsert_labels([Label("v2-000001", "dog")])  # the log goes on after the move
+            table = store.read_window()
+            texts = dict(
+                zip(
+                    table.column("request_id").to_pylist(),
+                    table.column("label_text").to_pylist(),
+                    strict=True,
+                )
+            )
+            assert texts["v2-000001"] == "dog"
+            assert store.migrate() == LATEST
+        finally:
+            store.close()
+
+
 # -- migration from schema version 1 ------------------------------------------------------
 
 
@@ -246,7 +358,7 @@ def test_a_version_1_store_is_migrated_to_segments_on_open(kind: str, tmp_path: 
             table = store.read_window()
             assert table.num_rows == 120 and "raw_json" in table.column_names
             again = open_store(url)  # idempotent: a second opener finds version 2
-            assert again.migrate() == 2
+            assert again.migrate() == LATEST
             again.close()
         finally:
             store.close()
@@ -315,6 +427,19 @@ def test_export_is_a_typed_dataset_partitioned_by_version_and_hour(
     ).fetchall()
     assert [r[1] for r in got] == [60] * 5
     assert sum(r[2] for r in got) == pytest.approx(float(np.sum(y)))
+    assert data.schema.field("features").type.value_type == pa.float64()
+    # dictionary pages for repeating text only: numbers and request ids are written plain
+    import pyarrow.parquet as pq
+
+    first = next(out.rglob("*.parquet"))
+    meta = pq.ParquetFile(first).metadata.row_group(0)
+    encodings = {
+        meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)
+    }
+    assert "RLE_DICTIONARY" in encodings["raw:color"]
+    for plain in ("raw:age", "request_id", "ts"):
+        assert "RLE_DICTIONARY" not in encodings[plain], plain
+    assert all(meta.column(i).compression == "SNAPPY" for i in range(meta.num_columns))
 
 
 # -- past one machine: replicas write one PostgreSQL store, one diagnosis reads it ----------
@@ -352,3 +477,49 @@ def test_two_replicas_write_one_postgresql_store_and_one_diagnosis_reads_all(
         with pg_admin() as admin:
             (n,) = admin.execute(f'SELECT SUM(n_rows) FROM "{schema}".sidecar_segments').fetchone()
         assert n == 1_200
+
+
+# -- the label rule, once per distinct stored label ----------------------------------------
+
+
+def _checked_one_by_one(table: pa.Table, bundle: sidecar.Bundle) -> list[Any]:
+    """The label rule applied record by record: what ``checked_labels`` must equal."""
+    from sidecar._labels import MISSING, label_rule
+    from sidecar.recording._columnar import decode_labels
+
+    coerce, _, allowed = label_rule(bundle.task, bundle.advanced.classes)
+    kind = table.column("label_kind").to_numpy()
+    labels = decode_labels(
+        kind,
+        table.column("label_num").to_numpy(zero_copy_only=False),
+        table.column("label_text").to_pylist(),
+    )
+    out: list[Any] = []
+    for k, v in zip(kind.tolist(), labels.tolist(), strict=True):
+        got = MISSING if k < 0 else coerce(v)
+        out.append(None if got is MISSING or (allowed and got not in allowed) else got)
+    return out
+
+
+def test_checked_labels_equal_the_rule_applied_record_by_record(
+    bundle: sidecar.Bundle, store: Store
+) -> None:
+    from sidecar._window import checked_labels
+
+    store.write_batch(batch("c", 400), None)
+    rng = np.random.default_rng(8)
+    classes = list(bundle.advanced.classes)
+    pool: list[Any] = [*classes, str(classes[0]), 1.0, True, "Benign", 7, -2.5, {"a": 1}]
+    chosen = rng.choice(400, size=300, replace=False)
+    store.upsert_labels(
+        [Label(f"c-{i:06d}", pool[int(rng.integers(len(pool)))]) for i in chosen.tolist()]
+    )
+    table = store.read_window()
+    notes: list[str] = []
+    got = checked_labels(table, bundle, notes)
+    expected = _checked_one_by_one(table, bundle)
+    assert got.tolist() == expected
+    assert [type(v) for v in got.tolist()] == [type(v) for v in expected]
+    left_out = sum(1 for k, v in zip(table.column("label_kind").to_numpy(), expected, strict=True)
+                   if k >= 0 and v is None)  # fmt: skip
+    assert left_out > 0 and notes and notes[0].startswith(f"{left_out} stored labels were left out")

@@ -23,9 +23,10 @@ import pyarrow as pa
 from .._errors import StoreError
 from .._redact import redact_url, secrets_of
 from ._columnar import ColumnarReads, LabelColumns, SegmentInfo, encode_label, from_ipc
+from ._label_log import LabelLog, label_table
 from ._records import rows_to_table
 from ._schema import LATEST, migrations
-from ._segments import LABEL_COLUMNS, SEGMENT_ROWS, SegmentWrites
+from ._segments import SEGMENT_ROWS, SegmentWrites
 from ._store import FeedbackResult, Label, PredictionRow, WriterStats, _store_error, _transaction
 
 __all__ = ["SEGMENT_ROWS", "SQLStore"]
@@ -34,7 +35,7 @@ __all__ = ["SEGMENT_ROWS", "SQLStore"]
 _MAX_PARAMS = 999
 
 
-class SQLStore(ColumnarReads, SegmentWrites):
+class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
     """The one implementation over a DB-API connection; see :class:`Store`."""
 
     dialect = "sql"
@@ -133,7 +134,7 @@ class SQLStore(ColumnarReads, SegmentWrites):
     # -- schema -------------------------------------------------------------------
 
     def migrate(self) -> int:
-        steps = migrations(self.dialect, self._move_v1)
+        steps = migrations(self.dialect, self._move_v1, self._move_v2_labels)
         m = self.marker
 
         def work(cur: Any) -> int:
@@ -255,15 +256,7 @@ class SQLStore(ColumnarReads, SegmentWrites):
                 for rid in ids
                 if rid in known
             ]
-            if rows:
-                self._insert_many(
-                    cur,
-                    "sidecar_labels",
-                    LABEL_COLUMNS,
-                    rows,
-                    "ON CONFLICT (seq) DO UPDATE SET kind = excluded.kind, "
-                    "num = excluded.num, text = excluded.text, ts = excluded.ts",
-                )
+            self._append_labels(cur, label_table(rows))
             unknown = tuple(rid for rid in ids if rid not in known)
             return FeedbackResult(accepted=len(rows), unknown_request_ids=unknown)
 
@@ -314,44 +307,14 @@ class SQLStore(ColumnarReads, SegmentWrites):
         return result
 
     def _label_columns(self, seq_lo: int, seq_hi: int) -> LabelColumns:
-        m = self.marker
-
-        def work(cur: Any) -> LabelColumns:
-            packed, num, ts = self._number_labels(cur, seq_lo, seq_hi)
-            cur.execute(
-                "SELECT seq, kind, num, text, ts FROM sidecar_labels "
-                f"WHERE seq >= {m} AND seq < {m} AND kind >= 3 ORDER BY seq",
-                (seq_lo, seq_hi),
-            )
-            return LabelColumns.from_packed(packed, num, ts, LabelColumns.from_rows(cur.fetchall()))
-
-        result: LabelColumns = self._run(work)
+        result: LabelColumns = self._run(lambda cur: self._read_labels(cur, seq_lo, seq_hi))
         return result
-
-    def _number_labels(
-        self, cur: Any, seq_lo: int, seq_hi: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(seq * 8 + kind, num, ts)`` of the labels that are numbers (kinds 0-2).
-
-        Two numbers and a time per label: the cheapest rows a driver can hand
-        over (a dialect may do better still).
-        """
-        m = self.marker
-        cur.execute(
-            "SELECT seq * 8 + kind, num, ts FROM sidecar_labels "
-            f"WHERE seq >= {m} AND seq < {m} AND kind < 3 ORDER BY seq",
-            (seq_lo, seq_hi),
-        )
-        # Straight from the cursor into typed columns: no list of tuples in between.
-        rows = np.fromiter(cur, dtype=_NUMBER_LABEL)
-        return rows["packed"], rows["num"], rows["ts"]
 
     def count(self) -> dict[str, int]:
         def work(cur: Any) -> dict[str, int]:
             cur.execute("SELECT COUNT(*) FROM sidecar_records")
             predictions = int(cur.fetchone()[0])
-            cur.execute("SELECT COUNT(*) FROM sidecar_labels")
-            return {"predictions": predictions, "labels": int(cur.fetchone()[0])}
+            return {"predictions": predictions, "labels": self._count_labels(cur)}
 
         result: dict[str, int] = self._run(work)
         return result
@@ -376,7 +339,6 @@ class SQLStore(ColumnarReads, SegmentWrites):
         self._local = threading.local()
 
 
-_NUMBER_LABEL = np.dtype([("packed", np.int64), ("num", np.float64), ("ts", np.float64)])
 _NOTHING = "ON CONFLICT (request_id) DO NOTHING"
 
 
