@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -523,3 +524,30 @@ def test_checked_labels_equal_the_rule_applied_record_by_record(
     left_out = sum(1 for k, v in zip(table.column("label_kind").to_numpy(), expected, strict=True)
                    if k >= 0 and v is None)  # fmt: skip
     assert left_out > 0 and notes and notes[0].startswith(f"{left_out} stored labels were left out")
+
+
+def test_export_partitions_interleaved_versions_and_hours(store: Store, tmp_path: Path) -> None:
+    import duckdb
+
+    # two versions served side by side, each commit spanning two hours, out of time order
+    for i, (version, ts0) in enumerate([("b1", 7_000.0), ("b2", 3_500.0), ("b1", 100.0)]):
+        piece = batch(f"e{i}", 60, ts0=ts0, version=version)
+        order = np.random.default_rng(i).permutation(60)
+        store.write_batch(piece.take(pa.array(order)), None)
+    out = tmp_path / "export"
+    assert sidecar.export_parquet(store, out) == 180
+    got = duckdb.sql(
+        f"SELECT bundle_version, hour, COUNT(*) FROM read_parquet('{out}/**/*.parquet', "
+        "hive_partitioning = true) GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    hours: dict[tuple[str, str], int] = {}
+    for version, ts0 in [("b1", 7_000.0), ("b2", 3_500.0), ("b1", 100.0)]:
+        for t in ts0 + np.arange(60):
+            key = (
+                version,
+                datetime.fromtimestamp(int(t // 3600) * 3600, UTC).strftime("%Y-%m-%dT%H"),
+            )
+            hours[key] = hours.get(key, 0) + 1
+    assert [(v, h, n) for v, h, n in got] == sorted((v, h, n) for (v, h), n in hours.items())
+    files = list(out.rglob("*.parquet"))
+    assert len(files) == len(hours)  # one file per partition and piece: nothing written twice
