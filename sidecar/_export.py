@@ -65,7 +65,7 @@ def export_parquet(
             pq.write_table(
                 table.slice(start, stop - start),
                 where / f"part-{run}-{n}-{i}.parquet",
-                compression="snappy",
+                compression=dict.fromkeys(text, "snappy") or "none",
                 use_dictionary=text,
                 row_group_size=1 << 20,
             )
@@ -102,11 +102,12 @@ def _partitions(table: Any, pa: Any, pc: Any) -> tuple[Any, list[tuple[str, str,
 
 
 def _text_columns(table: Any, pa: Any) -> list[str]:
-    """The columns given dictionary pages: text that repeats (not request ids).
+    """The columns given dictionary pages and Snappy: text that repeats (not request ids).
 
     Parquet's default tries a dictionary on every column: on floats (features,
     probabilities, raw numbers -- nearly all distinct) it builds one, gives up
-    and writes plain pages, which cost five times the write itself.
+    and writes plain pages, which cost five times the write itself; Snappy on
+    those floats saves a fifth of their bytes for a quarter of the write time.
     """
     return [
         f.name
