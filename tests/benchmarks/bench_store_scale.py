@@ -139,6 +139,9 @@ def timed(
     proc = subprocess.run(
         ["/usr/bin/time", "-f", "PEAK_KB=%M CPU_S=%U+%S", *argv],
         env=full,
+        # `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH:
+        # run in `code`, or the tree the benchmark was started from is what gets measured.
+        cwd=code,
         capture_output=True,
         text=True,
     )
