@@ -21,16 +21,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._errors import InputError
+from ._window_labels import checked_labels
 from .monitoring._inputs import WindowData
 from .recording import Store
-from .recording._columnar import decode_labels
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from ._bundle import Bundle
 
-__all__ = ["RecentData", "load_window", "memory_limit", "recent_data", "window_table"]
+__all__ = [
+    "RecentData",
+    "checked_labels",
+    "load_window",
+    "memory_limit",
+    "recent_data",
+    "window_table",
+]
 
 _RAW = "raw:"
 #: Peak memory of an analysis per stored byte of its window (decoded columns and copies).
@@ -115,7 +122,7 @@ def load_window(
         baseline=predictions(table, "baseline_prediction"),
         baseline_proba=probabilities(table, "baseline_proba"),
         labels=labels,
-        labelled=np.array([v is not None for v in labels], dtype=bool),
+        labelled=np.asarray(labels != None, dtype=bool),  # noqa: E711 - elementwise
         notes=notes,
         unknown_flags=flags,
     )
@@ -288,51 +295,6 @@ def probabilities(table: pa.Table, name: str) -> np.ndarray | None:
     return np.asarray(pc.list_flatten(flat).to_numpy(zero_copy_only=False)).reshape(
         len(flat), int(lengths[0])
     )
-
-
-def checked_labels(table: pa.Table, bundle: Bundle, notes: list[str]) -> np.ndarray:
-    """Stored labels as the metrics read them; one they cannot score is left out and counted.
-
-    ``/feedback`` refuses such labels, but a store written by an older version,
-    or by hand, may hold one: it must not fail the whole analysis. The label
-    rule runs once per distinct value, not once per record.
-    """
-    from ._labels import MISSING, label_rule
-
-    kind = table.column("label_kind").to_numpy(zero_copy_only=False)
-    num = table.column("label_num").to_numpy(zero_copy_only=False)
-    labels = decode_labels(kind, num, table.column("label_text").to_pylist())
-    coerce, expected, allowed = label_rule(bundle.task, bundle.advanced.classes)
-    have = kind >= 0
-    if bundle.task == "regression" and not np.any(kind >= 2):
-        ok = np.isfinite(num)
-        bad_at = np.flatnonzero(have & ~ok)
-        good = labels
-        good[have & ok] = num[have & ok].astype(object)
-    else:
-        uniq: dict[tuple[int, Any], Any] = {}
-        keys = list(zip(kind[have].tolist(), labels[have].tolist(), strict=True))
-        for key in set(keys):
-            got = coerce(key[1])
-            uniq[key] = (
-                None if got is MISSING or (allowed is not None and got not in allowed) else got
-            )
-        good = np.full(len(kind), None, dtype=object)
-        good[have] = np.array([uniq[k] for k in keys] + [None], dtype=object)[:-1]
-        bad_at = np.flatnonzero(have & np.array([v is None for v in good], dtype=bool))
-    if bad_at.size:
-        shown_counts: dict[str, int] = {}
-        for v in labels[bad_at].tolist():
-            shown = repr(v)[:40]
-            shown_counts[shown] = shown_counts.get(shown, 0) + 1
-        shown = ", ".join(
-            f"{k} ({n})" for k, n in sorted(shown_counts.items(), key=lambda kv: -kv[1])[:5]
-        )
-        notes.append(
-            f"{bad_at.size} stored labels were left out: each label must be {expected}; got {shown}"
-        )
-        good[bad_at] = None
-    return good
 
 
 @dataclass(frozen=True)

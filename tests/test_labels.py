@@ -9,7 +9,6 @@ import contextlib
 import csv
 import io
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ from sklearn.ensemble import RandomForestClassifier
 import sidecar
 from sidecar._labels import check_labels, check_request_id, coerce_label
 from sidecar.cli import main
-from sidecar.recording import open_store
-from sidecar.recording._columnar import decode_labels, encode_label
+from sidecar.recording import Label, open_store
+from sidecar.recording._columnar import decode_labels
 from tests import models
 
 # -- the rule, value by value ----------------------------------------------------------
@@ -155,26 +154,31 @@ def _run(argv: list[str]) -> tuple[int, str, str]:
 
 
 def _stored_labels(db: Path) -> dict[str, Any]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT r.request_id, l.kind, l.num, l.text FROM sidecar_labels l "
-            "JOIN sidecar_records r ON r.seq = l.seq"
-        ).fetchall()
-    kind = np.array([r[1] for r in rows])
-    num = np.array([r[2] for r in rows], dtype=np.float64)
-    labels = decode_labels(kind, num, [r[3] for r in rows])
-    return {r[0]: v for r, v in zip(rows, labels.tolist(), strict=True)}
-
-
-def _set_label(conn: sqlite3.Connection, value: Any, order: str, limit: int) -> None:
-    """Store ``value`` as the label of the first ``limit`` labelled ids in ``order``, by hand."""
-    kind, num, text = encode_label(value)
-    conn.execute(
-        "UPDATE sidecar_labels SET kind = ?, num = ?, text = ? WHERE seq IN (SELECT l.seq FROM "
-        "sidecar_labels l JOIN sidecar_records r ON r.seq = l.seq "
-        f"ORDER BY r.request_id {order} LIMIT {limit})",
-        (kind, num, text),
+    """Every stored label by request id, read back from the store's label segments."""
+    store = open_store(f"sqlite:///{db}", create=False)
+    try:
+        table = store.read_window(columns=["request_id"])
+    finally:
+        store.close()
+    kind = table.column("label_kind").to_numpy()
+    labels = decode_labels(
+        kind,
+        table.column("label_num").to_numpy(zero_copy_only=False),
+        table.column("label_text").to_pylist(),
     )
+    ids = table.column("request_id").to_pylist()
+    return {ids[i]: labels[i] for i in np.flatnonzero(kind >= 0)}
+
+
+def _set_label(db: Path, value: Any, order: str, limit: int) -> None:
+    """Store ``value`` as the label of the first ``limit`` labelled ids in ``order``, by hand
+    (through the store, past the label rule that ``/feedback`` applies)."""
+    ids = sorted(_stored_labels(db), reverse=order == "DESC")[:limit]
+    store = open_store(f"sqlite:///{db}", create=False)
+    try:
+        assert store.upsert_labels([Label(rid, value) for rid in ids]).accepted == len(ids)
+    finally:
+        store.close()
 
 
 def test_bool_labels_from_json_and_from_a_csv_file_are_stored_as_booleans(
@@ -253,9 +257,8 @@ def test_a_stored_label_outside_the_classes_is_left_out_and_counted(tmp_path: Pa
     url = f"sqlite:///{db}"
     before = sidecar.diagnose(bundle, url)
     # A store written by an older version, or by hand: labels the metrics cannot score.
-    with sqlite3.connect(db) as conn:
-        _set_label(conn, "Benign", "ASC", 2)
-        _set_label(conn, True, "DESC", 1)
+    _set_label(db, "Benign", "ASC", 2)
+    _set_label(db, True, "DESC", 1)
     after = sidecar.diagnose(bundle, url)
     assert after.n_labelled == before.n_labelled - 3
     [note] = [n for n in after.notes if "stored labels were left out" in n]
@@ -309,8 +312,7 @@ def test_a_stored_number_among_string_classes_leaves_the_strings_scored(tmp_path
     bundle, _, db, _ = _replayed(("a", "b", "c"), tmp_path)
     url = f"sqlite:///{db}"
     before = sidecar.diagnose(bundle, url)
-    with sqlite3.connect(db) as conn:
-        _set_label(conn, 5, "ASC", 1)
+    _set_label(db, 5, "ASC", 1)
     after = sidecar.diagnose(bundle, url)
     assert after.n_labelled == before.n_labelled - 1
     assert any(n.startswith("1 stored labels were left out") for n in after.notes), after.notes
@@ -320,10 +322,9 @@ def test_retraining_data_leaves_out_stored_labels_outside_the_classes(tmp_path: 
     from sidecar import recent_data
 
     bundle, _, db, y_ref = _replayed((0, 1, 2), tmp_path)
-    with sqlite3.connect(db) as conn:
-        _set_label(conn, "Benign", "ASC", 2)
-        # a label stored as text by an older replay: coerced, not dropped
-        _set_label(conn, "1", "DESC", 1)
+    _set_label(db, "Benign", "ASC", 2)
+    # a label stored as text by an older replay: coerced, not dropped
+    _set_label(db, "1", "DESC", 1)
     recent = recent_data(bundle, f"sqlite:///{db}")
     assert len(recent) == len(y_ref) - 2
     assert recent.labels.dtype == np.int64 and set(recent.labels.tolist()) <= {0, 1, 2}

@@ -27,8 +27,6 @@ LONG_FUNCTIONS: dict[str, str] = {}
 #: writing: tolerated until their split lands, then to be removed from here.
 _PENDING = "split pending in issue #14"
 PENDING_MODULES: dict[str, str] = {
-    "sidecar/recording/_sql.py": _PENDING,
-    "sidecar/recording/_store.py": _PENDING,
 }
 PENDING_FUNCTIONS: dict[str, str] = {
     "sidecar/monitoring/_estimate.py:estimate_performance": _PENDING,

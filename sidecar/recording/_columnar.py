@@ -109,22 +109,6 @@ class LabelColumns:
         )
 
     @classmethod
-    def from_packed(
-        cls, packed: np.ndarray, num: np.ndarray, ts: np.ndarray | None, texts: LabelColumns
-    ) -> LabelColumns:
-        """Number labels as ``seq * 8 + kind`` and ``num`` (how stores fetch them fast),
-        followed by the text labels fetched as rows."""
-        packed = packed.astype(np.int64)
-        n = len(packed)
-        return cls(
-            np.concatenate([packed // 8, texts.seq]),
-            np.concatenate([(packed % 8).astype(np.int8), texts.kind]),
-            np.concatenate([num.astype(np.float64), texts.num]),
-            [None] * n + texts.text if texts.text else [],
-            np.concatenate([np.full(n, np.nan) if ts is None else ts, texts.ts]),
-        )
-
-    @classmethod
     def empty(cls) -> LabelColumns:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int8), np.zeros(0), [], np.zeros(0))
 

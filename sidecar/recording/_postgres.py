@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .._errors import StoreError
 from ._sql import SQLStore
 
 __all__ = ["PostgresStore"]
 
-_PACKED_LABEL = np.dtype([("packed", ">i8"), ("num", ">f8"), ("ts", ">f8")])
 _MIGRATION_LOCK = 0x51DECA7
 _WRITE_LOCK = 0x51DECA8
 
@@ -48,25 +45,6 @@ class PostgresStore(SQLStore):
     def _lock_for_migration(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
 
-    def _number_labels(
-        self, cur: Any, seq_lo: int, seq_hi: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Number labels packed by the server into one ``bytea``: no row in Python."""
-        cur.execute(
-            "SELECT string_agg(int8send(seq * 8 + kind) || float8send(num) || float8send(ts), "
-            "''::bytea ORDER BY seq) FROM sidecar_labels "
-            "WHERE seq >= %s AND seq < %s AND kind < 3",
-            (seq_lo, seq_hi),
-            binary=True,
-        )
-        data = cur.fetchone()[0]
-        rows = np.frombuffer(data or b"", _PACKED_LABEL)
-        return (
-            rows["packed"].astype(np.int64),
-            rows["num"].astype(np.float64),
-            rows["ts"].astype(np.float64),
-        )
-
     def _segment_bytes(self, cur: Any, seq_lo: int) -> Any:
         # Binary results: bytea as its bytes, not as hex text twice their size.
         cur.execute("SELECT data FROM sidecar_segments WHERE seq_lo = %s", (seq_lo,), binary=True)
@@ -82,7 +60,7 @@ class PostgresStore(SQLStore):
     def _insert_many(
         self, cur: Any, table: str, columns: Sequence[str], rows: Sequence[Any], conflict: str
     ) -> int:
-        if table not in ("sidecar_records", "sidecar_labels") or len(rows) < 64:
+        if table != "sidecar_records" or len(rows) < 64:
             return super()._insert_many(cur, table, columns, rows, conflict)
         cols = ", ".join(columns)
         stage = f"sidecar_stage_{table.removeprefix('sidecar_')}"
@@ -91,10 +69,9 @@ class PostgresStore(SQLStore):
             for row in rows:
                 copy.write_row(row)
         # A batch may name one id twice: the first (lowest seq) stays, as with VALUES.
-        key = "request_id" if table == "sidecar_records" else "seq"
         cur.execute(
-            f"INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({key}) {cols} FROM {stage} "
-            f"ORDER BY {key}, seq {conflict}"
+            f"INSERT INTO {table} ({cols}) SELECT DISTINCT ON (request_id) {cols} FROM {stage} "
+            f"ORDER BY request_id, seq {conflict}"
         )
         done = max(cur.rowcount, 0)
         cur.execute(f"DELETE FROM {stage}")

@@ -11,7 +11,6 @@ so a crash leaves either the old segments or the merged one, never both.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import threading
 import time
@@ -23,21 +22,20 @@ import pyarrow as pa
 
 from .._errors import StoreError
 from .._redact import redact_url, secrets_of
-from ._columnar import ColumnarReads, LabelColumns, SegmentInfo, encode_label, from_ipc, to_ipc
-from ._records import COLUMNS, rows_to_table
+from ._columnar import ColumnarReads, LabelColumns, SegmentInfo, encode_label, from_ipc
+from ._label_log import LabelLog, label_table
+from ._records import rows_to_table
 from ._schema import LATEST, migrations
+from ._segments import SEGMENT_ROWS, SegmentWrites
 from ._store import FeedbackResult, Label, PredictionRow, WriterStats, _store_error, _transaction
 
 __all__ = ["SEGMENT_ROWS", "SQLStore"]
 
-#: Segments smaller than this are merged once their rows add up to it (or 256 pile up).
-SEGMENT_ROWS = 50_000
-_MERGE_COUNT = 256
 #: Most bound parameters in one statement (SQLite's oldest limit is 999).
 _MAX_PARAMS = 999
 
 
-class SQLStore(ColumnarReads):
+class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
     """The one implementation over a DB-API connection; see :class:`Store`."""
 
     dialect = "sql"
@@ -136,7 +134,7 @@ class SQLStore(ColumnarReads):
     # -- schema -------------------------------------------------------------------
 
     def migrate(self) -> int:
-        steps = migrations(self.dialect, self._move_v1)
+        steps = migrations(self.dialect, self._move_v1, self._move_v2_labels)
         m = self.marker
 
         def work(cur: Any) -> int:
@@ -167,30 +165,6 @@ class SQLStore(ColumnarReads):
         version = int(self._run(work, write=True, migrating=True))
         self._migrated = True
         return version
-
-    def _move_v1(self, cur: Any) -> None:
-        """Version 1 -> 2: rows of JSON text into segments; JSON labels into typed ones."""
-        m = self.marker
-        cols = ", ".join(COLUMNS)
-        last_ts, last_id = -1e300, ""
-        while True:
-            cur.execute(
-                f"SELECT {cols} FROM sidecar_predictions "
-                f"WHERE ts > {m} OR (ts = {m} AND request_id > {m}) "
-                f"ORDER BY ts, request_id LIMIT {SEGMENT_ROWS}",
-                (last_ts, last_ts, last_id),
-            )
-            rows = cur.fetchall()
-            if not rows:
-                break
-            self._write_table(cur, rows_to_table(rows), compact=False)
-            last_ts, last_id = rows[-1][1], rows[-1][0]
-        cur.execute(
-            "SELECT r.seq, l.label, l.ts FROM sidecar_labels_v1 l "
-            "JOIN sidecar_records r ON r.request_id = l.request_id"
-        )
-        labels = [(seq, *encode_label(json.loads(text)), ts) for seq, text, ts in cur.fetchall()]
-        self._insert_many(cur, "sidecar_labels", _LABEL_COLUMNS, labels, "")
 
     # -- writes -------------------------------------------------------------------
 
@@ -247,51 +221,6 @@ class SQLStore(ColumnarReads):
             out.update((r[0], int(r[1])) for r in cur.fetchall())
         return out
 
-    def _insert_segment(self, cur: Any, table: pa.Table, seq_lo: int, seq_hi: int) -> None:
-        data = to_ipc(table)
-        ts = table.column("ts").to_numpy()
-        m = self.marker
-        cur.execute(
-            "INSERT INTO sidecar_segments (seq_lo, seq_hi, n_rows, ts_min, ts_max, nbytes, data) "
-            f"VALUES ({', '.join([m] * 7)})",
-            (seq_lo, seq_hi, table.num_rows, float(ts.min()), float(ts.max()), len(data), data),
-        )
-
-    def _compact(self, cur: Any) -> None:
-        """Merge the small segments once they add up to a full one (or too many pile up)."""
-        cur.execute(
-            "SELECT seq_lo, n_rows FROM sidecar_segments "
-            f"WHERE n_rows < {SEGMENT_ROWS} ORDER BY seq_lo"
-        )
-        small = cur.fetchall()
-        if len(small) < 2 or (
-            sum(r[1] for r in small) < SEGMENT_ROWS and len(small) < _MERGE_COUNT
-        ):
-            return
-        m = self.marker
-        lo, hi = small[0][0], small[-1][0]
-        cur.execute(
-            "SELECT seq_lo, seq_hi, data FROM sidecar_segments "
-            f"WHERE seq_lo >= {m} AND seq_lo <= {m} AND n_rows < {SEGMENT_ROWS} ORDER BY seq_lo",
-            (lo, hi),
-        )
-        found = [(r[0], r[1], from_ipc(r[2])) for r in cur.fetchall()]
-        runs: list[list[tuple[int, int, pa.Table]]] = [[found[0]]]
-        for item in found[1:]:  # only segments of one schema merge (a new bundle starts a run)
-            if item[2].schema.equals(runs[-1][-1][2].schema):
-                runs[-1].append(item)
-            else:
-                runs.append([item])
-        for run in runs:
-            if len(run) < 2:
-                continue
-            marks = ", ".join([m] * len(run))
-            cur.execute(
-                f"DELETE FROM sidecar_segments WHERE seq_lo IN ({marks})", [r[0] for r in run]
-            )
-            merged = pa.concat_tables([r[2] for r in run]).combine_chunks()
-            self._insert_segment(cur, merged, run[0][0], max(r[1] for r in run))
-
     def _upsert_writer(self, cur: Any, w: WriterStats) -> None:
         m = self.marker
         cur.execute(
@@ -327,15 +256,7 @@ class SQLStore(ColumnarReads):
                 for rid in ids
                 if rid in known
             ]
-            if rows:
-                self._insert_many(
-                    cur,
-                    "sidecar_labels",
-                    _LABEL_COLUMNS,
-                    rows,
-                    "ON CONFLICT (seq) DO UPDATE SET kind = excluded.kind, "
-                    "num = excluded.num, text = excluded.text, ts = excluded.ts",
-                )
+            self._append_labels(cur, label_table(rows))
             unknown = tuple(rid for rid in ids if rid not in known)
             return FeedbackResult(accepted=len(rows), unknown_request_ids=unknown)
 
@@ -386,46 +307,14 @@ class SQLStore(ColumnarReads):
         return result
 
     def _label_columns(self, seq_lo: int, seq_hi: int) -> LabelColumns:
-        m = self.marker
-
-        def work(cur: Any) -> LabelColumns:
-            packed, num, ts = self._number_labels(cur, seq_lo, seq_hi)
-            cur.execute(
-                "SELECT seq, kind, num, text, ts FROM sidecar_labels "
-                f"WHERE seq >= {m} AND seq < {m} AND kind >= 3 ORDER BY seq",
-                (seq_lo, seq_hi),
-            )
-            return LabelColumns.from_packed(packed, num, ts, LabelColumns.from_rows(cur.fetchall()))
-
-        result: LabelColumns = self._run(work)
+        result: LabelColumns = self._run(lambda cur: self._read_labels(cur, seq_lo, seq_hi))
         return result
-
-    def _number_labels(
-        self, cur: Any, seq_lo: int, seq_hi: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(seq * 8 + kind, num, ts)`` of the labels that are numbers (kinds 0-2).
-
-        Two numbers and a time per label: the cheapest rows a driver can hand
-        over (a dialect may do better still).
-        """
-        m = self.marker
-        cur.execute(
-            "SELECT seq * 8 + kind, num, ts FROM sidecar_labels "
-            f"WHERE seq >= {m} AND seq < {m} AND kind < 3 ORDER BY seq",
-            (seq_lo, seq_hi),
-        )
-        rows = cur.fetchall()
-        if not rows:
-            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-        arr = np.array(rows, dtype=np.float64)
-        return arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2]
 
     def count(self) -> dict[str, int]:
         def work(cur: Any) -> dict[str, int]:
             cur.execute("SELECT COUNT(*) FROM sidecar_records")
             predictions = int(cur.fetchone()[0])
-            cur.execute("SELECT COUNT(*) FROM sidecar_labels")
-            return {"predictions": predictions, "labels": int(cur.fetchone()[0])}
+            return {"predictions": predictions, "labels": self._count_labels(cur)}
 
         result: dict[str, int] = self._run(work)
         return result
@@ -451,7 +340,6 @@ class SQLStore(ColumnarReads):
 
 
 _NOTHING = "ON CONFLICT (request_id) DO NOTHING"
-_LABEL_COLUMNS = ("seq", "kind", "num", "text", "ts")
 
 
 def _finite(x: float) -> float:

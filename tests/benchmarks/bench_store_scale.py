@@ -144,6 +144,9 @@ def timed(
     proc = subprocess.run(
         ["/usr/bin/time", "-f", "PEAK_KB=%M CPU_S=%U+%S", *argv],
         env=full,
+        # `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH:
+        # run in `code`, or the tree the benchmark was started from is what gets measured.
+        cwd=code,
         capture_output=True,
         text=True,
     )
@@ -265,6 +268,7 @@ def main() -> int:
                 results["before"].append(one_case(Path(args.before), n, kind, data, bundle, tmp))
                 print(json.dumps(results["before"][-1]), file=sys.stderr, flush=True)
     results["comparison"] = _compare(results)
+    results["growth"] = _growth(results["after"])
     results["targets"] = {
         "diagnose_cpu_over_in_memory_cpu_max": 3.0,
         "speedup_min": 10.0,
@@ -275,6 +279,31 @@ def main() -> int:
     }
     print(json.dumps(results, indent=2))
     return 0
+
+
+def _growth(after: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per store, how each stage grows with the records (CPU seconds; x: over the smallest)."""
+    out = []
+    for store in sorted({a["store"] for a in after}):
+        runs = sorted((a for a in after if a["store"] == store), key=lambda a: a["records"])
+        first = runs[0]
+        for a in runs:
+            x = a["records"] / first["records"]
+            out.append(
+                {
+                    "store": store,
+                    "records": a["records"],
+                    "records_x": round(x, 1),
+                    "diagnose_cpu_s": a["diagnose_cpu_s"],
+                    "diagnose_cpu_x": round(a["diagnose_cpu_s"] / first["diagnose_cpu_s"], 1),
+                    "scan_cpu_s": a["stages"].get("scan_cpu_s"),
+                    "load_window_cpu_s": a["stages"]["load_window_cpu_s"],
+                    "in_memory_diagnosis_cpu_s": a["stages"]["in_memory_diagnosis_cpu_s"],
+                    "export_cpu_s": a["export_cpu_s"],
+                    "diagnose_peak_mb": a["diagnose_peak_mb"],
+                }
+            )
+    return out
 
 
 def _compare(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -293,7 +322,17 @@ def _compare(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "window_read_cpu_speedup": round(
                             b["stages"]["load_window_cpu_s"] / a["stages"]["load_window_cpu_s"], 1
                         ),
+                        "export_cpu_speedup": round(b["export_cpu_s"] / a["export_cpu_s"], 1),
                         "diagnose_peak_mb": [b["diagnose_peak_mb"], a["diagnose_peak_mb"]],
+                        "stages_before_after": {
+                            k: [b["stages"].get(k), a["stages"].get(k)]
+                            for k in (
+                                "load_bundle_cpu_s",
+                                "scan_cpu_s",
+                                "load_window_cpu_s",
+                                "in_memory_diagnosis_cpu_s",
+                            )
+                        },
                     }
                 )
     return out
