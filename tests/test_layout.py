@@ -42,7 +42,6 @@ PENDING_FUNCTIONS: dict[str, str] = {
     "adapters/_members.py:_replace": _PENDING,
     "adapters/_regularize.py:regularize": _PENDING,
     "adapters/_regularize.py:_regularize_torch": _PENDING,
-    "sidecar/monitoring/_estimate.py:estimate_performance": _PENDING,
 }
 
 
