@@ -6,6 +6,10 @@
 - :func:`wrap` (``_wrap``): make one from a fitted model, with a baseline
   fitted for free (``_baseline``);
 - :func:`load` (``_load``): read one safely, every file and hash checked first;
+- :func:`predict`, :func:`feedback` (``_calls``): the per-request calls on a
+  bundle object or directory;
+- :func:`read_model`, :func:`framework_of` (``_model_file``): a fitted model
+  read from a file by its framework's safe loader;
 - ``_derive``: what a derived version's new preprocessing or models must satisfy;
 - ``_prediction``: what ``predict`` returns, and a served bundle's counts;
 - ``_persist``: write the parts, seal the manifest, save atomically, hash a part.
@@ -25,12 +29,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .._bundle import Bundle
+    from ._calls import feedback, predict
     from ._load import load
+    from ._model_file import framework_of, read_model
     from ._persist import hash_directory
     from ._prediction import Prediction, ShadowPrediction
     from ._wrap import wrap
 
-__all__ = ["Bundle", "Prediction", "ShadowPrediction", "hash_directory", "load", "wrap"]
+__all__ = [
+    "Bundle",
+    "Prediction",
+    "ShadowPrediction",
+    "feedback",
+    "framework_of",
+    "hash_directory",
+    "load",
+    "predict",
+    "read_model",
+    "wrap",
+]
 
 _WHERE = {
     "Bundle": "sidecar._bundle",
@@ -38,6 +55,10 @@ _WHERE = {
     "ShadowPrediction": "sidecar.bundle._prediction",
     "hash_directory": "sidecar.bundle._persist",
     "load": "sidecar.bundle._load",
+    "feedback": "sidecar.bundle._calls",
+    "predict": "sidecar.bundle._calls",
+    "framework_of": "sidecar.bundle._model_file",
+    "read_model": "sidecar.bundle._model_file",
     "wrap": "sidecar.bundle._wrap",
 }
 
