@@ -7,14 +7,14 @@ A bundle on disk is a directory::
     preprocessing/     the preprocessing module (its own version)
     advanced/          the advanced model in a safe native format
     baseline/          the baseline model
-    reference/         what "normal" looked like (see ``sidecar._reference``)
+    reference/         what "normal" looked like (see ``sidecar.bundle._reference``)
 
 Every part has its own version and sha256; the bundle's version is derived
-from the whole sealed manifest (see ``sidecar._manifest``), which covers every
+from the whole sealed manifest (see ``sidecar.bundle._manifest``), which covers every
 field a loader reads and, through the parts' hashes, every byte -- so any
 change makes a new version, and saving a loaded bundle again keeps it (its
 parts are copied, not re-serialised). Loading first checks the files (plain
-files only, no links, within the size limits: ``sidecar._integrity``),
+files only, no links, within the size limits: ``sidecar.bundle._integrity``),
 re-hashes every part, checks the seal, and refuses a bundle whose files or
 manifest changed after it was saved, naming the part or field. Loading runs no
 code the caller did not trust by name (pickle, import paths, skops types
@@ -45,7 +45,6 @@ import numpy as np
 from ._errors import InputError
 from ._frames import as_records
 from ._labels import check_labels
-from ._reference import Reference
 
 # The class builds on the bundle package: wrap and load construct it, persistence
 # writes it. Those modules import this one only when called, so no cycle.
@@ -54,6 +53,7 @@ from .bundle._load import load
 from .bundle._persist import PARTS, hash_directory, sources_of, stage
 from .bundle._persist import save as save_bundle
 from .bundle._prediction import BundleStats, Prediction, ShadowPrediction
+from .bundle._reference import Reference
 from .bundle._wrap import compute_reference, wrap
 from .bundle._wrap import default_plan_for as _default_plan_for
 from .monitoring._plan import MonitoringPlan

@@ -14,9 +14,12 @@
 - ``_prediction``: what ``predict`` returns, and a served bundle's counts;
 - ``_persist``: write the parts, seal the manifest, save atomically, hash a part.
 
-The manifest's seal and verification live in ``sidecar._manifest``,
-``sidecar._integrity`` and ``sidecar._checks``; the reference in
-``sidecar._reference``; signing in ``sidecar._signing``.
+- ``_manifest``: the canonical manifest and its seal; ``_integrity``: hashes,
+  confined paths and part-size limits, checked before anything is loaded;
+- ``_reference``: what "normal" looked like (sketches, held-out predictions);
+- ``_signing``: Sigstore / key signatures of a bundle directory.
+
+The whole-bundle checks (``sidecar check``) live in ``sidecar._checks``.
 
 The names are imported on first use, so that ``sidecar._bundle`` and the
 modules here can import each other's parts without a cycle.

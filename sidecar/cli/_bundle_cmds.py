@@ -208,7 +208,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    from .._signing import sign_bundle
+    from ..bundle._signing import sign_bundle
 
     password = None
     if args.password_env:
@@ -226,7 +226,7 @@ def _sign(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .._checks import check_bundle
     from .._registry import resolve_bundle_path
-    from .._signing import verify_bundle
+    from ..bundle._signing import verify_bundle
 
     root = resolve_bundle_path(Path(args.bundle))
     verify_bundle(root, args.key)
