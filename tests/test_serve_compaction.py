@@ -11,14 +11,31 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from sidecar.recording import Recorder, open_store
+from sidecar.recording._records import encode_records
 from sidecar.recording._sql import SQLStore
 
-from .test_store_columns import batch
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def batch(prefix: str, n: int, *, ts0: float = 1_000.0) -> pa.Table:
+    """``n`` served records of a two-class model (one numeric input, one categorical)."""
+    rng = np.random.default_rng(n)
+    p = rng.random(n)
+    return encode_records(
+        [{"x": float(rng.normal()), "color": str(rng.choice(["r", "g"]))} for _ in range(n)],
+        request_ids=[f"{prefix}-{i:06d}" for i in range(n)],
+        ts=ts0 + np.arange(n, dtype=np.float64),
+        versions={"bundle_version": "b1", "preprocessing_version": "p1"},
+        features=rng.normal(size=(n, 2)),
+        outputs={"advanced": (np.where(p > 0.5, "cat", "dog"), np.column_stack([p, 1 - p]))},
+        latencies={"advanced_latency_ms": 1.5},
+        error=None,
+    )
 
 
 def _segments(db: Path) -> tuple[int, int]:
@@ -83,7 +100,7 @@ from pathlib import Path
 from sidecar.recording import open_store
 from sidecar.recording._sql import SQLStore
 sys.path.insert(0, {root!r})
-from tests.test_store_columns import batch
+from tests.test_serve_compaction import batch
 
 db, marker = Path(sys.argv[1]), Path(sys.argv[2])
 store = open_store(f"sqlite:///{{db}}")
