@@ -3,7 +3,7 @@ behind one endpoint, and tell whether -- and why -- performance fell.
 
 The loop, each step one call (the README walks it with real models):
 :func:`wrap` and :meth:`Bundle.save`; serve (``sidecar serve``) or
-:meth:`Bundle.predict` with a recorder; :meth:`Bundle.feedback` for labels;
+:func:`predict` (:meth:`Bundle.predict`) with a recorder; :func:`feedback` for labels;
 :func:`diagnose` and :func:`report`; :func:`retrain` for a candidate;
 :meth:`Bundle.attach_candidate` (``SIDECAR_CANDIDATE``) to run it in shadow;
 :func:`promote` on a paired test; :func:`rollback`; :class:`Registry` for the
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ._reporting import report
     from ._retraining import retrain
     from ._window import RecentData, recent_data
+    from .bundle._calls import feedback, predict
     from .preprocessing import (
         CategoricalColumn,
         NumericColumn,
@@ -63,6 +64,8 @@ _LAZY = {
     "ShadowPrediction": "._bundle",
     "load": "._bundle",
     "wrap": "._bundle",
+    "predict": ".bundle._calls",
+    "feedback": ".bundle._calls",
     "export_parquet": "._export",
     "RecentData": "._window",
     "diagnose": "._analysis",
@@ -119,7 +122,9 @@ __all__ = [
     "TabularPreprocessor",
     "diagnose",
     "export_parquet",
+    "feedback",
     "load",
+    "predict",
     "promote",
     "read_spec",
     "recent_data",

@@ -7,14 +7,14 @@ A bundle on disk is a directory::
     preprocessing/     the preprocessing module (its own version)
     advanced/          the advanced model in a safe native format
     baseline/          the baseline model
-    reference/         what "normal" looked like (see ``sidecar._reference``)
+    reference/         what "normal" looked like (see ``sidecar.bundle._reference``)
 
 Every part has its own version and sha256; the bundle's version is derived
-from the whole sealed manifest (see ``sidecar._manifest``), which covers every
+from the whole sealed manifest (see ``sidecar.bundle._manifest``), which covers every
 field a loader reads and, through the parts' hashes, every byte -- so any
 change makes a new version, and saving a loaded bundle again keeps it (its
 parts are copied, not re-serialised). Loading first checks the files (plain
-files only, no links, within the size limits: ``sidecar._integrity``),
+files only, no links, within the size limits: ``sidecar.bundle._integrity``),
 re-hashes every part, checks the seal, and refuses a bundle whose files or
 manifest changed after it was saved, naming the part or field. Loading runs no
 code the caller did not trust by name (pickle, import paths, skops types
@@ -45,7 +45,6 @@ import numpy as np
 from ._errors import InputError
 from ._frames import as_records
 from ._labels import check_labels
-from ._reference import Reference
 
 # The class builds on the bundle package: wrap and load construct it, persistence
 # writes it. Those modules import this one only when called, so no cycle.
@@ -54,12 +53,13 @@ from .bundle._load import load
 from .bundle._persist import PARTS, hash_directory, sources_of, stage
 from .bundle._persist import save as save_bundle
 from .bundle._prediction import BundleStats, Prediction, ShadowPrediction
+from .bundle._reference import Reference
 from .bundle._wrap import compute_reference, wrap
 from .bundle._wrap import default_plan_for as _default_plan_for
 from .monitoring._plan import MonitoringPlan
 from .preprocessing import Preprocessor
 from .recording import FeedbackResult, Recorder, RecordPolicy, Store
-from .runtimes import ModelOutput, Predictor
+from .runtimes import Predictor
 from .shadow import ShadowItem, ShadowPipeline, ShadowRunner, ShadowSink, check_candidate
 
 __all__ = ["Bundle", "Prediction", "ShadowPrediction", "hash_directory", "load", "wrap"]
@@ -167,7 +167,12 @@ class Bundle:
         # A new shadow stage; the old one finishes what it was given.
         old = self.shadow
         self._pipeline = ShadowPipeline(
-            self, recorder=recorder, candidate=candidate, timeout=old.timeout, counters=old.counters
+            self,
+            recorder=recorder,
+            policy=self._policy,
+            candidate=candidate,
+            timeout=old.timeout,
+            counters=old.counters,
         )
 
     def attach_recorder(
@@ -306,50 +311,6 @@ class Bundle:
             self.shadow.drain(timeout=5.0)
             self._recorder.flush(timeout=5.0, fail_fast=True)  # a store that is down: answer now
         return target.upsert_labels(checked)
-
-    def _rows(
-        self,
-        records: Records,
-        pred: Prediction,
-        base: ModelOutput | None,
-        error: str | None,
-        base_ms: float | None,
-        timestamps: Sequence[float] | None,
-        candidate: tuple[str, ModelOutput | None, float | None] | None = None,
-        features: np.ndarray | None = None,
-    ) -> Any:
-        """The records as one batch for the recorder (encoded by its writer)."""
-        from .recording._records import ServedBatch
-
-        parts = self.manifest["parts"]
-        cand_version, cand_out, cand_ms = candidate if candidate is not None else (None, None, None)
-        return ServedBatch(
-            records,
-            request_ids=pred.request_ids,
-            ts=pred.ts if timestamps is None else timestamps,
-            versions={
-                "bundle_version": pred.bundle_version,
-                "preprocessing_version": pred.preprocessing_version,
-                "advanced_version": parts["advanced"]["version"],
-                "baseline_version": parts["baseline"]["version"],
-                "candidate_version": cand_version,
-            },
-            features=features,
-            outputs={
-                "advanced": (pred.predictions, pred.probabilities),
-                "baseline": None if base is None else (base.predictions, base.probabilities),
-                "candidate": None
-                if cand_out is None
-                else (cand_out.predictions, cand_out.probabilities),
-            },
-            latencies={
-                "advanced_latency_ms": pred.latency_ms,
-                "baseline_latency_ms": base_ms,
-                "candidate_latency_ms": cand_ms,
-            },
-            error=error,
-            apply=self._policy.apply if self._policy.active else None,
-        )
 
     def with_preprocessing(self, preprocessing: Preprocessor) -> Bundle:
         """A new bundle version with the same models and a new preprocessing version.

@@ -1,8 +1,8 @@
 """Checking a saved bundle without loading its models: what ``sidecar.load`` does first.
 
-Files plain and within the size limits (:mod:`sidecar._integrity`), every
+Files plain and within the size limits (:mod:`sidecar.bundle._integrity`), every
 part's hash, the plan's hash, the manifest's seal and version
-(:mod:`sidecar._manifest`), and every ``file`` field confined to its part.
+(:mod:`sidecar.bundle._manifest`), and every ``file`` field confined to its part.
 ``sidecar sign`` and ``Registry.register`` run the same checks.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from ._errors import BundleError
-from ._integrity import MAX_PART_BYTES, check_plain_file, confined_file, scan_part
-from ._manifest import FORMAT, LEGACY_FORMAT, PARTS, check_seal, check_shape, legacy_version
+from .bundle._integrity import MAX_PART_BYTES, check_plain_file, confined_file, scan_part
+from .bundle._manifest import FORMAT, LEGACY_FORMAT, PARTS, check_seal, check_shape, legacy_version
 from .monitoring._plan import MonitoringPlan
 
 __all__ = ["MANIFEST", "PLAN", "check_bundle"]

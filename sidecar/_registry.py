@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import BundleError, InputError
+from ._json import dumps
 
 __all__ = ["Registry", "resolve_bundle_path"]
 
@@ -192,7 +193,7 @@ class Registry:
         return target
 
     def _log(self, event: dict[str, Any]) -> None:
-        line = json.dumps({"time": time.time(), **event}, sort_keys=True, default=str)
+        line = dumps({"time": time.time(), **event}, sort_keys=True, default=str)
         with open(self.root / HISTORY, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()

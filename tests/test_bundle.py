@@ -190,8 +190,8 @@ class TestLegacyFormat:
 
     @staticmethod
     def _as_legacy(root: Path) -> str:
-        from sidecar._integrity import scan_part
-        from sidecar._manifest import LEGACY_FORMAT, legacy_version
+        from sidecar.bundle._integrity import scan_part
+        from sidecar.bundle._manifest import LEGACY_FORMAT, legacy_version
 
         manifest = json.loads((root / "manifest.json").read_text())
         for key in ("seal", "seal_sha256"):

@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import sidecar
-from sidecar._manifest import seal_manifest
+from sidecar.bundle._manifest import seal_manifest
 from tests import models
 from tests.servers import alive, descendants, free_port
 
@@ -674,7 +674,7 @@ def test_a_registry_never_copies_a_link_into_a_file(sklearn_bundle: Path, tmp_pa
 
 def test_splitting_a_file_in_two_changes_the_part_hash(tmp_path: Path) -> None:
     """Files are framed by their size: bytes cannot move from one file to the next unseen."""
-    from sidecar._integrity import scan_part
+    from sidecar.bundle._integrity import scan_part
 
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()

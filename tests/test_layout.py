@@ -29,7 +29,6 @@ _PENDING = "split pending in issue #14"
 PENDING_MODULES: dict[str, str] = {
 }
 PENDING_FUNCTIONS: dict[str, str] = {
-    "sidecar/monitoring/_estimate.py:estimate_performance": _PENDING,
 }
 
 

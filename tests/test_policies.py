@@ -64,7 +64,7 @@ def _onnx() -> Any:
 
 
 def _signing() -> Any:
-    from sidecar._signing import _require
+    from sidecar.bundle._signing import _require
 
     return _require()
 

@@ -22,6 +22,8 @@ SIDECAR = {
     # the loop
     "wrap",
     "load",
+    "predict",
+    "feedback",
     "Bundle",
     "Prediction",
     "ShadowPrediction",

@@ -15,7 +15,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import sidecar
-from sidecar._signing import SIGNATURE, sign_bundle, verify_bundle
+from sidecar.bundle._signing import SIGNATURE, sign_bundle, verify_bundle
 from sidecar.cli import main
 from sidecar.monitoring import default_plan
 
@@ -131,7 +131,7 @@ def test_a_removed_or_renamed_file_fails(copy: Path, keys: dict[str, tuple[Path,
 
 def test_a_resealed_manifest_fails(copy: Path, keys: dict[str, tuple[Path, Path]]) -> None:
     """Integrity alone cannot catch a consistent rewrite; the signature does."""
-    from sidecar._manifest import seal_manifest
+    from sidecar.bundle._manifest import seal_manifest
 
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["name"] = "impostor"

@@ -6,13 +6,20 @@
 - :func:`wrap` (``_wrap``): make one from a fitted model, with a baseline
   fitted for free (``_baseline``);
 - :func:`load` (``_load``): read one safely, every file and hash checked first;
+- :func:`predict`, :func:`feedback` (``_calls``): the per-request calls on a
+  bundle object or directory;
+- :func:`read_model`, :func:`framework_of` (``_model_file``): a fitted model
+  read from a file by its framework's safe loader;
 - ``_derive``: what a derived version's new preprocessing or models must satisfy;
 - ``_prediction``: what ``predict`` returns, and a served bundle's counts;
 - ``_persist``: write the parts, seal the manifest, save atomically, hash a part.
 
-The manifest's seal and verification live in ``sidecar._manifest``,
-``sidecar._integrity`` and ``sidecar._checks``; the reference in
-``sidecar._reference``; signing in ``sidecar._signing``.
+- ``_manifest``: the canonical manifest and its seal; ``_integrity``: hashes,
+  confined paths and part-size limits, checked before anything is loaded;
+- ``_reference``: what "normal" looked like (sketches, held-out predictions);
+- ``_signing``: Sigstore / key signatures of a bundle directory.
+
+The whole-bundle checks (``sidecar check``) live in ``sidecar._checks``.
 
 The names are imported on first use, so that ``sidecar._bundle`` and the
 modules here can import each other's parts without a cycle.
@@ -25,12 +32,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .._bundle import Bundle
+    from ._calls import feedback, predict
     from ._load import load
+    from ._model_file import framework_of, read_model
     from ._persist import hash_directory
     from ._prediction import Prediction, ShadowPrediction
     from ._wrap import wrap
 
-__all__ = ["Bundle", "Prediction", "ShadowPrediction", "hash_directory", "load", "wrap"]
+__all__ = [
+    "Bundle",
+    "Prediction",
+    "ShadowPrediction",
+    "feedback",
+    "framework_of",
+    "hash_directory",
+    "load",
+    "predict",
+    "read_model",
+    "wrap",
+]
 
 _WHERE = {
     "Bundle": "sidecar._bundle",
@@ -38,6 +58,10 @@ _WHERE = {
     "ShadowPrediction": "sidecar.bundle._prediction",
     "hash_directory": "sidecar.bundle._persist",
     "load": "sidecar.bundle._load",
+    "feedback": "sidecar.bundle._calls",
+    "predict": "sidecar.bundle._calls",
+    "framework_of": "sidecar.bundle._model_file",
+    "read_model": "sidecar.bundle._model_file",
     "wrap": "sidecar.bundle._wrap",
 }
 

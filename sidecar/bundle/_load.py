@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from .._checks import check_bundle
 from .._errors import BundleError
-from .._integrity import MAX_PART_BYTES
-from .._reference import Reference
 from ..preprocessing import load_preprocessing
 from ..runtimes import load_predictor
+from ._integrity import MAX_PART_BYTES
 from ._persist import sources_of
+from ._reference import Reference
 
 if TYPE_CHECKING:
     from .._bundle import Bundle
@@ -46,7 +46,7 @@ def load(
     bundle with a pickled model. Give either only for bundles from a trusted
     source. ``public_key`` (a PEM file) makes the bundle's signature required
     and checked first (see ``sidecar sign``). ``allow_legacy=True`` loads a
-    bundle saved before the manifest was sealed (see :mod:`sidecar._manifest`).
+    bundle saved before the manifest was sealed (see :mod:`sidecar.bundle._manifest`).
     ``max_part_bytes`` bounds what each part may hold once inflated.
     """
     from .._bundle import Bundle  # the class imports this package
@@ -54,7 +54,7 @@ def load(
 
     root = resolve_bundle_path(Path(path))  # a registry loads its active version
     if public_key is not None:
-        from .._signing import verify_bundle
+        from ._signing import verify_bundle
 
         verify_bundle(root, public_key)
     manifest, plan = check_bundle(root, allow_legacy=allow_legacy, max_part_bytes=max_part_bytes)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import BundleError
-from .._integrity import scan_part
 from .._json import to_jsonable
-from .._manifest import seal_manifest
 from ..preprocessing import save_preprocessing
+from ._integrity import scan_part
+from ._manifest import seal_manifest
 
 if TYPE_CHECKING:
     from .._bundle import Bundle

@@ -12,10 +12,10 @@ import numpy as np
 
 from .._errors import InputError
 from .._frames import as_records
-from .._reference import Reference
 from ..monitoring._plan import MonitoringPlan, default_plan
 from ..preprocessing import Preprocessor, SklearnPreprocessor, TabularPreprocessor, read_spec
 from ..runtimes import Predictor, as_predictor
+from ._reference import Reference
 
 if TYPE_CHECKING:
     from .._bundle import Bundle

@@ -9,9 +9,9 @@ Bento and ``bentoml serve``/``bentoml containerize`` need no ``SIDECAR_BUNDLE``.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from .._json import dumps
 from ._common import add_bundle, add_json
 
 __all__ = ["register"]
@@ -71,7 +71,7 @@ def _import(args: argparse.Namespace) -> int:
             "bundle_version": done.bundle_version,
             "created": done.created,
         }
-        print(json.dumps(out, indent=2))
+        print(dumps(out, indent=2))
         return 0
     what = "imported" if done.created else "already in the model store:"
     print(f"{what} {done.tag}  ({done.path})")
@@ -93,7 +93,7 @@ def _list(args: argparse.Namespace) -> int:
         for m in list_bundle_models()
     ]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(dumps(rows, indent=2))
         return 0
     if not rows:
         print("no bundle in BentoML's model store: sidecar bento import BUNDLE")

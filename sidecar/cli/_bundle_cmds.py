@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InputError
+from .._json import dumps
 from ._common import add_bundle, add_json, add_overwrite, trusted_env
 from ._serve import add_address, check_port, run_bentoml
 
@@ -144,53 +145,18 @@ def _wrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_model(args: argparse.Namespace) -> tuple[Any, str | None, dict[str, Any]]:
+def _read_model(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any]]:
     """Load the model named by ``--model`` in the way its framework requires."""
-    source = args.model
-    path = Path(source)
-    framework = args.framework
-    if framework is None:
-        framework = {
-            ".skops": "sklearn",
-            ".onnx": "onnx",
-            ".pt": "torch",
-            ".pth": "torch",
-            ".pkl": "pickle",
-            ".pickle": "pickle",
-        }.get(path.suffix.lower(), "callable")
-    if framework != "callable" and not path.is_file():
-        raise InputError(f"--model must be an existing model file; got {source!r}.")
-    if framework == "sklearn":
-        from .._safe import skops_load
+    from ..bundle._model_file import read_model
 
-        return skops_load(path, args.trusted), "sklearn", {}
-    if framework == "onnx":
-        return path.read_bytes(), "onnx", {}
-    if framework == "torch":
-        from ..runtimes import import_object
-        from ..runtimes._torch import require_torch
-
-        torch = require_torch()
-        if args.factory:
-            module = import_object(args.factory)()
-            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return module, "torch", {"factory": args.factory}
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(str(path), map_location="cpu"), "torch", {}
-    if framework == "pickle":
-        if not args.allow_pickle:
-            raise InputError(
-                "--model is a pickle file, and unpickling can run any code; pass "
-                "--allow-pickle if you trust it."
-            )
-        import pickle
-
-        with open(path, "rb") as fh:
-            return pickle.load(fh), "pickle", {}
-    return source, "callable", {}
+    return read_model(
+        args.model,
+        framework=args.framework,
+        trusted=args.trusted,
+        factory=args.factory,
+        allow_pickle=args.allow_pickle,
+        name="--model",
+    )
 
 
 def _typed_classes(classes: list[str] | None, data: tuple[Any, list[Any]]) -> list[Any] | None:
@@ -220,7 +186,7 @@ def _info(args: argparse.Namespace) -> int:
             "history": history,
         }
     if args.json:
-        print(json.dumps(info, indent=2, sort_keys=True, default=str))
+        print(dumps(info, indent=2, sort_keys=True, default=str))
         return 0
     print(f"bundle      {info['name']}  version {info['version']}  (parent {info['parent']})")
     print(f"task        {info['task']}  classes {info['classes']}")
@@ -242,7 +208,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    from .._signing import sign_bundle
+    from ..bundle._signing import sign_bundle
 
     password = None
     if args.password_env:
@@ -260,7 +226,7 @@ def _sign(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .._checks import check_bundle
     from .._registry import resolve_bundle_path
-    from .._signing import verify_bundle
+    from ..bundle._signing import verify_bundle
 
     root = resolve_bundle_path(Path(args.bundle))
     verify_bundle(root, args.key)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from .._json import dumps
 from ._common import (
     CountingStore,
     add_bundle,
@@ -121,7 +121,7 @@ def _replay(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(dumps(result.to_dict()))
     else:
         print(
             f"replayed {result.records} records into {redact_url(args.store)} in "
@@ -162,7 +162,7 @@ def _feedback(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(dumps(result.to_dict()))
     else:
         unknown = result.unknown_request_ids
         print(
@@ -191,7 +191,7 @@ def _export(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     if args.json:
-        print(json.dumps({"records": n, "out": str(args.out)}))
+        print(dumps({"records": n, "out": str(args.out)}))
     else:
         print(f"exported {n} records to {args.out}")
     return 0
@@ -217,7 +217,7 @@ def _status(args: argparse.Namespace) -> int:
         "stale": stale,
     }
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(dumps(status, indent=2))
         return 0
     print(f"store       {status['store']}")
     print(f"records     {status['predictions']}  (labelled {status['labels']})")

@@ -20,6 +20,7 @@ realised metric leaves the interval, which is itself a signal (see
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -33,6 +34,11 @@ __all__ = ["Calibration", "PerformanceEstimate", "estimate_performance"]
 
 #: Metrics CBPE can estimate: those computed from labels and the model's outputs alone.
 ESTIMABLE = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss", "brier")
+
+#: Called between pieces of an estimate's work (see :meth:`Calibration.draw`).
+Pause = Callable[[], object]
+#: Rows calibrated per piece when pausing (well under a millisecond each).
+_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -134,11 +140,19 @@ class Calibration:
             self._fits.append(iso)
         self._score = METRICS[metric].function
 
-    def calibrate(self, proba: np.ndarray) -> np.ndarray:
-        """``proba`` mapped through the isotonic fits, rows summing to 1."""
+    def calibrate(self, proba: np.ndarray, *, pause: Pause | None = None) -> np.ndarray:
+        """``proba`` mapped through the isotonic fits, rows summing to 1.
+
+        With ``pause``, the fits run on chunks of rows with ``pause()`` between
+        them (the same numbers: each row is mapped on its own).
+        """
         out = np.empty_like(proba, dtype=np.float64)
+        step = len(proba) if pause is None else _CHUNK
         for k, iso in enumerate(self._fits):
-            out[:, k] = iso.predict(proba[:, k])
+            for lo in range(0, len(proba), max(step, 1)):
+                out[lo : lo + step, k] = iso.predict(proba[lo : lo + step, k])
+                if pause is not None:
+                    pause()
         total = out.sum(axis=1, keepdims=True)
         flat = total[:, 0] <= 0  # nothing left after calibration: keep the model's own row
         out[flat] = proba[flat]
@@ -146,19 +160,32 @@ class Calibration:
         return np.asarray(out / total)
 
     def draw(
-        self, proba: np.ndarray, rng: np.random.Generator, draws: int, max_rows: int
+        self,
+        proba: np.ndarray,
+        rng: np.random.Generator,
+        draws: int,
+        max_rows: int,
+        *,
+        pause: Pause | None = None,
     ) -> tuple[float, float]:
-        """The mean and the spread (scaled to all of ``proba``'s rows) of the metric's draws."""
+        """The mean and the spread (scaled to all of ``proba``'s rows) of the metric's draws.
+
+        ``pause`` is called between small pieces of the work (each draw, each
+        chunk of the calibration): a serving process's estimate thread passes
+        one that lets go of the GIL, so requests never wait for a whole window.
+        """
         n = len(proba)
         sub = rng.choice(n, size=max_rows, replace=False) if n > max_rows else np.arange(n)
         p = proba[sub]
         # one categorical draw per row and per draw, by inverse CDF on the calibrated rows
-        cdf = np.cumsum(self.calibrate(p), axis=1)
+        cdf = np.cumsum(self.calibrate(p, pause=pause), axis=1)
         cdf[:, -1] = 1.0
         values = np.empty(draws)
         for b in range(draws):
             drawn = (rng.uniform(size=(len(sub), 1)) > cdf).sum(axis=1)
             values[b] = self._score(self.classes.take(drawn), None, p, self.classes)
+            if pause is not None:
+                pause()
         finite = values[np.isfinite(values)]
         if len(finite) == 0:
             raise ValueError(f"{self.metric} is undefined on every label draw of this window.")
@@ -166,15 +193,21 @@ class Calibration:
         return float(finite.mean()), spread * float(np.sqrt(len(sub) / n))
 
     def interval(
-        self, proba: np.ndarray, rng: np.random.Generator, draws: int, max_rows: int
+        self,
+        proba: np.ndarray,
+        rng: np.random.Generator,
+        draws: int,
+        max_rows: int,
+        *,
+        pause: Pause | None = None,
     ) -> tuple[float, float, float]:
-        """``(estimate, low, high)`` for ``proba``'s rows.
+        """``(estimate, low, high)`` for ``proba``'s rows (``pause``: as in :meth:`draw`).
 
         The half-width is the draws' spread times ``sqrt(1 + n / m)`` for a
         reference of ``m`` records: the calibration is known only as well as a
         metric measured on the reference.
         """
-        estimate, spread = self.draw(proba, rng, draws, max_rows)
+        estimate, spread = self.draw(proba, rng, draws, max_rows, pause=pause)
         spread *= float(np.sqrt(1.0 + len(proba) / self.n_reference))
         z = float(stats.norm.ppf(1.0 - self.alpha / 2.0))
         return estimate, estimate - z * spread, estimate + z * spread
@@ -237,14 +270,7 @@ def estimate_performance(
         classes=classes,
         alpha=alpha,
     )
-    p = np.asarray(proba, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != len(cal.classes):
-        raise ValueError(
-            f"`proba` and `reference_proba` must be (n, {len(cal.classes)}) arrays, one column "
-            f"per class; got {p.shape}."
-        )
-    if len(p) == 0:
-        raise ValueError("`proba` has no rows: there is nothing to estimate.")
+    p = _checked_proba(proba, cal)
     rng = np.random.default_rng(seed)
     estimate, low, high = cal.interval(p, rng, draws, max_rows)
     out = PerformanceEstimate(
@@ -258,12 +284,37 @@ def estimate_performance(
     )
     if labels is None:
         return out
+    return _with_realised(out, cal, p, labels, rng, draws, max_rows)
+
+
+def _checked_proba(proba: npt.ArrayLike, cal: Calibration) -> np.ndarray:
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != len(cal.classes):
+        raise ValueError(
+            f"`proba` and `reference_proba` must be (n, {len(cal.classes)}) arrays, one column "
+            f"per class; got {p.shape}."
+        )
+    if len(p) == 0:
+        raise ValueError("`proba` has no rows: there is nothing to estimate.")
+    return p
+
+
+def _with_realised(
+    out: PerformanceEstimate,
+    cal: Calibration,
+    p: np.ndarray,
+    labels: npt.ArrayLike,
+    rng: np.random.Generator,
+    draws: int,
+    max_rows: int,
+) -> PerformanceEstimate:
+    """``out`` with the realised metric on the labelled rows, beside their own estimate."""
     lab = np.asarray(labels, dtype=object)
     known = np.array([v is not None for v in lab.tolist()], dtype=bool)
     if not known.any():
         return out
     # the estimate for the very records whose labels came, beside what they show
-    e, lo, hi = estimate, low, high
+    e, lo, hi = out.estimate, out.low, out.high
     if not known.all():
         try:
             e, lo, hi = cal.interval(p[known], rng, draws, max_rows)

@@ -21,7 +21,7 @@ sends pounds) is a likelihood-ratio test of a mixture, corrected with the others
 (see ``_mixture``).
 
 >>> import numpy as np
->>> from sidecar._reference import _numeric_sketch  # what a bundle's reference stores
+>>> from sidecar.bundle._reference import _numeric_sketch  # what a bundle's reference stores
 >>> rng = np.random.default_rng(0)
 >>> ref = rng.normal(70, 12, 5000)  # body weight in kg
 >>> sketch = {"weight": _numeric_sketch(ref)}

@@ -57,7 +57,7 @@ taken for a neighbouring factor (x1440 for x1000); the share leans low by up
 to the reference tails' 2 % on each side (its interval is widened for it).
 
 >>> import numpy as np
->>> from sidecar._reference import _numeric_sketch
+>>> from sidecar.bundle._reference import _numeric_sketch
 >>> rng = np.random.default_rng(0)
 >>> sketch = _numeric_sketch(rng.normal(70, 12, 5000))  # kg
 >>> now = rng.normal(70, 12, 2000)

@@ -25,13 +25,15 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
 import pyarrow as pa
 
 from .._errors import StoreError
+from ._compactor import Compactor
 from ._records import ServedBatch, encode_served, rows_to_table
+from ._sql import SQLStore
 from ._store import PredictionRow, Store, WriterStats, default_writer_identity
 
 #: What ``enqueue`` takes: a batch of records as columns, or rows of the row form.
@@ -82,6 +84,12 @@ class Recorder:
         free; a crash loses at most this much.
     max_backoff
         Longest wait between two attempts at a failing store.
+    compact_idle, compact_every
+        A SQL store's small segments are merged on a thread of their own
+        (:mod:`sidecar.recording._compactor`), never inside a commit: once the
+        writer has been idle ``compact_idle`` seconds, and under steady
+        traffic at the latest ``compact_every`` seconds after the first
+        commit not merged yet.
     """
 
     def __init__(
@@ -92,6 +100,8 @@ class Recorder:
         batch_size: int = 5_000,
         linger: float = 0.25,
         max_backoff: float = 2.0,
+        compact_idle: float = 1.0,
+        compact_every: float = 60.0,
     ) -> None:
         self.store = store
         self.max_queue = max_queue
@@ -113,6 +123,11 @@ class Recorder:
         self._failing = False  # the last commit attempt failed
         #: called with ("dropped" | "written" | "failed", n) -- feeds Prometheus; must not raise
         self.on_event: Callable[[str, int], None] | None = None
+        self._compactor = (
+            Compactor(store, idle=compact_idle, every=compact_every)
+            if isinstance(store, SQLStore)
+            else None
+        )
         self._thread = threading.Thread(target=self._run, name="sidecar-recorder", daemon=True)
         self._thread.start()
 
@@ -190,6 +205,8 @@ class Recorder:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
+        if self._compactor is not None:
+            self._compactor.close()
         with self._cond:
             left = self._queued
             if self._thread.is_alive():
@@ -321,8 +338,8 @@ class Recorder:
                 self.store.migrate()
                 self._migrated = True
             n = sum(len(p) for p in batch)
-            stats = _with_written(self.stats(), n)
-            written = sum(self.store.write_batch(t, s) for t, s in _tables(batch, stats))
+            stats = replace(self.stats(), written=self.counters.written + n)  # as once committed
+            written = sum(self._commit(t, s) for t, s in _tables(batch, stats))
             self._dropped_stored = stats.dropped
         except StoreError as exc:
             self.counters.failed_commits += 1
@@ -340,6 +357,15 @@ class Recorder:
         self.counters.batches += 1
         self._emit("written", written)
         return True
+
+    def _commit(self, table: pa.Table, stats: WriterStats | None) -> int:
+        compactor = self._compactor
+        if compactor is None:
+            return self.store.write_batch(table, stats)
+        assert isinstance(self.store, SQLStore)
+        written = self.store.write_batch(table, stats, compact=False)
+        compactor.committed()
+        return written
 
     def _emit(self, event: str, n: int) -> None:
         hook = self.on_event
@@ -367,18 +393,3 @@ def _tables(batch: list[Batch], stats: WriterStats) -> list[tuple[pa.Table, Writ
         return [(pa.concat_tables(tables, promote_options="permissive"), stats)]
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. a field typed two ways: commit apart
         return [(t, stats if i == len(tables) - 1 else None) for i, t in enumerate(tables)]
-
-
-def _with_written(stats: WriterStats, n: int) -> WriterStats:
-    """The stats as they will be once this batch commits (stored in the same transaction)."""
-    return WriterStats(
-        stats.writer_id,
-        stats.host,
-        stats.pid,
-        stats.started_at,
-        stats.updated_at,
-        stats.enqueued,
-        stats.written + n,
-        stats.dropped,
-        stats.failed_commits,
-    )

@@ -147,9 +147,11 @@ def encode_records(
 
 @dataclass(frozen=True)
 class ServedBatch:
-    """What serving hands the recorder for one request: :func:`encode_records`'s arguments.
+    """What serving hands the recorder: :func:`encode_records`'s arguments, not yet encoded.
 
-    Encoding waits for the writer, which encodes everything queued in one go
+    The shadow stage hands one per micro-batch (a run of requests answered by
+    the same versions), with the times and latencies one per record. Encoding
+    waits for the writer, which encodes everything queued in one go
     (:func:`encode_served`): the per-column cost of building Arrow arrays is
     paid once a commit, not once a request.
     """
@@ -160,7 +162,7 @@ class ServedBatch:
     versions: Mapping[str, str | None]
     features: np.ndarray | None
     outputs: Mapping[str, tuple[np.ndarray, np.ndarray | None] | None]
-    latencies: Mapping[str, float | None]
+    latencies: Mapping[str, float | np.ndarray | None]
     error: str | None
     apply: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
@@ -214,20 +216,15 @@ def _encode_run(run: list[ServedBatch]) -> pa.Table:
         proba = None if probas[0] is None else np.vstack([m for m in probas if m is not None])
         outputs[model] = (preds, proba)
     latencies = {
-        name: np.repeat(
-            [np.nan if b.latencies.get(name) is None else b.latencies[name] for b in run], sizes
+        name: np.concatenate(
+            [_per_record(b.latencies.get(name), n) for b, n in zip(run, sizes, strict=True)]
         )
         for name in _LATENCIES
     }
     return encode_records(
         [r for b in run for r in b.records],
         request_ids=[rid for b in run for rid in b.request_ids],
-        ts=np.concatenate(
-            [
-                np.broadcast_to(np.asarray(b.ts, dtype=np.float64), (n,))
-                for b, n in zip(run, sizes, strict=True)
-            ]
-        ),
+        ts=np.concatenate([_per_record(b.ts, n) for b, n in zip(run, sizes, strict=True)]),
         versions=first.versions,
         features=None if first.features is None else np.vstack([b.features for b in run]),  # type: ignore[misc]
         outputs=outputs,
@@ -235,6 +232,11 @@ def _encode_run(run: list[ServedBatch]) -> pa.Table:
         error=[b.error for b, n in zip(run, sizes, strict=True) for _ in range(n)],
         apply=first.apply,
     )
+
+
+def _per_record(value: float | Sequence[float] | np.ndarray | None, n: int) -> np.ndarray:
+    """One float64 per record: a value for all (``None``: NaN) or one each."""
+    return np.broadcast_to(np.asarray(np.nan if value is None else value, dtype=np.float64), (n,))
 
 
 def _repeat(value: str | None, n: int) -> pa.Array:

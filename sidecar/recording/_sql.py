@@ -168,10 +168,18 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
 
     # -- writes -------------------------------------------------------------------
 
-    def write_batch(self, batch: pa.Table, writer: WriterStats | None) -> int:
+    def write_batch(
+        self, batch: pa.Table, writer: WriterStats | None, *, compact: bool = True
+    ) -> int:
+        """Commit ``batch``; with ``compact`` small segments are merged in the same transaction.
+
+        A :class:`~sidecar.recording.Recorder` passes ``compact=False`` and calls
+        :meth:`compact` from a thread of its own, so no commit waits for a merge.
+        """
+
         def work(cur: Any) -> int:
             if batch.num_rows:
-                self._write_table(cur, batch, compact=True)
+                self._write_table(cur, batch, compact=compact)
             if writer is not None:
                 self._upsert_writer(cur, writer)
             return int(batch.num_rows)
@@ -220,6 +228,18 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
             )
             out.update((r[0], int(r[1])) for r in cur.fetchall())
         return out
+
+    def compact(self) -> None:
+        """Merge the small segments now if they are due, in a transaction of its own.
+
+        Atomic like any commit: a crash in the middle leaves the segments as they were.
+        """
+
+        def work(cur: Any) -> None:
+            self._lock_for_write(cur)
+            self._compact(cur)
+
+        self._run(work, write=True)
 
     def _upsert_writer(self, cur: Any, w: WriterStats) -> None:
         m = self.marker

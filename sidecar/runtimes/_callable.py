@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import BundleError
-from .._integrity import confined_file
+from ..bundle._integrity import confined_file
 from ._base import (
     ModelOutput,
     Task,

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from .._errors import BundleError
-from .._integrity import confined_file
 from .._optional import import_optional
+from ..bundle._integrity import confined_file
 from ._base import ModelOutput, Task, labels_from_proba
 
 _FILE = "model.onnx"

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .._errors import BundleError
-from .._integrity import confined_file
 from .._optional import import_optional
+from ..bundle._integrity import confined_file
 from ._base import ModelOutput, Task, import_trusted, labels_from_proba
 
 _STATE = "state_dict.pt"

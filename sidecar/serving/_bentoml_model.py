@@ -98,7 +98,7 @@ def import_bundle(
             f"`BUNDLE` must be a bundle directory (with a manifest.json) or a registry; got {path}."
         )
     if public_key is not None:
-        from .._signing import verify_bundle
+        from ..bundle._signing import verify_bundle
 
         verify_bundle(root, public_key)
     manifest, _ = check_bundle(root)

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .._bundle import Prediction
+    from ..recording._records import ServedBatch
     from ..runtimes import ModelOutput
 
 __all__ = ["RecordSink", "ShadowItem", "ShadowResult", "ShadowSink"]
@@ -57,9 +58,9 @@ class ShadowSink(Protocol):
 
 @runtime_checkable
 class RecordSink(Protocol):
-    """Where the shadow stage hands the store rows of a batch; never blocks.
+    """Where the shadow stage hands the records of a micro-batch; never blocks.
 
     :class:`~sidecar.recording.Recorder` is one.
     """
 
-    def enqueue(self, rows: Sequence[Any]) -> bool: ...
+    def enqueue(self, rows: ServedBatch) -> bool: ...

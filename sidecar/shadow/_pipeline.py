@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._errors import InputError
+from ..recording._records import ServedBatch
 from ..runtimes import ModelOutput
 from ._items import RecordSink, ShadowItem, ShadowResult
 from ._runner import ShadowCounters, ShadowRunner
@@ -54,7 +55,7 @@ class ShadowPipeline:
     ----------
     bundle
         The bundle whose requests come here; its baseline runs, its counts
-        (``bundle.stats``) are kept, its row encoding is used.
+        (``bundle.stats``) are kept, its manifest names the versions recorded.
     recorder
         Where the store rows of each micro-batch go (``None``: not recorded).
     policy
@@ -121,59 +122,145 @@ class ShadowPipeline:
             cand_ms = (time.perf_counter() - start) * 1000.0
             if cand_error is not None:
                 error = "; ".join(e for e in (error, f"candidate: {cand_error}") if e)
+        finite = out is None or _finite_output(out)  # one check for the whole micro-batch
         results: list[ShadowResult] = []
-        rows: list[Any] = []
         lo = 0
         for item in items:
             hi = lo + len(item.prediction)
             part = _slice(out, lo, hi)
             item_error = error
-            if part is not None and not _finite_output(part):
+            if not finite and part is not None and not _finite_output(part):
                 # Inputs beyond what the baseline can compute with (say +-1.7e308 through
                 # its scaler): NaN is no answer, so it is an error, counted as one.
                 part, item_error = None, "the baseline's output is not finite for these inputs"
                 runner.count("error")
             share = ms * (hi - lo) / len(X)  # the batch's shadow time, shared by its records
             results.append(ShadowResult(part, item_error, share))
-            if self.recorder is not None:
-                cand = None
-                if candidate is not None:
-                    cand_share = None if cand_ms is None else cand_ms * (hi - lo) / len(X)
-                    cand = (candidate.version, _slice(cand_out, lo, hi), cand_share)
-                rows.append(self._rows(item, part, item_error, share, cand))
-            self._compare(item, part)
             lo = hi
+        self._compare(items, out if finite else None, results)
         if self.recorder is not None:
-            for batch in rows:
+            cand = None if candidate is None else (candidate.version, cand_out, cand_ms)
+            for batch in self._batches(items, results, X, out, cand):
                 self.recorder.enqueue(batch)
         for observe in self.observers:
             observe(self)
         return results
 
-    def _rows(
+    def _batches(
         self,
-        item: ShadowItem,
+        items: Sequence[ShadowItem],
+        results: Sequence[ShadowResult],
+        X: np.ndarray,
         base: ModelOutput | None,
-        error: str | None,
-        base_ms: float | None,
         cand: tuple[str, ModelOutput | None, float | None] | None,
-    ) -> Any:
-        """One item as a recorder batch (the bundle's encoding, after this pipeline's policy)."""
-        records = item.records
-        if self.policy is not None:
-            records = [self.policy.apply(r) for r in records]
-        return self.bundle._rows(
-            records, item.prediction, base, error, base_ms, item.timestamps, cand, item.features
+    ) -> list[ServedBatch]:
+        """The micro-batch for the recorder: one batch per run of items recorded alike."""
+        out: list[ServedBatch] = []
+        lo = start = 0
+        for i, item in enumerate(items):
+            if i > start and _key(items[i - 1], results[i - 1]) != _key(item, results[i]):
+                out.append(self._batch(items[start:i], results[start:i], X, base, cand, lo))
+                lo += sum(len(it) for it in items[start:i])
+                start = i
+        out.append(self._batch(items[start:], results[start:], X, base, cand, lo))
+        return out
+
+    def _batch(
+        self,
+        items: Sequence[ShadowItem],
+        results: Sequence[ShadowResult],
+        X: np.ndarray,
+        base: ModelOutput | None,
+        cand: tuple[str, ModelOutput | None, float | None] | None,
+        lo: int,
+    ) -> ServedBatch:
+        """Items ``lo``... of the micro-batch, answered by the same versions, as one batch."""
+        preds = [it.prediction for it in items]
+        sizes = np.array([len(p) for p in preds])
+        hi = lo + int(sizes.sum())
+        first = preds[0]
+        records = [r for it in items for r in it.records]
+        share = sizes / len(X)  # each item's share of the batch's shadow time
+        cand_version, cand_out, cand_ms = cand if cand is not None else (None, None, None)
+        base_part = None if results[0].output is None else _slice(base, lo, hi)
+        cand_part = _slice(cand_out, lo, hi)
+        parts = self.bundle.manifest["parts"]
+        proba = [p.probabilities for p in preds]
+        return ServedBatch(
+            records,
+            request_ids=[rid for p in preds for rid in p.request_ids],
+            ts=np.concatenate(
+                [
+                    np.broadcast_to(
+                        np.asarray(
+                            p.ts if it.timestamps is None else it.timestamps, dtype=np.float64
+                        ),
+                        (len(p),),
+                    )
+                    for p, it in zip(preds, items, strict=True)
+                ]
+            ),
+            versions={
+                "bundle_version": first.bundle_version,
+                "preprocessing_version": first.preprocessing_version,
+                "advanced_version": parts["advanced"]["version"],
+                "baseline_version": parts["baseline"]["version"],
+                "candidate_version": cand_version,
+            },
+            features=X[lo:hi],
+            outputs={
+                "advanced": (
+                    np.concatenate([p.predictions for p in preds]),
+                    None if proba[0] is None else np.vstack(proba),  # type: ignore[arg-type]
+                ),
+                "baseline": None if base_part is None else _pair(base_part),
+                "candidate": None if cand_part is None else _pair(cand_part),
+            },
+            latencies={
+                "advanced_latency_ms": np.repeat([p.latency_ms for p in preds], sizes),
+                "baseline_latency_ms": np.repeat([r.latency_ms for r in results], sizes),
+                "candidate_latency_ms": None
+                if cand_ms is None
+                else np.repeat(cand_ms * share, sizes),
+            },
+            error=results[0].error,
+            apply=None if self.policy is None else self.policy.apply,  # by the writer
         )
 
-    def _compare(self, item: ShadowItem, part: ModelOutput | None) -> None:
-        if part is None or self.bundle.task != "classification":
+    def _compare(
+        self,
+        items: Sequence[ShadowItem],
+        out: ModelOutput | None,
+        results: Sequence[ShadowResult],
+    ) -> None:
+        """Count the records where the baseline disagreed with the advanced model."""
+        if self.bundle.task != "classification":
             return
         stats = self.bundle.stats
-        stats.shadow_compared += len(item.prediction)
-        stats.shadow_disagreements += int(
-            np.count_nonzero(part.predictions != item.prediction.predictions)
-        )
+        if out is not None:  # every item has its part of ``out``: one comparison for all
+            advanced = [it.prediction.predictions for it in items]
+            mine = advanced[0] if len(advanced) == 1 else np.concatenate(advanced)
+            stats.shadow_compared += len(mine)
+            stats.shadow_disagreements += int(np.count_nonzero(out.predictions != mine))
+            return
+        for item, result in zip(items, results, strict=True):
+            part = result.output
+            if part is None:
+                continue
+            stats.shadow_compared += len(item.prediction)
+            stats.shadow_disagreements += int(
+                np.count_nonzero(part.predictions != item.prediction.predictions)
+            )
+
+
+def _key(item: ShadowItem, result: ShadowResult) -> tuple[Any, ...]:
+    """Items with equal keys are recorded in one batch."""
+    pred = item.prediction
+    return (pred.bundle_version, pred.preprocessing_version, result.output is None, result.error)
+
+
+def _pair(out: ModelOutput) -> tuple[np.ndarray, np.ndarray | None]:
+    return out.predictions, out.probabilities
 
 
 def _finite_output(out: ModelOutput) -> bool:

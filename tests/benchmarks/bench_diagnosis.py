@@ -55,7 +55,7 @@ def make(n: int, rng: np.random.Generator, shift: float = 0.0) -> dict[str, Any]
 
 
 def sketches(data: dict[str, Any]) -> dict[str, Any]:
-    from sidecar._reference import _categorical_sketch, _numeric_sketch
+    from sidecar.bundle._reference import _categorical_sketch, _numeric_sketch
 
     out: dict[str, Any] = {k: _numeric_sketch(v) for k, v in data["numeric"].items()}
     n = len(data["y"])

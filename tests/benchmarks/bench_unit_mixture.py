@@ -62,7 +62,7 @@ ALPHA, MIN_SHARE = 0.05, 0.1
 
 
 def power(seeds: int) -> dict[str, Any]:
-    from sidecar._reference import _numeric_sketch
+    from sidecar.bundle._reference import _numeric_sketch
     from sidecar.monitoring._mixture import fit_unit_mixture
 
     table: dict[str, Any] = {}
@@ -91,7 +91,7 @@ def power(seeds: int) -> dict[str, Any]:
 
 
 def false_alarms(seeds: int) -> dict[str, Any]:
-    from sidecar._reference import _numeric_sketch
+    from sidecar.bundle._reference import _numeric_sketch
     from sidecar.monitoring._mixture import fit_unit_mixture
 
     table: dict[str, Any] = {}
@@ -112,7 +112,7 @@ def false_alarms(seeds: int) -> dict[str, Any]:
 def cost(runs: int, current: int) -> dict[str, Any]:
     import bench_diagnosis as bd
 
-    from sidecar._reference import _numeric_sketch
+    from sidecar.bundle._reference import _numeric_sketch
     from sidecar.monitoring import default_plan
     from sidecar.monitoring._diagnosis import diagnose
     from sidecar.monitoring._inputs import ReferenceInputs, WindowData

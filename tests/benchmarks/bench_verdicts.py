@@ -52,7 +52,7 @@ DAY = 86_400.0
 
 def _world(task: str, seed: int, n_ref: int, n: int, acc: float = 0.9) -> tuple[Any, Any, Any]:
     """(plan, reference, window) for one simulated day; the reference depends on ``n_ref`` only."""
-    from sidecar._reference import _numeric_sketch
+    from sidecar.bundle._reference import _numeric_sketch
     from sidecar.monitoring import MonitoringPlan, default_plan
     from sidecar.monitoring._inputs import ReferenceInputs, WindowData
     from sidecar.monitoring._metrics import metric_with_ci

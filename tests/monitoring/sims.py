@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sidecar._reference import _numeric_sketch
+from sidecar.bundle._reference import _numeric_sketch
 from sidecar.monitoring import (
     Diagnosis,
     MonitoringPlan,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sidecar import InputError
-from sidecar._reference import _categorical_sketch, _numeric_sketch
+from sidecar.bundle._reference import _categorical_sketch, _numeric_sketch
 from sidecar.monitoring import CurrentColumns, HealthFinding, check_health, value_shape
 
 N_REF, N_CUR = 5000, 1000

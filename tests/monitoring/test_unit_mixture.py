@@ -19,7 +19,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 
 import sidecar
 from sidecar import diagnose
-from sidecar._reference import _numeric_sketch
+from sidecar.bundle._reference import _numeric_sketch
 from sidecar.monitoring import CurrentColumns, Diagnosis, MixtureFit, check_health, fit_unit_mixture
 from sidecar.monitoring._mixture import _fit_shares
 from sidecar.recording import open_store

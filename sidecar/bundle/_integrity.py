@@ -27,7 +27,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ._errors import BundleError
+from .._errors import BundleError
 
 __all__ = ["MAX_PART_BYTES", "PartFiles", "check_plain_file", "confined_file", "scan_part"]
 

@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import BundleError
-from ._json import to_jsonable
-from ._safe import normalise_zip
-from .runtimes import ModelOutput
+from .._errors import BundleError
+from .._json import to_jsonable
+from .._safe import normalise_zip
+from ..runtimes import ModelOutput
 
 __all__ = ["FORMAT", "Reference", "per_example_losses"]
 

@@ -10,7 +10,7 @@ seal without ``created_at`` (sealed, but *when* a bundle was saved is not
 ``sha256`` covers the part's bytes and ``plan_sha256`` the plan, so the version
 covers the whole manifest and every byte. A field edited without resealing is
 refused by name; an attacker who reseals makes another version (and breaks a
-signature, see :mod:`sidecar._signing`).
+signature, see :mod:`sidecar.bundle._signing`).
 
 Format ``sidecar.bundle/1`` (model-sidecar before the seal) derived the version
 from the name, task, parent, parts' hashes and plan only, so its other fields
@@ -31,7 +31,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import BundleError
+from .._errors import BundleError
 
 __all__ = ["FORMAT", "LEGACY_FORMAT", "check_seal", "legacy_version", "seal_manifest"]
 
