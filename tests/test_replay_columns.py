@@ -1,0 +1,221 @@
+"""Replay from columns stores what the record-by-record replay stores, on every store.
+
+The same records, labels and times go through ``replay`` twice: as a list
+of records (the serving path, one batch at a time) and as an Arrow table
+(the column path ``sidecar replay`` takes). The stores then hold the same
+raw inputs, features, predictions, probabilities, versions and labels;
+only the request ids and the latencies differ. Bad input records nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import sidecar
+import sidecar._replay_table as replay_table_module
+from sidecar import InputError
+from sidecar.recording import Store, open_store
+from tests import models
+from tests.stores import KINDS, fresh_store, store_url
+
+N = 700
+BATCH = 64
+DAY0 = 1_767_225_600.0
+COMPARED = (
+    "ts",
+    "bundle_version",
+    "preprocessing_version",
+    "advanced_version",
+    "baseline_version",
+    "candidate_version",
+    "features",
+    "advanced_prediction",
+    "advanced_proba",
+    "baseline_prediction",
+    "baseline_proba",
+    "shadow_error",
+    "label_kind",
+    "label_num",
+    "label_text",
+    "label_ts",
+)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> sidecar.Bundle:
+    """A logistic regression over converted units (lb -> kg) and a one-hot category."""
+    train, y_train, ref, y_ref = models.make_classification_data(n_train=300, n_ref=150, seed=3)
+    columns = models.preprocessing_columns(
+        weight={"unit": "kg", "input_unit": "lb"}, temp={"allow_missing": True}
+    )
+    columns[-1] = sidecar.CategoricalColumn(name="color", top_n=3, encoding="onehot")
+    pre = sidecar.TabularPreprocessor(columns=columns)
+    X = pre.fit(train).transform(train)
+    wrapped = sidecar.wrap(
+        LogisticRegression(max_iter=20_000, tol=1e-3).fit(X, y_train),
+        task="classification",
+        preprocessing=sidecar.TabularPreprocessor(columns=columns),
+        train=(train, y_train),
+        reference=(ref, y_ref),
+    )
+    return sidecar.load(wrapped.save(tmp_path_factory.mktemp("replay") / "bundle"))
+
+
+def _data(seed: int = 5) -> tuple[list[dict[str, Any]], list[Any], list[float], list[Any]]:
+    """Records (missing temps, unknown colours), labels (some never came), times."""
+    _, _, records, y = models.make_classification_data(n_train=1, n_ref=N, seed=seed)
+    rng = np.random.default_rng(seed)
+    for i, rec in enumerate(records):
+        if i % 7 == 0:
+            rec["temp"] = None
+        if i % 11 == 0:
+            rec["color"] = "purple"
+    labels: list[Any] = [None if i % 5 == 0 else int(v) for i, v in enumerate(y)]
+    stamps = (DAY0 + np.sort(rng.uniform(0, 86_400, N))).tolist()
+    label_stamps: list[Any] = [None if i % 9 == 0 else t + 3600.0 for i, t in enumerate(stamps)]
+    return records, labels, stamps, label_stamps
+
+
+def _stored(store: Store) -> pa.Table:
+    return store.read_window().sort_by("ts")
+
+
+def _assert_same(got: pa.Table, want: pa.Table) -> None:
+    assert got.num_rows == want.num_rows == N
+    raw = sorted(c for c in want.column_names if c.startswith("raw:"))
+    assert sorted(c for c in got.column_names if c.startswith("raw:")) == raw
+    for name in (*COMPARED, *raw):
+        assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+    assert len(set(got.column("request_id").to_pylist())) == N
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_table_is_stored_as_the_records_are(
+    bundle: sidecar.Bundle, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay_table_module, "CHUNK_ROWS", 200)  # several chunks, a short last
+    records, labels, stamps, label_stamps = _data()
+    table = pa.Table.from_pylist(records)
+    results = []
+    stored = []
+    for data in (records, table):
+        with fresh_store(kind, tmp_path / type(data).__name__) as store:
+            done = sidecar.replay(
+                bundle, data, store=store, labels=labels, timestamps=stamps,
+                label_timestamps=label_stamps, batch_size=BATCH,
+            )  # fmt: skip
+            results.append(done)
+            stored.append(_stored(store))
+            assert store.count() == {"predictions": N, "labels": results[-1].labels_accepted}
+    old, new = results
+    assert (new.records, new.labels_accepted, new.labels_unknown, new.dropped) == (
+        old.records, old.labels_accepted, old.labels_unknown, old.dropped,
+    )  # fmt: skip
+    assert new.labels_accepted == sum(
+        1 for y, t in zip(labels, label_stamps, strict=True) if y is not None and t is not None
+    )
+    _assert_same(stored[1], stored[0])
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_cli_replays_parquet_and_csv_as_the_records_are(
+    bundle: sidecar.Bundle, kind: str, tmp_path: Path
+) -> None:
+    records, labels, stamps, label_stamps = _data(seed=8)
+    rows = [
+        {**r, "y": y, "ts": t, "seen": s}
+        for r, y, t, s in zip(records, labels, stamps, label_stamps, strict=True)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data.parquet")
+    with open(tmp_path / "data.csv", "w") as fh:  # repr: every float's digits, as Python reads them
+        fh.write(",".join(rows[0]) + "\n")
+        for r in rows:
+            fh.write(",".join("" if v is None else repr(v).strip("'") for v in r.values()) + "\n")
+    with store_url(kind, tmp_path / "want") as url:
+        store = open_store(url)
+        sidecar.replay(
+            bundle, records, store=store, labels=[None if y is None else str(y) for y in labels],
+            timestamps=stamps, label_timestamps=label_stamps, batch_size=BATCH,
+        )  # fmt: skip
+        want = _stored(store)
+        store.close()
+    for name in ("data.parquet", "data.csv"):
+        with store_url(kind, tmp_path / f"store-{name}") as url:
+            done = _cli(bundle, tmp_path / name, url)
+            assert done["records"] == N
+            store = open_store(url)
+            _assert_same(_stored(store), want)
+            store.close()
+
+
+def _cli(bundle: sidecar.Bundle, data: Path, url: str) -> dict[str, Any]:
+    assert bundle.path is not None
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "sidecar", "replay", str(bundle.path), "--data", str(data),
+            "--store", url, "--label-column", "y", "--timestamp-column", "ts",
+            "--label-timestamp-column", "seen", "--batch-size", str(BATCH), "--json",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_bad_value_or_label_records_nothing_and_names_its_row(
+    bundle: sidecar.Bundle, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay_table_module, "CHUNK_ROWS", 100)
+    records, labels, stamps, _ = _data()
+    bad = [dict(r) for r in records]
+    bad[650]["weight"] = float("inf")
+    with fresh_store(kind, tmp_path) as store:
+        with pytest.raises(InputError, match=r"`records\[650\]\.weight` must be a finite number"):
+            sidecar.replay(bundle, pa.Table.from_pylist(bad), store=store, batch_size=BATCH)
+        wrong = list(labels)
+        wrong[640] = 7
+        with pytest.raises(InputError, match=r"`labels\[640\]` must be one of the integer classes"):
+            sidecar.replay(bundle, pa.Table.from_pylist(records), store=store, labels=wrong)
+        late = list(stamps)
+        late[699] = float("nan")
+        with pytest.raises(InputError, match=r"`timestamps\[699\]` must be finite epoch seconds"):
+            sidecar.replay(bundle, pa.Table.from_pylist(records), store=store, timestamps=late)
+        assert store.count() == {"predictions": 0, "labels": 0}
+
+
+def test_a_store_that_fails_midway_keeps_whole_chunks_and_says_how_many(
+    bundle: sidecar.Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay_table_module, "CHUNK_ROWS", 200)
+    records, labels, stamps, _ = _data()
+    with fresh_store("sqlite", tmp_path) as store:
+        calls = []
+        real = replay_table_module.append
+
+        def flaky(*args: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 3:
+                raise sidecar.StoreError("the store sqlite:///x failed: disk I/O error")
+            return real(*args)
+
+        monkeypatch.setattr(replay_table_module, "append", flaky)
+        with pytest.raises(sidecar.StoreError, match=r"512 of 700 records were recorded"):
+            sidecar.replay(
+                bundle, pa.Table.from_pylist(records), store=store, labels=labels,
+                timestamps=stamps, batch_size=BATCH,
+            )  # fmt: skip
+        window = store.read_window()
+        assert window.num_rows == 512  # two chunks of 256 (whole batches of 64)
+        kinds = window.column("label_kind").to_numpy()
+        assert int((kinds >= 0).sum()) == sum(y is not None for y in labels[:512])
