@@ -93,6 +93,8 @@ def _append_sql(
     from ._sql import _LABEL_COLUMNS
 
     n = batch.num_rows
+    if getattr(store, "dialect", "") == "postgresql":
+        _fast_toast(cur)
     written = store._write_table(cur, batch, compact=True) if n else 0
     stored = 0
     if labels is not None and len(labels):
@@ -131,6 +133,21 @@ def _append_sql(
     if writer is not None:
         store._upsert_writer(cur, writer)
     return written, stored
+
+
+def _fast_toast(cur: Any) -> None:
+    """Compress this transaction's segments with lz4 where the server has it, not pglz.
+
+    A segment is tens of megabytes of mostly incompressible floats; pglz spends
+    about 3 s on each 60,000-record one, lz4 about half of that. The method is
+    kept with each stored value, so every reader decompresses either.
+    """
+    cur.execute(
+        "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' "
+        "AND 'lz4' = ANY(enumvals)"
+    )
+    if cur.fetchone() is not None:
+        cur.execute("SET LOCAL default_toast_compression = 'lz4'")
 
 
 _UPSERT = (
