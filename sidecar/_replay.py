@@ -132,7 +132,10 @@ def _as_table(records: Any) -> Any:
         columns = [str(c) for c in records.columns]
         if len(set(columns)) != len(columns):
             raise InputError(f"a table's column names must be unique; got {columns}.")
-        table = pa.Table.from_pandas(records, preserve_index=False)
+        try:
+            table = pa.Table.from_pandas(records, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError):  # mixed columns: record by record
+            return None
     elif isinstance(records, pa.Table):
         table = records
     else:

@@ -219,3 +219,59 @@ def test_a_store_that_fails_midway_keeps_whole_chunks_and_says_how_many(
         assert window.num_rows == 512  # two chunks of 256 (whole batches of 64)
         kinds = window.column("label_kind").to_numpy()
         assert int((kinds >= 0).sum()) == sum(y is not None for y in labels[:512])
+
+
+def test_a_dataframe_takes_the_column_path_and_a_mixed_one_the_record_path(
+    bundle: sidecar.Bundle, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    records, labels, stamps, _ = _data()
+    frame = pd.DataFrame(records)  # a missing temp is NaN here: a missing value, as in a record
+    mixed = frame.astype({"color": object})
+    mixed.loc[3, "color"] = 7  # an integer code among words: Arrow cannot hold the column
+    stored = []
+    for data in (records, frame, mixed):
+        with fresh_store("sqlite", tmp_path / str(len(stored))) as store:
+            done = sidecar.replay(
+                bundle, data, store=store, labels=labels, timestamps=stamps, batch_size=BATCH
+            )
+            assert done.records == N
+            stored.append(_stored(store))
+    _assert_same(stored[1], stored[0])
+    assert "raw_json" in stored[2].column_names  # the record path keeps mixed inputs as JSON
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_the_cli_names_a_bad_cell_and_exits_2(
+    bundle: sidecar.Bundle, suffix: str, tmp_path: Path
+) -> None:
+    records, labels, stamps, _ = _data(seed=8)
+    rows = [{**r, "y": y, "ts": t} for r, y, t in zip(records, labels, stamps, strict=True)]
+    data = tmp_path / f"data{suffix}"
+    if suffix == ".csv":  # a word in a numeric column: read record by record, as before
+        rows[300]["age"] = "n/a"
+        with open(data, "w") as fh:
+            fh.write(",".join(rows[0]) + "\n")
+            for r in rows:
+                fh.write(",".join("" if v is None else str(v) for v in r.values()) + "\n")
+        want = r"`records\[44\]\.age` must be a finite number; got 'n/a' \(str\)"
+    else:
+        rows[300]["age"] = -(2**62)
+        rows[300]["weight"] = float("nan")
+        pq.write_table(pa.Table.from_pylist(rows), data)
+        want = r"`records\[300\]\.weight` must be a finite number; got nan \(float\)"
+    assert bundle.path is not None
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecar", "replay", str(bundle.path), "--data", str(data),
+         "--store", url, "--label-column", "y", "--timestamp-column", "ts",
+         "--batch-size", str(BATCH)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert __import__("re").search(want, done.stderr), done.stderr
+    if suffix == ".parquet":  # the column path checks every cell before it writes
+        store = open_store(url)
+        assert store.count() == {"predictions": 0, "labels": 0}
+        store.close()
