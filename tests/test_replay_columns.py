@@ -275,3 +275,32 @@ def test_the_cli_names_a_bad_cell_and_exits_2(
         store = open_store(url)
         assert store.count() == {"predictions": 0, "labels": 0}
         store.close()
+
+
+def test_a_regressor_with_a_candidate_in_shadow_is_stored_as_its_records_are() -> None:
+    from sklearn.linear_model import Ridge
+
+    train, y, ref, y_ref = models.make_regression_data(n_train=200, n_ref=300, seed=1)
+    X = sidecar.TabularPreprocessor(columns=models.preprocessing_columns()).fit(train)
+    X_train = X.transform(train)
+    champion = sidecar.wrap(
+        Ridge().fit(X_train, y),
+        task="regression",
+        preprocessing=sidecar.TabularPreprocessor(columns=models.preprocessing_columns()),
+        train=(train, y),
+        reference=(ref[:100], y_ref[:100]),
+    )
+    champion.attach_candidate(champion.with_models(advanced=Ridge(alpha=5.0).fit(X_train, y)))
+    stored = []
+    for data in (ref, pa.Table.from_pylist(ref)):
+        store = open_store("memory://")
+        sidecar.replay(
+            champion, data, store=store, labels=list(y_ref), timestamps=list(range(300)),
+            batch_size=50,
+        )  # fmt: skip
+        stored.append(store.read_window().sort_by("ts"))
+    want, got = stored
+    assert got.column("candidate_version")[0].as_py() == champion.candidate.version  # type: ignore[union-attr]
+    for name in want.column_names:
+        if name not in ("request_id", "seq") and not name.endswith("_latency_ms"):
+            assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
