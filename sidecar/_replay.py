@@ -2,7 +2,10 @@
 
 It is how a user backtests monitoring on history, and how tests build
 realistic stores quickly: the same ``Bundle.predict_shadow`` and recorder as
-serving, with the record's own timestamps instead of "now".
+serving, with the record's own timestamps instead of "now". Records given as
+an Arrow table (or a pandas DataFrame) take the column path instead
+(``_replay_table``): the same features, answers and labels, stored without a
+dict a record -- what ``sidecar replay`` does with a data file.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class ReplayResult:
 
 def replay(
     bundle: Bundle,
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[Mapping[str, Any]] | Any,
     *,
     store: Store,
     labels: Sequence[Any] | None = None,
@@ -51,8 +54,14 @@ def replay(
     stamped ``label_timestamps`` (the record's time when not given). A record
     whose label, or whose label timestamp, is ``None`` stays unlabelled: its
     label never arrived.
+
+    ``records`` may be an Arrow table or a pandas DataFrame: then every input
+    is checked before anything is stored (a bad value, label or time records
+    nothing), and each chunk of records is stored with its labels in one
+    transaction.
     """
-    n = len(records)
+    table = _as_table(records)
+    n = table.num_rows if table is not None else len(records)
     for name, seq in (
         ("labels", labels),
         ("timestamps", timestamps),
@@ -62,6 +71,14 @@ def replay(
             raise InputError(f"`{name}` must have one entry per record ({n}); got {len(seq)}.")
     if batch_size < 1:
         raise InputError(f"`batch_size` must be a positive integer; got {batch_size}.")
+    if table is not None:
+        from ._replay_table import replay_table
+
+        return replay_table(
+            bundle, table, store=store, labels=labels, timestamps=timestamps,
+            label_timestamps=label_timestamps, batch_size=batch_size, policy=policy,
+            progress=progress,
+        )  # fmt: skip
     start = time.perf_counter()
     recorder = Recorder(store, batch_size=50_000, max_queue=400_000)
     previous = bundle.recorder
@@ -97,6 +114,37 @@ def replay(
         dropped=recorder.counters.dropped,
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def _as_table(records: Any) -> Any:
+    """``records`` as an Arrow table when it is one (or a DataFrame); else ``None``.
+
+    Missing values are what :func:`sidecar._frames.as_records` makes of them:
+    a float ``NaN`` is a missing value, as in a DataFrame.
+    """
+    module = type(records).__module__.split(".", 1)[0]
+    if module not in ("pyarrow", "pandas"):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if module == "pandas" and hasattr(records, "columns"):
+        columns = [str(c) for c in records.columns]
+        if len(set(columns)) != len(columns):
+            raise InputError(f"a table's column names must be unique; got {columns}.")
+        try:
+            table = pa.Table.from_pandas(records, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError):  # mixed columns: record by record
+            return None
+    elif isinstance(records, pa.Table):
+        table = records
+    else:
+        return None
+    for i, field in enumerate(table.schema):
+        if pa.types.is_floating(field.type):
+            col = table.column(i)
+            table = table.set_column(i, field, pc.if_else(pc.is_nan(col), None, col))
+    return table
 
 
 def _join_labels(

@@ -222,7 +222,7 @@ def test_fast_path_equals_row_path_on_clean_batches(
 
     assert equiv_pre._transform_columnar(batch) is not None, "the fast path must take it"
     X_fast, rep_fast = equiv_pre.transform_with_report(batch)
-    X_rows, rep_rows = equiv_pre._transform_rows(batch)
+    X_rows, rep_rows = equiv_pre._transform_rows(enumerate(batch), len(batch))
     assert X_fast.dtype == X_rows.dtype == np.float64
     assert X_fast.shape == X_rows.shape == (n, len(equiv_pre.feature_names_out))
     np.testing.assert_array_equal(X_fast, X_rows)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._errors import InputError
 from .._json import dumps
 from ._common import (
     CountingStore,
@@ -79,13 +80,77 @@ def register(sub: Any) -> None:
 def _replay(args: argparse.Namespace) -> int:
     from .._bundle import load
     from .._redact import redact_url
-    from .._replay import replay
-    from .._tables import pop_column, read_table
+    from .._replay_input import read_columns
     from ..recording import open_store
 
     bundle = load(args.bundle, trusted=trusted_env())
     # The label column is read as text and coerced by the one label rule (see _feedback).
     text = [*bundle.preprocessing.categorical_fields, *filter(None, [args.label_column])]
+    if args.batch_size < 1:
+        raise InputError(f"`--batch-size` must be a positive integer; got {args.batch_size}.")
+    table = read_columns(args.data, text_columns=text)
+    # The data is read and its columns found before the store is opened (or made).
+    run = (
+        _replay_records(args, bundle, text)
+        if table is None
+        else _replay_columns(args, bundle, table)
+    )
+    store = open_store(args.store)
+    bar = progress_for(args)
+    try:
+        result = run(
+            store, None if bar is None else lambda done, n: bar("replay", done / max(n, 1))
+        )
+    finally:
+        store.close()
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(dumps(result.to_dict()))
+    else:
+        print(
+            f"replayed {result.records} records into {redact_url(args.store)} in "
+            f"{result.seconds} s; "
+            f"labels joined {result.labels_accepted}, unknown {result.labels_unknown}, "
+            f"dropped {result.dropped}"
+        )
+    return 0
+
+
+def _replay_columns(args: argparse.Namespace, bundle: Any, table: Any) -> Any:
+    """Replay from Arrow columns: every cell checked before the first record is stored."""
+    from .._replay_input import label_times, pop, times
+    from .._replay_table import replay_table
+
+    labels = stamps = label_stamps = None
+    if args.label_column:
+        table, labels = pop(table, args.label_column, flag="--label-column", source=args.data)
+    if args.timestamp_column:
+        table, raw = pop(table, args.timestamp_column, flag="--timestamp-column", source=args.data)
+        stamps = times(raw, args.timestamp_column)
+    if args.label_timestamp_column:
+        table, raw = pop(
+            table, args.label_timestamp_column, flag="--label-timestamp-column", source=args.data
+        )
+        label_stamps = label_times(raw, args.label_timestamp_column)
+    return lambda store, progress: replay_table(
+        bundle,
+        table,
+        store=store,
+        labels=labels,
+        timestamps=stamps,
+        label_timestamps=label_stamps,
+        batch_size=args.batch_size,
+        progress=progress,
+        label_name=args.label_column or "labels",
+    )
+
+
+def _replay_records(args: argparse.Namespace, bundle: Any, text: list[str]) -> Any:
+    """Replay record by record: a file whose columns Arrow does not type as the records are."""
+    from .._replay import replay
+    from .._tables import pop_column, read_table
+
     records = read_table(args.data, text_columns=text)
     labels = stamps = label_stamps = None
     if args.label_column:
@@ -103,33 +168,16 @@ def _replay(args: argparse.Namespace) -> int:
             None if v is None else moment(v, f"{args.label_timestamp_column}[{i}]")
             for i, v in enumerate(raw)
         ]
-    store = open_store(args.store)
-    bar = progress_for(args)
-    try:
-        result = replay(
-            bundle,
-            records,
-            store=store,
-            labels=labels,
-            timestamps=stamps,
-            label_timestamps=label_stamps,
-            batch_size=args.batch_size,
-            progress=None if bar is None else lambda done, n: bar("replay", done / max(n, 1)),
-        )
-    finally:
-        store.close()
-        if bar is not None:
-            bar.close()
-    if args.json:
-        print(dumps(result.to_dict()))
-    else:
-        print(
-            f"replayed {result.records} records into {redact_url(args.store)} in "
-            f"{result.seconds} s; "
-            f"labels joined {result.labels_accepted}, unknown {result.labels_unknown}, "
-            f"dropped {result.dropped}"
-        )
-    return 0
+    return lambda store, progress: replay(
+        bundle,
+        records,
+        store=store,
+        labels=labels,
+        timestamps=stamps,
+        label_timestamps=label_stamps,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
 
 
 def _moments(values: list[Any], column: str) -> list[float]:

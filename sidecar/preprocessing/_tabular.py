@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from ._tabular_spec import (
     TabularSpec,
     conversion,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "CategoricalColumn",
@@ -257,10 +260,37 @@ class TabularPreprocessor:
             fast = self._transform_columnar(records)
             if fast is not None:
                 return fast
-        return self._transform_rows(records)
+        return self._transform_rows(enumerate(records), n)
+
+    def transform_table(
+        self, table: pa.Table, *, start: int = 0
+    ) -> tuple[np.ndarray, EncodingReport]:
+        """:meth:`transform_with_report` for the records of an Arrow table, column-wise.
+
+        The result is the row path's for ``table.to_pylist()``, and so is the
+        error for bad values, except that records are numbered from ``start``.
+        """
+        import pyarrow as pa
+
+        from ._columns import encode_table
+
+        self._check_fitted()
+        n = table.num_rows
+        if n == 0:
+            raise InputError([FieldProblem("records", "a non-empty list of records", "[]")])
+        done = encode_table(self._plan, table, forbid=self.extra_fields == "forbid")
+        if done is None:  # a column type only the row path knows
+            records = table.to_pylist()
+            return self._transform_rows(zip(range(start, start + n), records, strict=True), n)
+        if done.X is None:  # name every problem the row path would, from the bad rows alone
+            rows = done.bad_rows[:_MAX_PROBLEMS]
+            bad = table.take(pa.array(rows)).to_pylist()
+            self._transform_rows(zip((start + rows).tolist(), bad, strict=True), len(rows))
+            raise AssertionError("the row path found no problem in a bad row")  # pragma: no cover
+        return done.X, self._report(n, done.unknown, done.missing, len(self._plan))
 
     def _transform_rows(
-        self, records: Sequence[Mapping[str, Any]]
+        self, records: Iterable[tuple[int, Mapping[str, Any]]], n: int
     ) -> tuple[np.ndarray, EncodingReport]:
         problems: list[FieldProblem] = []
         unknown = [0] * len(self._plan)
@@ -268,7 +298,7 @@ class TabularPreprocessor:
         rows: list[list[float]] = []
         n_fields = len(self._plan)
         forbid = self.extra_fields == "forbid"
-        for i, rec in enumerate(records):
+        for i, rec in records:
             if type(rec) is not dict and not isinstance(rec, Mapping):
                 problems.append(FieldProblem(f"records[{i}]", "an object", short_repr(rec)))
                 continue
@@ -286,7 +316,7 @@ class TabularPreprocessor:
         X = np.array(rows, dtype=np.float64)
         if X.ndim != 2:  # pragma: no cover - every row has the same width by construction
             X = X.reshape(len(rows), -1)
-        return X, self._report(len(records), unknown, missing, n_fields)
+        return X, self._report(n, unknown, missing, n_fields)
 
     def _transform_columnar(
         self, records: Sequence[Mapping[str, Any]]
