@@ -90,6 +90,7 @@ def _check_parts(root: Path, manifest: dict[str, Any], max_part_bytes: int) -> N
                 f"{meta['sha256'][:16]}..., its files hash to {scanned.sha256[:16]}...); the "
                 "bundle was changed or corrupted after it was saved."
             )
+        scanned.check()
 
 
 def _read_plan(root: Path, manifest: dict[str, Any]) -> MonitoringPlan:

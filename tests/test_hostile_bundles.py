@@ -684,3 +684,19 @@ def test_splitting_a_file_in_two_changes_the_part_hash(tmp_path: Path) -> None:
     (two / "b").write_bytes(b"y")
     assert scan_part(one, "p", framed=False).sha256 == scan_part(two, "p", framed=False).sha256
     assert scan_part(one, "p").sha256 != scan_part(two, "p").sha256
+
+
+@pytest.mark.parametrize("where", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_a_flipped_byte_anywhere_in_a_model_file_is_a_hash_failure(
+    sklearn_bundle: Path, tmp_path: Path, where: float
+) -> None:
+    """The part's hash is compared before its zip entries are read: a file changed after
+    saving is named as such, not as whatever its changed bytes now say (a bad CRC, say)."""
+    root = tmp_path / "bundle"
+    shutil.copytree(sklearn_bundle, root)
+    model = next(p for p in (root / "advanced").iterdir() if p.is_file())
+    data = bytearray(model.read_bytes())
+    data[int(len(data) * where)] ^= 0xFF
+    model.write_bytes(data)
+    with pytest.raises(sidecar.BundleError, match=r"part 'advanced' failed its hash check"):
+        sidecar.load(root)

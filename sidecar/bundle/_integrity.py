@@ -46,6 +46,15 @@ class PartFiles:
     sha256: str
     files: frozenset[str]
     inflated_bytes: int
+    #: What is wrong inside the files (an unreadable zip, a bad ``.npy`` header, too many
+    #: bytes once inflated), raised by :meth:`check` *after* the hash is compared: a file
+    #: changed after saving is reported as such, not as whatever its changed bytes now say.
+    problem: str | None = None
+
+    def check(self) -> None:
+        """Raise :class:`BundleError` for :attr:`problem`, if any."""
+        if self.problem is not None:
+            raise BundleError(self.problem)
 
 
 def check_plain_file(path: Path, *, what: str) -> None:
@@ -115,20 +124,23 @@ def scan_part(
     files = sorted(_walk(directory, where), key=lambda rel: rel.split("/"))
     digest = hashlib.sha256()
     total = 0
+    problem: str | None = None
     for rel in files:
         path = directory / rel
         digest.update(rel.encode() + b"\0")
-        total += _hash_file(path, digest, where, f"{part}/{rel}", framed)
+        size, inside = _hash_file(path, digest, where, f"{part}/{rel}", framed)
+        total += size
+        problem = problem or inside
         if not framed:
             digest.update(b"\0")
-        if total > max_part_bytes:
-            raise BundleError(
+        if total > max_part_bytes and problem is None:
+            problem = (
                 f"{where}: its files hold more than {max_part_bytes} bytes once inflated "
                 f"(reached at {part}/{rel}); the most a part may hold is max_part_bytes="
                 f"{max_part_bytes} (SIDECAR_MAX_PART_BYTES). Raise it only for a bundle you "
                 "trust."
             )
-    return PartFiles(digest.hexdigest(), frozenset(files), total)
+    return PartFiles(digest.hexdigest(), frozenset(files), total, problem)
 
 
 def _walk(directory: Path, where: str, prefix: str = "") -> list[str]:
@@ -145,8 +157,11 @@ def _walk(directory: Path, where: str, prefix: str = "") -> list[str]:
     return out
 
 
-def _hash_file(path: Path, digest: hashlib._Hash, where: str, name: str, framed: bool) -> int:
-    """Feed the file's (size and) bytes to ``digest``; return the bytes it holds inflated."""
+def _hash_file(
+    path: Path, digest: hashlib._Hash, where: str, name: str, framed: bool
+) -> tuple[int, str | None]:
+    """Feed the file's (size and) bytes to ``digest``; return the bytes it holds inflated
+    and what is wrong inside it (a zip that cannot be read), if anything."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags)
@@ -166,8 +181,11 @@ def _hash_file(path: Path, digest: hashlib._Hash, where: str, name: str, framed:
     if framed and size != st.st_size:
         raise BundleError(f"{where}: {path} changed while it was read; refusing it.")
     if head == _ZIP_MAGIC:
-        return max(size, _zip_inflated_bytes(path, where, name))
-    return size
+        try:
+            return max(size, _zip_inflated_bytes(path, where, name)), None
+        except BundleError as exc:
+            return size, str(exc)
+    return size, None
 
 
 def _zip_inflated_bytes(path: Path, where: str, name: str) -> int:
