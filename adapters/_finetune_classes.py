@@ -5,7 +5,7 @@ The head is replaced by a fresh ``nn.Linear`` with one output per class
 ``n_classes``/``num_classes`` argument is set to match, and the candidate is
 made with :func:`sidecar.wrap` -- ``Bundle.with_models`` keeps the champion's
 classes -- with a baseline refitted on the recent data. Champion and candidate
-are scored on the union of their classes (:mod:`adapters._finetune_relabel`).
+are scored on the union of their classes (:class:`Padded`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import numpy as np
 import sidecar
 from sidecar import AdapterError
 
-from ._base import Progress, RetrainResult, TrainingData, TrainingReport, fit_warnings
+from ._base import Progress, RetrainResult, TrainingData, TrainingReport, evaluate, fit_warnings
 from ._finetune_network import Head, path_of
-from ._finetune_relabel import Padded, evaluate_on
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLASS_KWARGS",
     "Outcome",
+    "Padded",
     "check_factory_rebuilds",
     "check_labels_known",
     "finish_new_classes",
@@ -54,6 +54,24 @@ class Outcome:
     changes: dict[str, Any]
     search: list[dict[str, Any]]
     notes: list[str]
+
+
+class Padded:
+    """A predictor's output with its probability columns placed among ``union``'s classes."""
+
+    def __init__(self, predictor: Any, union: tuple[Any, ...]) -> None:
+        self.predictor = predictor
+        self.columns = [union.index(c) for c in predictor.classes]
+        self.width = len(union)
+
+    def infer(self, X: np.ndarray) -> sidecar.ModelOutput:
+        out = self.predictor.infer(X)
+        proba = out.probabilities
+        if proba is not None:
+            padded = np.zeros((len(proba), self.width))
+            padded[:, self.columns] = proba
+            proba = padded
+        return sidecar.ModelOutput(out.predictions, proba)
 
 
 def sorted_classes(new_classes: Sequence[Any]) -> tuple[Any, ...]:
@@ -192,8 +210,8 @@ def finish_new_classes(
     old = tuple(bundle.advanced.classes or ())
     union = old + tuple(c for c in classes if c not in old)
     X, y = data.X_hold, data.y_hold
-    champion, notes_a = evaluate_on(bundle.plan, union, Padded(bundle.advanced, union), X, y)
-    cand, notes_b = evaluate_on(bundle.plan, union, Padded(candidate.advanced, union), X, y)
+    champion, notes_a = evaluate(bundle, Padded(bundle.advanced, union), X, y, classes=union)
+    cand, notes_b = evaluate(bundle, Padded(candidate.advanced, union), X, y, classes=union)
     notes.append(
         f"champion and candidate are scored on the union of their classes {list(union)}, each "
         "giving probability 0 to the classes it does not know"
