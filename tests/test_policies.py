@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sidecar._errors import BundleError, InputError, SidecarError
+from sidecar import BundleError, InputError, SidecarError
 from sidecar._json import dumps, to_jsonable
 from sidecar.monitoring import TestResult
 
@@ -30,6 +30,14 @@ def test_non_finite_numbers_become_null_everywhere_in_a_value() -> None:
         "array": [[1.0, None], [None, 2.0]],
         "tuple": [3, True, "text", None],
     }
+
+
+def test_an_array_stays_a_list_whatever_its_size() -> None:
+    assert to_jsonable(np.array([1.5])) == [1.5]
+    assert to_jsonable(np.array([[np.int64(2)]])) == [[2]]
+    assert to_jsonable(np.array([np.nan])) == [None]
+    assert to_jsonable(np.array(3.0)) == 3.0  # a 0-d array is a scalar
+    assert to_jsonable(np.float32(0.5)) == 0.5
 
 
 def test_dumps_writes_strict_json() -> None:
