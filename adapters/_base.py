@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 import sidecar
 from sidecar import AdapterError
 
@@ -177,6 +179,8 @@ def finish(
     framework: str | None = None,
     model_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    candidate_of: Callable[[list[str]], sidecar.Bundle] | None = None,
+    classes: tuple[Any, ...] | None = None,
 ) -> RetrainResult:
     """Make the candidate bundle from ``model`` and report champion vs candidate on the holdout.
 
@@ -188,22 +192,31 @@ def finish(
     computed from the holdout of that window. A baseline that cannot be
     refitted (not scikit-learn) is kept, and the report says so. Nothing of the
     champion is changed or written.
+
+    A candidate with other classes than the champion (fine-tuning with
+    ``new_classes``) cannot come from ``with_models``, which keeps the
+    champion's classes: ``candidate_of(notes)`` builds it instead, and both
+    models are scored on ``classes`` (the union of theirs), each giving
+    probability 0 to the classes it does not know.
     """
     import time
 
     report = progress_of(progress)
     report("building the candidate", 0.95)
     all_notes = [*data.notes, *notes]
-    candidate = bundle.with_models(
-        advanced=model,
-        baseline=refit_baseline(bundle, data, all_notes),
-        reference=(data.holdout_records, data.holdout_labels),
-        framework=framework,
-        model_options=model_options,
+    if candidate_of is None:
+        candidate = bundle.with_models(
+            advanced=model,
+            baseline=refit_baseline(bundle, data, all_notes),
+            reference=(data.holdout_records, data.holdout_labels),
+            framework=framework,
+            model_options=model_options,
+        )
+    else:
+        candidate = candidate_of(all_notes)
+    champion_metrics, candidate_metrics = _holdout_scores(
+        bundle, candidate, data, classes, all_notes
     )
-    champion_metrics, notes_a = evaluate(bundle, bundle.advanced, data.X_hold, data.y_hold)
-    candidate_metrics, notes_b = evaluate(bundle, candidate.advanced, data.X_hold, data.y_hold)
-    all_notes += dict.fromkeys(notes_a + notes_b)
     plan = bundle.plan
     result = RetrainResult(
         candidate=candidate,
@@ -228,3 +241,48 @@ def finish(
     )
     report("done", 1.0)
     return result
+
+
+def _holdout_scores(
+    bundle: sidecar.Bundle,
+    candidate: sidecar.Bundle,
+    data: TrainingData,
+    classes: tuple[Any, ...] | None,
+    notes: list[str],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Champion's and candidate's metrics on the holdout (on ``classes`` when given)."""
+    X, y = data.X_hold, data.y_hold
+    if classes is None:
+        champion, notes_a = evaluate(bundle, bundle.advanced, X, y)
+        candidate_, notes_b = evaluate(bundle, candidate.advanced, X, y)
+    else:
+        notes.append(
+            f"champion and candidate are scored on the union of their classes {list(classes)}, "
+            "each giving probability 0 to the classes it does not know"
+        )
+        champion, notes_a = evaluate(
+            bundle, Padded(bundle.advanced, classes), X, y, classes=classes
+        )
+        candidate_, notes_b = evaluate(
+            bundle, Padded(candidate.advanced, classes), X, y, classes=classes
+        )
+    notes += dict.fromkeys(notes_a + notes_b)
+    return champion, candidate_
+
+
+class Padded:
+    """A predictor's output with its probability columns placed among ``union``'s classes."""
+
+    def __init__(self, predictor: Any, union: tuple[Any, ...]) -> None:
+        self.predictor = predictor
+        self.columns = [union.index(c) for c in predictor.classes]
+        self.width = len(union)
+
+    def infer(self, X: np.ndarray) -> sidecar.ModelOutput:
+        out = self.predictor.infer(X)
+        proba = out.probabilities
+        if proba is not None:
+            padded = np.zeros((len(proba), self.width))
+            padded[:, self.columns] = proba
+            proba = padded
+        return sidecar.ModelOutput(out.predictions, proba)

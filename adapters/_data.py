@@ -142,6 +142,7 @@ def prepare(
     *,
     strategy: str,
     min_rows: int = MIN_ROWS,
+    classes: Sequence[Any] | None = None,
 ) -> TrainingData:
     """Check ``recent`` against ``bundle`` and cut it by time; raise AdapterError naming the fix.
 
@@ -150,7 +151,52 @@ def prepare(
     classifier (a label it does not know is refused, never appended); at least
     ``min_rows`` rows; and, for a classifier, every class in the train part,
     so nothing refitted can silently lose a column of ``classes_``.
+
+    ``classes`` replaces the model's classes for a classifier whose candidate
+    predicts other classes than the champion (fine-tuning with ``new_classes``).
     """
+    records, labels, ts = _checked(recent, strategy, min_rows)
+    n = len(records)
+    task = bundle.task
+    known = None
+    if task == "classification":
+        known = _classes_of(bundle) if classes is None else np.asarray(classes)
+        codes = _class_codes(labels, known)
+        values: np.ndarray = known[codes]
+    elif classes is not None:
+        raise AdapterError(f"`classes` is for a classifier; this bundle's task is {task!r}.")
+    else:
+        values = _regression_labels(labels)
+        codes = values
+    X = np.asarray(bundle.preprocessing.transform(records), dtype=np.float64)
+    order = np.argsort(ts, kind="stable")
+    n_hold = max(1, round(n * HOLDOUT))
+    n_val = max(1, round((n - n_hold) * VALIDATION))
+    n_tr = n - n_hold - n_val
+    tr, va, ho = order[:n_tr], order[n_tr : n - n_hold], order[n - n_hold :]
+    if known is not None:
+        _check_train_classes(known, codes[tr], n, strategy)
+    return TrainingData(
+        task=task,
+        classes=known,
+        X_train=X[tr],
+        y_train=values[tr],
+        c_train=codes[tr],
+        X_val=X[va],
+        y_val=values[va],
+        c_val=codes[va],
+        X_hold=X[ho],
+        y_hold=values[ho],
+        c_hold=codes[ho],
+        holdout_records=[dict(records[i]) for i in ho],
+        holdout_labels=np.asarray(labels)[ho],
+    )
+
+
+def _checked(
+    recent: Any, strategy: str, min_rows: int
+) -> tuple[list[Mapping[str, Any]], np.ndarray, np.ndarray]:
+    """``recent``'s records, labels and timestamps, their shapes and count checked."""
     records = _records_of(recent)
     labels = np.asarray(recent.labels)
     ts = np.asarray(recent.ts, dtype=np.float64) if recent.ts is not None else None
@@ -174,47 +220,23 @@ def prepare(
             f"and a holdout part, by time); got {n}. Collect more labels or widen the window "
             "(--since)."
         )
-    task = bundle.task
-    classes = None
-    if task == "classification":
-        classes = _classes_of(bundle)
-        codes = _class_codes(labels, classes)
-        values: np.ndarray = classes[codes]
-    else:
-        values = _regression_labels(labels)
-        codes = values
-    X = np.asarray(bundle.preprocessing.transform(records), dtype=np.float64)
-    order = np.argsort(ts, kind="stable")
-    n_hold = max(1, round(n * HOLDOUT))
-    n_val = max(1, round((n - n_hold) * VALIDATION))
-    n_tr = n - n_hold - n_val
-    tr, va, ho = order[:n_tr], order[n_tr : n - n_hold], order[n - n_hold :]
-    if classes is not None:
-        missing = [classes[i] for i in range(len(classes)) if not np.any(codes[tr] == i)]
-        if missing:
-            shown = [_item(c) for c in missing]
-            raise AdapterError(
-                f"the recent data has no example of class(es) {shown} in its train part (the "
-                f"earliest {len(tr)} of {n} rows by time); {strategy} retrains on it, and a class "
-                f"the model predicts ({[_item(c) for c in classes]}) cannot be left out without "
-                "misaligning `classes_`. Collect labelled examples of those classes, or use a "
-                "wider window (--since)."
-            )
-    return TrainingData(
-        task=task,
-        classes=classes,
-        X_train=X[tr],
-        y_train=values[tr],
-        c_train=codes[tr],
-        X_val=X[va],
-        y_val=values[va],
-        c_val=codes[va],
-        X_hold=X[ho],
-        y_hold=values[ho],
-        c_hold=codes[ho],
-        holdout_records=[dict(records[i]) for i in ho],
-        holdout_labels=np.asarray(labels)[ho],
-    )
+    return records, labels, ts
+
+
+def _check_train_classes(
+    classes: np.ndarray, train_codes: np.ndarray, n: int, strategy: str
+) -> None:
+    """Refuse a train part that lacks a class: a refit would lose that column."""
+    missing = [classes[i] for i in range(len(classes)) if not np.any(train_codes == i)]
+    if missing:
+        shown = [_item(c) for c in missing]
+        raise AdapterError(
+            f"the recent data has no example of class(es) {shown} in its train part (the "
+            f"earliest {len(train_codes)} of {n} rows by time); {strategy} retrains on it, and a "
+            f"class the model predicts ({[_item(c) for c in classes]}) cannot be left out without "
+            "misaligning `classes_`. Collect labelled examples of those classes, or use a "
+            "wider window (--since)."
+        )
 
 
 def _records_of(recent: Any) -> list[Mapping[str, Any]]:
@@ -328,18 +350,29 @@ def higher_is_better(metric: str) -> bool:
 
 
 def evaluate(
-    bundle: sidecar.Bundle, predictor: Any, X: np.ndarray, y: np.ndarray
+    bundle: sidecar.Bundle,
+    predictor: Any,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    classes: Sequence[Any] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """The plan's primary and secondary metrics of ``predictor`` (a runtime) on ``(X, y)``.
 
     Returns the metrics and notes on those that could not be computed (e.g.
-    ROC AUC on a holdout with one class).
+    ROC AUC on a holdout with one class). ``classes`` names a classifier's
+    probability columns when they are not the bundle's model's (default).
     """
     out = predictor.infer(X)
     plan = bundle.plan
     values: dict[str, float] = {}
     notes: list[str] = []
-    classes = np.asarray(bundle.advanced.classes) if bundle.task == "classification" else None
+    if bundle.task != "classification":
+        known = None
+    elif classes is None:
+        known = np.asarray(bundle.advanced.classes)
+    else:
+        known = np.asarray(classes)
     no_proba = []
     for name in (plan.primary_metric, *plan.secondary_metrics):
         spec = METRICS[name]
@@ -348,7 +381,7 @@ def evaluate(
             continue
         try:
             if bundle.task == "classification":
-                values[name] = float(spec.function(y, out.predictions, out.probabilities, classes))
+                values[name] = float(spec.function(y, out.predictions, out.probabilities, known))
             else:
                 values[name] = float(spec.function(y, out.predictions, None, None))
         except (ValueError, sidecar.InputError) as exc:

@@ -53,7 +53,6 @@ from ._finetune_network import (
     last_blocks,
     rebuild,
 )
-from ._finetune_relabel import prepare_for_classes
 from ._finetune_tune import Fit, TuneConfig, tune
 
 if TYPE_CHECKING:
@@ -156,7 +155,7 @@ def fine_tune(
         data = prepare(bundle, recent, strategy=STRATEGY)
     else:
         check_labels_known(recent, classes)
-        data = prepare_for_classes(bundle, recent, classes, strategy=STRATEGY)
+        data = prepare(bundle, recent, strategy=STRATEGY, classes=classes)
     fit_started = time.perf_counter()
     net = _network(advanced, config, old, classes)
     dev = device_of(config.device)

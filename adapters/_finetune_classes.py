@@ -5,13 +5,12 @@ The head is replaced by a fresh ``nn.Linear`` with one output per class
 ``n_classes``/``num_classes`` argument is set to match, and the candidate is
 made with :func:`sidecar.wrap` -- ``Bundle.with_models`` keeps the champion's
 classes -- with a baseline refitted on the recent data. Champion and candidate
-are scored on the union of their classes (:mod:`adapters._finetune_relabel`).
+are scored on the union of their classes (:func:`adapters._base.finish`).
 """
 
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,9 +20,8 @@ import numpy as np
 import sidecar
 from sidecar import AdapterError
 
-from ._base import Progress, RetrainResult, TrainingData, TrainingReport, fit_warnings
+from ._base import Progress, RetrainResult, TrainingData, finish, fit_warnings
 from ._finetune_network import Head, path_of
-from ._finetune_relabel import Padded, evaluate_on
 
 if TYPE_CHECKING:
     from torch import nn
@@ -178,7 +176,7 @@ def finish_new_classes(
     outcome: Outcome,
     progress: Progress,
 ) -> RetrainResult:
-    """The candidate with other classes than the champion's, and the report.
+    """The candidate with other classes than the champion's, and the report, by :func:`finish`.
 
     ``Bundle.with_models`` keeps the champion's classes, so the candidate is
     made with :func:`sidecar.wrap` and given the champion as its parent; its
@@ -186,39 +184,22 @@ def finish_new_classes(
     validation parts. Both models are scored on the union of the old and new
     classes, each giving probability 0 to the classes it does not know.
     """
-    progress("building the candidate", 0.95)
-    notes = list(outcome.notes)
-    candidate = _candidate(bundle, data, model, classes, options, notes)
     old = tuple(bundle.advanced.classes or ())
-    union = old + tuple(c for c in classes if c not in old)
-    X, y = data.X_hold, data.y_hold
-    champion, notes_a = evaluate_on(bundle.plan, union, Padded(bundle.advanced, union), X, y)
-    cand, notes_b = evaluate_on(bundle.plan, union, Padded(candidate.advanced, union), X, y)
-    notes.append(
-        f"champion and candidate are scored on the union of their classes {list(union)}, each "
-        "giving probability 0 to the classes it does not know"
-    )
-    plan = bundle.plan
-    report = TrainingReport(
+    return finish(
+        bundle,
+        data,
+        model,
         strategy=outcome.strategy,
-        wall_time_s=time.perf_counter() - outcome.started,
+        started=outcome.started,
         train_time_s=outcome.train_time_s,
         summary=outcome.summary,
         changes=outcome.changes,
-        n_train=len(data.X_train),
-        n_validation=len(data.X_val),
-        n_holdout=len(data.X_hold),
-        primary_metric=plan.primary_metric,
-        higher_is_better=plan.higher_is_better,
-        min_effect=float(plan.min_effect),
-        champion=champion,
-        candidate=cand,
-        search=tuple(outcome.search),
-        notes=tuple([*data.notes, *notes, *dict.fromkeys(notes_a + notes_b)]),
-        parent_version=bundle.version,
+        search=outcome.search,
+        notes=outcome.notes,
+        progress=progress,
+        candidate_of=lambda notes: _candidate(bundle, data, model, classes, options, notes),
+        classes=old + tuple(c for c in classes if c not in old),
     )
-    progress("done", 1.0)
-    return RetrainResult(candidate=candidate, report=report)
 
 
 def _candidate(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 import sidecar
+from sidecar._json import to_jsonable
 
 __all__ = ["RetrainResult", "TrainingReport"]
 
@@ -68,13 +66,17 @@ class TrainingReport:
         return self.improvement >= self.min_effect
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready values (what ``sidecar retrain --json`` prints)."""
-        return {
+        """The report as JSON-ready values (what ``sidecar retrain --json`` prints).
+
+        By the package's one JSON policy (:func:`sidecar._json.to_jsonable`):
+        NumPy values become Python ones, NaN and infinities become ``None``.
+        """
+        payload = {
             "strategy": self.strategy,
             "wall_time_s": round(self.wall_time_s, 4),
             "train_time_s": round(self.train_time_s, 4),
             "parent_version": self.parent_version,
-            "what_changed": {"summary": self.summary, "parameters": _plain(self.changes)},
+            "what_changed": {"summary": self.summary, "parameters": self.changes},
             "n_train": self.n_train,
             "n_validation": self.n_validation,
             "n_holdout": self.n_holdout,
@@ -89,10 +91,12 @@ class TrainingReport:
                 "min_effect": self.min_effect,
                 "materially_better": self.materially_better,
             },
-            "search": [_plain(dict(s)) for s in self.search],
+            "search": [dict(s) for s in self.search],
             "notes": list(self.notes),
-            "window": _plain(dict(self.window)),
+            "window": dict(self.window),
         }
+        jsonable: dict[str, Any] = to_jsonable(payload)
+        return jsonable
 
 
 @dataclass(frozen=True)
@@ -101,17 +105,3 @@ class RetrainResult:
 
     candidate: sidecar.Bundle
     report: TrainingReport
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value

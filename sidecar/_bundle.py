@@ -38,7 +38,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,6 +61,9 @@ from .preprocessing import Preprocessor
 from .recording import FeedbackResult, Recorder, RecordPolicy, Store
 from .runtimes import Predictor
 from .shadow import ShadowItem, ShadowPipeline, ShadowRunner, ShadowSink, check_candidate
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["Bundle", "Prediction", "ShadowPrediction", "hash_directory", "load", "wrap"]
 
@@ -326,7 +329,7 @@ class Bundle:
         *,
         advanced: Any = None,
         baseline: Any = None,
-        reference: tuple[Records | Any, Any] | None = None,
+        reference: tuple[Records | Any, npt.ArrayLike] | None = None,
         framework: str | None = None,
         model_options: Mapping[str, Any] | None = None,
     ) -> Bundle:

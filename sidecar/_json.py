@@ -37,12 +37,15 @@ __all__ = ["dumps", "to_jsonable"]
 
 def to_jsonable(value: Any) -> Any:
     """``value`` as plain JSON values, by the policy of this module."""
-    item = getattr(value, "item", None)
-    if item is not None and not isinstance(value, str | bytes):
-        try:
-            value = item()
-        except (TypeError, ValueError):  # an array of more than one element
-            value = value.tolist()
+    if getattr(value, "ndim", 0) and hasattr(value, "tolist"):  # an array, even of one element
+        value = value.tolist()
+    else:
+        item = getattr(value, "item", None)
+        if item is not None and not isinstance(value, str | bytes):
+            try:
+                value = item()
+            except (TypeError, ValueError):
+                value = value.tolist()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):

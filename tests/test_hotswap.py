@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 import sidecar
-from sidecar._registry import Registry
 from sidecar.recording import open_store
 from tests.servers import free_port, serve_sidecar
 
@@ -159,7 +158,7 @@ def test_a_promotion_and_a_rollback_are_served_under_load_without_a_restart(
     try:
         with Load(port, quickstart_records) as load:
             load.wait_for(champion.version, 30)
-            registry = Registry.open(root, create=True)
+            registry = sidecar.Registry.open(root, create=True)
             registry.register(versions["candidate"])
             registry.activate(candidate.version, action="promote")
             load.wait_for(candidate.version, 60 * workers)

@@ -178,8 +178,7 @@ def _check_live_estimate(bundle: Path, text: str, records: list[dict[str, Any]])
     import numpy as np
 
     import sidecar
-    from sidecar.monitoring import estimate_performance
-    from sidecar.monitoring._metrics import METRICS
+    from sidecar.monitoring import METRICS, estimate_performance
 
     loaded = sidecar.load(bundle)
     metric = loaded.plan.primary_metric

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sidecar._errors import BundleError, InputError, SidecarError
+from sidecar import BundleError, InputError, SidecarError
 from sidecar._json import dumps, to_jsonable
 from sidecar.monitoring import TestResult
 
@@ -30,6 +30,14 @@ def test_non_finite_numbers_become_null_everywhere_in_a_value() -> None:
         "array": [[1.0, None], [None, 2.0]],
         "tuple": [3, True, "text", None],
     }
+
+
+def test_an_array_stays_a_list_whatever_its_size() -> None:
+    assert to_jsonable(np.array([1.5])) == [1.5]
+    assert to_jsonable(np.array([[np.int64(2)]])) == [[2]]
+    assert to_jsonable(np.array([np.nan])) == [None]
+    assert to_jsonable(np.array(3.0)) == 3.0  # a 0-d array is a scalar
+    assert to_jsonable(np.float32(0.5)) == 0.5
 
 
 def test_dumps_writes_strict_json() -> None:
@@ -101,3 +109,34 @@ def test_a_missing_optional_dependency_names_its_extra(
     args = (tmp_path,) if call is _parquet else ()
     with pytest.raises(error, match=rf"install it with `pip install 'model-sidecar\[{extra}\]'`"):
         call(*args)
+
+
+def test_a_training_report_writes_non_finite_numbers_as_null() -> None:
+    from adapters import TrainingReport
+
+    report = TrainingReport(
+        strategy="refit",
+        wall_time_s=1.0,
+        train_time_s=0.5,
+        summary="s",
+        changes={"C": {"from": 1.0, "to": math.inf}, "alphas": np.array([0.1, np.nan])},
+        n_train=60,
+        n_validation=20,
+        n_holdout=20,
+        primary_metric="log_loss",
+        higher_is_better=False,
+        min_effect=0.01,
+        champion={"log_loss": math.inf},
+        candidate={"log_loss": 0.3},
+        search=({"C": np.float64(-math.inf), "score": np.float32(0.5), "chosen": True},),
+    )
+    out = report.to_dict()
+    assert out["what_changed"]["parameters"] == {
+        "C": {"from": 1.0, "to": None},
+        "alphas": [0.1, None],
+    }
+    assert out["holdout"]["champion"] == {"log_loss": None}
+    assert out["holdout"]["improvement"] is None  # inf - 0.3, lower is better
+    assert out["search"] == [{"C": None, "score": 0.5, "chosen": True}]
+    text = json.dumps(out, allow_nan=False)  # strict JSON: no NaN/Infinity tokens
+    assert json.loads(text) == out

@@ -7,10 +7,13 @@ added or removed is a deliberate change of this file.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import inspect
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -242,3 +245,27 @@ def test_the_sdk_never_imports_the_adapters_or_torch_until_retraining_runs() -> 
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_tests_import_exported_names_from_their_tier_not_from_private_modules() -> None:
+    """Tests use public names: a name a tier exports is never imported from behind it.
+
+    Benchmarks are left out: they time private stages on purpose.
+    """
+    exported = {name: module for module, _ in TIERS for name in module.__all__}
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        if "benchmarks" in path.relative_to(tests).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module):
+                continue
+            if not any(part.startswith("_") for part in node.module.split(".")[1:]):
+                continue
+            for alias in node.names:
+                tier = exported.get(alias.name)
+                source = importlib.import_module(node.module) if tier is not None else None
+                if tier is not None and getattr(source, alias.name) is getattr(tier, alias.name):
+                    found.append(f"{path.name}:{node.lineno} {alias.name} ({tier.__name__})")
+    assert found == []

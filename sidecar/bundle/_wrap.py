@@ -18,6 +18,8 @@ from ..runtimes import Predictor, as_predictor
 from ._reference import Reference
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from .._bundle import Bundle
 
 __all__ = ["compute_reference", "default_plan_for", "wrap"]
@@ -30,8 +32,8 @@ def wrap(
     *,
     task: str,
     preprocessing: Preprocessor | Any,
-    reference: tuple[Records | Any, Any],
-    train: tuple[Records | Any, Any] | None = None,
+    reference: tuple[Records | Any, npt.ArrayLike],
+    train: tuple[Records | Any, npt.ArrayLike] | None = None,
     baseline: str | Any = "auto",
     name: str = "model",
     framework: str | None = None,
@@ -139,7 +141,7 @@ def default_plan_for(task: str, reference: Reference) -> MonitoringPlan:
     return default_plan(task, reference_metric=value)
 
 
-def _labelled(name: str, pair: tuple[Records | Any, Any]) -> tuple[Records, np.ndarray]:
+def _labelled(name: str, pair: tuple[Records | Any, npt.ArrayLike]) -> tuple[Records, np.ndarray]:
     """``(records, labels)`` as records and an array, one label per record."""
     records, y = as_records(pair[0]), np.asarray(pair[1])
     if len(records) != len(y):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
+from .._json import dumps
 from ._common import (
     CountingStore,
     add_bundle,
@@ -93,7 +93,7 @@ def _diagnosis(args: argparse.Namespace) -> tuple[Bundle, Diagnosis]:
 def _diagnose(args: argparse.Namespace) -> int:
     _, result = _diagnosis(args)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(dumps(result.to_dict(), indent=2))
         return result.exit_code
     rec = result.recommendation
     print(f"verdict         {result.verdict}")
@@ -144,7 +144,7 @@ def _plan_check(args: argparse.Namespace) -> int:
     bundle = load(args.bundle, trusted=trusted_env())
     summary = plan_summary(bundle)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(dumps(summary, indent=2))
         return 0
     plan = summary["plan"]
     print(f"plan sha256       {summary['plan_sha256']}")

@@ -93,9 +93,7 @@ def main() -> int:
     parser.add_argument("--store-rows", type=int, default=200_000)
     args = parser.parse_args()
 
-    from sidecar.monitoring import default_plan
-    from sidecar.monitoring._diagnosis import diagnose
-    from sidecar.monitoring._inputs import ReferenceInputs, WindowData
+    from sidecar.monitoring import ReferenceInputs, WindowData, default_plan, diagnose
 
     rng = np.random.default_rng(0)
     ref = make(args.reference, rng)

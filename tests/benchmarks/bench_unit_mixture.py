@@ -63,7 +63,7 @@ ALPHA, MIN_SHARE = 0.05, 0.1
 
 def power(seeds: int) -> dict[str, Any]:
     from sidecar.bundle._reference import _numeric_sketch
-    from sidecar.monitoring._mixture import fit_unit_mixture
+    from sidecar.monitoring import fit_unit_mixture
 
     table: dict[str, Any] = {}
     for name, (draw, convert, units) in SWITCHES.items():
@@ -92,7 +92,7 @@ def power(seeds: int) -> dict[str, Any]:
 
 def false_alarms(seeds: int) -> dict[str, Any]:
     from sidecar.bundle._reference import _numeric_sketch
-    from sidecar.monitoring._mixture import fit_unit_mixture
+    from sidecar.monitoring import fit_unit_mixture
 
     table: dict[str, Any] = {}
     for name, draw in CLEAN.items():
@@ -113,10 +113,13 @@ def cost(runs: int, current: int) -> dict[str, Any]:
     import bench_diagnosis as bd
 
     from sidecar.bundle._reference import _numeric_sketch
-    from sidecar.monitoring import default_plan
-    from sidecar.monitoring._diagnosis import diagnose
-    from sidecar.monitoring._inputs import ReferenceInputs, WindowData
-    from sidecar.monitoring._mixture import fit_unit_mixture
+    from sidecar.monitoring import (
+        ReferenceInputs,
+        WindowData,
+        default_plan,
+        diagnose,
+        fit_unit_mixture,
+    )
 
     rng = np.random.default_rng(0)
     ref, cur = bd.make(100_000, rng), bd.make(current, rng, shift=0.02)

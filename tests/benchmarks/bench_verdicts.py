@@ -53,9 +53,13 @@ DAY = 86_400.0
 def _world(task: str, seed: int, n_ref: int, n: int, acc: float = 0.9) -> tuple[Any, Any, Any]:
     """(plan, reference, window) for one simulated day; the reference depends on ``n_ref`` only."""
     from sidecar.bundle._reference import _numeric_sketch
-    from sidecar.monitoring import MonitoringPlan, default_plan
-    from sidecar.monitoring._inputs import ReferenceInputs, WindowData
-    from sidecar.monitoring._metrics import metric_with_ci
+    from sidecar.monitoring import (
+        MonitoringPlan,
+        ReferenceInputs,
+        WindowData,
+        default_plan,
+        metric_with_ci,
+    )
 
     def draw(rng: np.random.Generator, size: int, acc_now: float) -> dict[str, Any]:
         x = {"x0": rng.normal(0, 1, size), "x1": rng.normal(0, 1, size)}
@@ -119,7 +123,7 @@ def _world(task: str, seed: int, n_ref: int, n: int, acc: float = 0.9) -> tuple[
 
 
 def _verdict(task: str, seed: int, n_ref: int, n: int, acc: float = 0.9) -> str:
-    from sidecar.monitoring._diagnosis import diagnose
+    from sidecar.monitoring import diagnose
 
     plan, reference, window = _world(task, seed, n_ref, n, acc)
     return str(diagnose(plan=plan, reference=reference, window=window, seed=seed).verdict)
