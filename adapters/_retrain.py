@@ -8,21 +8,13 @@ from typing import Any
 
 import sidecar
 from sidecar import AdapterError
+from sidecar._types import STRATEGIES
+from sidecar.monitoring import VERDICTS
 
 from ._base import Progress, RetrainResult
 from ._family import model_family, strategy_for
 
 __all__ = ["STRATEGIES", "VERDICTS", "retrain"]
-
-STRATEGIES = ("auto", "regularize", "replace-members", "refit", "fine-tune-head")
-VERDICTS = (
-    "healthy",
-    "insufficient_data",
-    "preprocessing_fault",
-    "overfitting",
-    "data_drift",
-    "concept_drift",
-)
 
 
 def retrain(

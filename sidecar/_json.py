@@ -53,7 +53,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     if hasattr(value, "to_dict"):
-        return value.to_dict()
+        return to_jsonable(value.to_dict())
     return value
 
 

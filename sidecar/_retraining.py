@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InputError
+from ._types import STRATEGIES
 
 if TYPE_CHECKING:
     from adapters import RetrainResult
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MIN_AFTER_CHANGE", "recent_from_records", "retrain"]
 
-STRATEGIES = ("auto", "regularize", "replace-members", "refit", "fine-tune-head")
 #: ``strategy="auto"`` learns only from after the change when at least this many
 #: labelled rows lie after it (the adapters' own floor).
 MIN_AFTER_CHANGE = 50

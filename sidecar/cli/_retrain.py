@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from .._errors import InputError
+from .._json import dumps
+from .._types import STRATEGIES
 from ._common import (
     add_bundle,
     add_json,
@@ -43,7 +44,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--strategy",
         default="auto",
-        choices=["auto", "regularize", "replace-members", "refit", "fine-tune-head"],
+        choices=STRATEGIES,
         help="the adapter; auto follows the store's diagnosis (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="retrain even when healthy")
@@ -130,7 +131,7 @@ def _retrain(args: argparse.Namespace) -> int:
             "parent": bundle.version,
             "report": report.to_dict(),
         }
-        print(json.dumps(document, indent=2, default=str))
+        print(dumps(document, indent=2, default=str))
         return 0
     metric = report.primary_metric
     print(f"saved candidate {result.candidate.version} (parent {bundle.version}) to {path}")
@@ -174,7 +175,7 @@ def _promote(args: argparse.Namespace) -> int:
         args.bundle, args.candidate, args.store, since=since, until=until, trusted=trusted_env()
     )
     if args.json:
-        print(json.dumps(decision.to_dict(), indent=2))
+        print(dumps(decision.to_dict(), indent=2))
     else:
         word = {"promote": "promoted", "reject": "rejected"}.get(decision.decision, "undecided")
         print(f"{word} {decision.candidate_version}")
@@ -191,7 +192,7 @@ def _rollback(args: argparse.Namespace) -> int:
     current = Registry.open(args.bundle).active
     target = rollback(args.bundle, to=args.to)
     if args.json:
-        print(json.dumps({"active": target, "was": current}))
+        print(dumps({"active": target, "was": current}))
     else:
         print(f"active version {target} (was {current})")
     return 0
