@@ -35,15 +35,15 @@ from ._errors import (
 
 if TYPE_CHECKING:
     from ._analysis import diagnose
-    from ._bundle import Bundle, Prediction, ShadowPrediction, load, wrap
     from ._export import export_parquet
-    from ._promotion import promote, rollback
-    from ._registry import Registry
     from ._replay import ReplayResult, replay
     from ._reporting import report
     from ._retraining import retrain
     from ._window import RecentData, recent_data
+    from .bundle._bundle import Bundle, Prediction, ShadowPrediction, load, wrap
     from .bundle._calls import feedback, predict
+    from .bundle._promotion import promote, rollback
+    from .bundle._registry import Registry
     from .preprocessing import (
         CategoricalColumn,
         NumericColumn,
@@ -59,11 +59,11 @@ __version__ = "0.1.0"
 # `sidecar ...` command's start-up -- pays for NumPy, SciPy and scikit-learn only
 # when a command needs them.
 _LAZY = {
-    "Bundle": "._bundle",
-    "Prediction": "._bundle",
-    "ShadowPrediction": "._bundle",
-    "load": "._bundle",
-    "wrap": "._bundle",
+    "Bundle": ".bundle._bundle",
+    "Prediction": ".bundle._bundle",
+    "ShadowPrediction": ".bundle._bundle",
+    "load": ".bundle._bundle",
+    "wrap": ".bundle._bundle",
     "predict": ".bundle._calls",
     "feedback": ".bundle._calls",
     "export_parquet": "._export",
@@ -72,9 +72,9 @@ _LAZY = {
     "recent_data": "._window",
     "ReplayResult": "._replay",
     "replay": "._replay",
-    "Registry": "._registry",
-    "promote": "._promotion",
-    "rollback": "._promotion",
+    "Registry": ".bundle._registry",
+    "promote": ".bundle._promotion",
+    "rollback": ".bundle._promotion",
     "report": "._reporting",
     "retrain": "._retraining",
     "CategoricalColumn": ".preprocessing",

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ._bundle import Bundle
 from ._errors import InputError
 from ._window import checked_labels, load_window, predictions, probabilities, window_table
+from .bundle._bundle import Bundle
 from .monitoring._diagnosis import Diagnosis
 from .monitoring._inputs import ReferenceInputs
 from .monitoring._promotion import PromotionDecision

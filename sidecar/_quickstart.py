@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._bundle import Bundle, wrap
+from .bundle._bundle import Bundle, wrap
 from .preprocessing import NumericColumn, TabularPreprocessor
 
 __all__ = ["build_quickstart", "load_quickstart_data"]

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._bundle import Bundle
 from ._errors import InputError
+from .bundle._bundle import Bundle
 from .recording import Label, Recorder, RecordPolicy, Store
 
 __all__ = ["ReplayResult", "replay"]

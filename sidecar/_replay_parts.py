@@ -24,7 +24,7 @@ from ._errors import InputError
 from .recording._records import VERSION_COLUMNS, encode_records
 
 if TYPE_CHECKING:
-    from ._bundle import Bundle
+    from .bundle._bundle import Bundle
     from .recording import RecordPolicy
     from .runtimes import ModelOutput
 
@@ -164,7 +164,7 @@ def build_table(
     policy: RecordPolicy | None,
 ) -> pa.Table:
     """The chunk's records as the store keeps them: ids, versions, raw inputs, answers."""
-    from ._bundle import _batch_id
+    from .bundle._bundle import _batch_id
 
     n = sub.num_rows
     manifest = bundle.manifest

@@ -35,8 +35,8 @@ from .recording._sql import SEGMENT_ROWS
 from .recording._store import WriterStats, default_writer_identity
 
 if TYPE_CHECKING:
-    from ._bundle import Bundle
     from ._replay import ReplayResult
+    from .bundle._bundle import Bundle
     from .recording import RecordPolicy, Store
 
 __all__ = ["replay_table"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._bundle import Bundle
+    from .bundle._bundle import Bundle
     from .monitoring import Diagnosis
     from .recording import Store
 

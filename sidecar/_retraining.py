@@ -16,8 +16,8 @@ from ._types import STRATEGIES
 if TYPE_CHECKING:
     from adapters import RetrainResult
 
-    from ._bundle import Bundle
     from ._window import RecentData
+    from .bundle._bundle import Bundle
     from .monitoring import Diagnosis
     from .recording import Store
 

@@ -28,7 +28,7 @@ from .recording import Store
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ._bundle import Bundle
+    from .bundle._bundle import Bundle
 
 __all__ = [
     "RecentData",

@@ -17,7 +17,7 @@ from .recording._columnar import JSON, TEXT, decode_labels
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ._bundle import Bundle
+    from .bundle._bundle import Bundle
 
 __all__ = ["checked_labels"]
 

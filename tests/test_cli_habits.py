@@ -307,12 +307,12 @@ def test_status_of_a_missing_sqlite_file_says_so_and_creates_nothing(tmp_path: P
 def test_interrupted_exits_130_without_a_traceback(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sidecar._bundle
+    import sidecar.bundle._bundle
 
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sidecar._bundle, "load", interrupted)
+    monkeypatch.setattr(sidecar.bundle._bundle, "load", interrupted)
     code, out, err = _run(["info", str(world["bundle"])])
     assert (code, out, err) == (130, "", "sidecar: interrupted\n")
 

@@ -632,7 +632,7 @@ def test_the_skops_allow_list_is_exact_type_names() -> None:
     """No prefix, no function: every allowed name imports to a class."""
     import importlib
 
-    from sidecar._safe import ALLOWED_TYPES
+    from sidecar.bundle._safe import ALLOWED_TYPES
 
     for name in sorted(ALLOWED_TYPES):
         module, _, attr = name.rpartition(".")

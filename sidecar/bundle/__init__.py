@@ -1,6 +1,6 @@
 """Bundles: an advanced model, its preprocessing, a baseline and a reference, versioned together.
 
-- :class:`Bundle` (``sidecar._bundle``): identity, prediction, the shadow
+- :class:`Bundle` (``_bundle``): identity, prediction, the shadow
   stage, feedback, and the derived versions (``with_preprocessing``,
   ``with_models``, ``with_plan``);
 - :func:`wrap` (``_wrap``): make one from a fitted model, with a baseline
@@ -17,11 +17,14 @@
 - ``_manifest``: the canonical manifest and its seal; ``_integrity``: hashes,
   confined paths and part-size limits, checked before anything is loaded;
 - ``_reference``: what "normal" looked like (sketches, held-out predictions);
-- ``_signing``: Sigstore / key signatures of a bundle directory.
+- ``_signing``: Sigstore / key signatures of a bundle directory;
+- ``_checks``: the whole-bundle checks (``sidecar check``), run before loading;
+- ``_safe``: skops loading and saving, trusted types only (``ALLOWED_TYPES``).
 
-The whole-bundle checks (``sidecar check``) live in ``sidecar._checks``.
+- ``_registry``: the version registry (``versions/``, the ``ACTIVE`` pointer);
+- ``_promotion``: ``promote`` on a paired test, and ``rollback``.
 
-The names are imported on first use, so that ``sidecar._bundle`` and the
+The names are imported on first use, so that ``_bundle`` and the other
 modules here can import each other's parts without a cycle.
 """
 
@@ -31,7 +34,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
+    from ._bundle import Bundle
     from ._calls import feedback, predict
     from ._load import load
     from ._model_file import framework_of, read_model
@@ -53,7 +56,7 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Bundle": "sidecar._bundle",
+    "Bundle": "sidecar.bundle._bundle",
     "Prediction": "sidecar.bundle._prediction",
     "ShadowPrediction": "sidecar.bundle._prediction",
     "hash_directory": "sidecar.bundle._persist",

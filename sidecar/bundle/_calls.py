@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
     from ..recording import FeedbackResult, Store
+    from ._bundle import Bundle
     from ._prediction import Prediction
 
 __all__ = ["feedback", "predict"]
@@ -22,7 +22,7 @@ BundleLike = "Bundle | str | os.PathLike[str]"
 
 
 def _bundle(bundle: Bundle | str | os.PathLike[str], trusted: Sequence[str]) -> Bundle:
-    from .._bundle import Bundle
+    from ._bundle import Bundle
     from ._load import load
 
     return bundle if isinstance(bundle, Bundle) else load(bundle, trusted=trusted)

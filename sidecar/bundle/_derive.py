@@ -15,7 +15,7 @@ from ..preprocessing import Preprocessor, TabularPreprocessor
 from ..runtimes import Predictor, as_predictor
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
+    from ._bundle import Bundle
 
 __all__ = ["checked_models", "checked_preprocessing"]
 

@@ -2,7 +2,7 @@
 
 :func:`load` resolves a registry to its active version, checks a signature
 when given a public key, checks the bundle without loading its models
-(``sidecar._checks``), and only then loads the parts, running no code the
+(``sidecar.bundle._checks``), and only then loads the parts, running no code the
 caller did not trust by name.
 """
 
@@ -13,16 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._checks import check_bundle
 from .._errors import BundleError
 from ..preprocessing import load_preprocessing
 from ..runtimes import load_predictor
+from ._checks import check_bundle
 from ._integrity import MAX_PART_BYTES
 from ._persist import sources_of
 from ._reference import Reference
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
+    from ._bundle import Bundle
 
 __all__ = ["load"]
 
@@ -49,8 +49,8 @@ def load(
     bundle saved before the manifest was sealed (see :mod:`sidecar.bundle._manifest`).
     ``max_part_bytes`` bounds what each part may hold once inflated.
     """
-    from .._bundle import Bundle  # the class imports this package
-    from .._registry import resolve_bundle_path
+    from ._bundle import Bundle  # the class imports this package
+    from ._registry import resolve_bundle_path
 
     root = resolve_bundle_path(Path(path))  # a registry loads its active version
     if public_key is not None:

@@ -58,7 +58,7 @@ def read_model(
     if framework != "callable" and not path.is_file():
         raise InputError(f"{name} must be an existing model file; got {str(source)!r}.")
     if framework == "sklearn":
-        from .._safe import skops_load
+        from ._safe import skops_load
 
         return skops_load(path, list(trusted)), "sklearn", {}
     if framework == "onnx":

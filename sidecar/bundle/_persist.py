@@ -24,8 +24,8 @@ from ._integrity import scan_part
 from ._manifest import seal_manifest
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
     from ..runtimes import Predictor
+    from ._bundle import Bundle
 
 __all__ = ["MANIFEST", "PARTS", "PLAN", "Sources", "hash_directory", "save", "sources_of", "stage"]
 

@@ -39,8 +39,8 @@ import numpy as np
 
 from .._errors import BundleError
 from .._json import to_jsonable
-from .._safe import normalise_zip
 from ..runtimes import ModelOutput
+from ._safe import normalise_zip
 
 __all__ = ["FORMAT", "Reference", "per_example_losses"]
 

@@ -58,8 +58,8 @@ def sign_bundle(
     The bundle is checked first (hashes, seal, files), without loading its
     models: a bundle that would not load is never signed.
     """
-    from .._checks import check_bundle
-    from .._registry import resolve_bundle_path
+    from ._checks import check_bundle
+    from ._registry import resolve_bundle_path
 
     root = resolve_bundle_path(Path(path))
     check_bundle(root)

@@ -20,7 +20,7 @@ from ._reference import Reference
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from .._bundle import Bundle
+    from ._bundle import Bundle
 
 __all__ = ["compute_reference", "default_plan_for", "wrap"]
 
@@ -71,8 +71,8 @@ def wrap(
         class labels of a non-scikit-learn classifier (the sorted training
         labels by default), and options such as torch's ``factory``.
     """
-    from .._bundle import Bundle  # the class imports this module
     from ..runtimes._base import check_task
+    from ._bundle import Bundle  # the class imports this module
 
     checked_task = check_task(task)
     ref_records, y_ref = _labelled("reference", reference)

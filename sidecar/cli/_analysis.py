@@ -20,7 +20,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
+    from ..bundle._bundle import Bundle
     from ..monitoring import Diagnosis
 
 __all__ = ["register"]
@@ -73,7 +73,7 @@ def add_all_versions(p: argparse.ArgumentParser) -> None:
 def _diagnosis(args: argparse.Namespace) -> tuple[Bundle, Diagnosis]:
     """The bundle and the diagnosis of its records, with a progress bar when one is wanted."""
     from .._analysis import diagnose
-    from .._bundle import load
+    from ..bundle._bundle import load
     from ..recording import open_store
 
     bundle = load(args.bundle, trusted=trusted_env())
@@ -139,7 +139,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _plan_check(args: argparse.Namespace) -> int:
     from .._analysis import plan_summary
-    from .._bundle import load
+    from ..bundle._bundle import load
 
     bundle = load(args.bundle, trusted=trusted_env())
     summary = plan_summary(bundle)
@@ -174,7 +174,7 @@ def _plan_check(args: argparse.Namespace) -> int:
 
 
 def _plan_set(args: argparse.Namespace) -> int:
-    from .._bundle import load
+    from ..bundle._bundle import load
     from ..monitoring import read_plan
 
     bundle = load(args.bundle, trusted=trusted_env())

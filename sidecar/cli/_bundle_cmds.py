@@ -114,8 +114,8 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _wrap(args: argparse.Namespace) -> int:
-    from .._bundle import wrap
     from .._tables import pop_column, read_table
+    from ..bundle._bundle import wrap
     from ..preprocessing import read_spec
 
     preprocessing = read_spec(args.preprocessing)
@@ -170,8 +170,8 @@ def _typed_classes(classes: list[str] | None, data: tuple[Any, list[Any]]) -> li
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .._bundle import load
-    from .._registry import ACTIVE, Registry
+    from ..bundle._bundle import load
+    from ..bundle._registry import ACTIVE, Registry
 
     bundle = load(args.bundle, trusted=trusted_env(), allow_pickle=False)
     info = bundle.info()
@@ -224,8 +224,8 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .._checks import check_bundle
-    from .._registry import resolve_bundle_path
+    from ..bundle._checks import check_bundle
+    from ..bundle._registry import resolve_bundle_path
     from ..bundle._signing import verify_bundle
 
     root = resolve_bundle_path(Path(args.bundle))

@@ -82,8 +82,8 @@ def register(sub: Any) -> None:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from .._bundle import load
     from .._retraining import retrain
+    from ..bundle._bundle import load
 
     bundle = load(args.bundle, trusted=trusted_env())
     every_row = args.since is not None and args.since.strip().lower() == "all"
@@ -168,7 +168,7 @@ def _read_data(bundle: Any, args: argparse.Namespace) -> tuple[Any, list[float] 
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from .._promotion import promote
+    from ..bundle._promotion import promote
 
     since, until = window(args)
     decision = promote(
@@ -186,8 +186,8 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from .._promotion import rollback
-    from .._registry import Registry
+    from ..bundle._promotion import rollback
+    from ..bundle._registry import Registry
 
     current = Registry.open(args.bundle).active
     target = rollback(args.bundle, to=args.to)
@@ -199,7 +199,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _swap(args: argparse.Namespace) -> int:
-    from .._bundle import load
+    from ..bundle._bundle import load
     from ..preprocessing import read_spec
 
     bundle = load(args.bundle, trusted=trusted_env())

@@ -78,9 +78,9 @@ def register(sub: Any) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .._bundle import load
     from .._redact import redact_url
     from .._replay_input import read_columns
+    from ..bundle._bundle import load
     from ..recording import open_store
 
     bundle = load(args.bundle, trusted=trusted_env())
@@ -192,8 +192,8 @@ def _moments(values: list[Any], column: str) -> list[float]:
 
 
 def _feedback(args: argparse.Namespace) -> int:
-    from .._bundle import load
     from .._tables import pop_column, read_table
+    from ..bundle._bundle import load
     from ..recording import open_store
 
     bundle = load(args.bundle, trusted=trusted_env())

@@ -11,7 +11,7 @@ import pydantic
 
 from .._errors import BundleError, InputError
 from .._files import read_mapping
-from .._safe import skops_dump, skops_load
+from ..bundle._safe import skops_dump, skops_load
 from ._base import Preprocessor
 from ._sklearn import SklearnPreprocessor
 from ._tabular import TabularPreprocessor, TabularSpec

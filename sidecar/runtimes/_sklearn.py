@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from .._errors import BundleError
-from .._safe import skops_dump, skops_load
 from ..bundle._integrity import confined_file
+from ..bundle._safe import skops_dump, skops_load
 from ._base import ModelOutput, Task, labels_from_proba
 from ._compiled import compile_estimator
 

@@ -89,8 +89,8 @@ def import_bundle(
     """
     import bentoml
 
-    from .._checks import check_bundle
-    from .._registry import resolve_bundle_path
+    from ..bundle._checks import check_bundle
+    from ..bundle._registry import resolve_bundle_path
 
     root = resolve_bundle_path(Path(path))
     if not (root / "manifest.json").is_file():

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .._registry import ACTIVE
+from ..bundle._registry import ACTIVE
 
 __all__ = ["ActiveWatcher"]
 

@@ -31,7 +31,7 @@ from ._wiring import (
 )
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
+    from ..bundle._bundle import Bundle
     from ..recording import Recorder, Store
     from ..shadow import ShadowPipeline, ShadowProcess, ShadowSink
 

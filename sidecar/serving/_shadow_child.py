@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._errors import SidecarError
-from .._registry import VERSIONS
 from .._settings import Settings, settings_from_env
+from ..bundle._registry import VERSIONS
 from ..shadow._wire import Batch, Close, Flush, Prepare, Receiver, Reply
 from ._wiring import candidate_for, load_candidate, load_champion, open_recorder, pipeline_for
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
+    from ..bundle._bundle import Bundle
     from ..recording import Recorder
     from ..shadow import ShadowItem, ShadowPipeline
 

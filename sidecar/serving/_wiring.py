@@ -19,7 +19,7 @@ from .._errors import SidecarError
 from .._settings import Settings
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
+    from ..bundle._bundle import Bundle
     from ..recording import Recorder, RecordPolicy
     from ..shadow import ShadowPipeline
 

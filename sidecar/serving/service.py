@@ -33,7 +33,7 @@ from .._redact import scrub
 from .._settings import settings_from_env
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
+    from ..bundle._bundle import Bundle
 from ._bentoml_model import bundle_model
 from ._middleware import BodyLimitMiddleware
 from ._schema import labels_schema, records_schema

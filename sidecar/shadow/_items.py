@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import numpy as np
 
-    from .._bundle import Prediction
+    from ..bundle._bundle import Prediction
     from ..recording._records import ServedBatch
     from ..runtimes import ModelOutput
 

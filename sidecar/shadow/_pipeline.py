@@ -21,7 +21,7 @@ from ._items import RecordSink, ShadowItem, ShadowResult
 from ._runner import ShadowCounters, ShadowRunner
 
 if TYPE_CHECKING:
-    from .._bundle import Bundle
+    from ..bundle._bundle import Bundle
     from ..recording import RecordPolicy
 
 __all__ = ["ShadowPipeline", "check_candidate"]

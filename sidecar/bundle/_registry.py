@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._errors import BundleError, InputError
-from ._json import dumps
+from .._errors import BundleError, InputError
+from .._json import dumps
 
 __all__ = ["Registry", "resolve_bundle_path"]
 

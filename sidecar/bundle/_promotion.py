@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._errors import InputError
+from .._errors import InputError
 from ._registry import ACTIVE, Registry
 
 if TYPE_CHECKING:
+    from ..monitoring import PromotionDecision
+    from ..recording import Store
     from ._bundle import Bundle
-    from .monitoring import PromotionDecision
-    from .recording import Store
 
 __all__ = ["SHADOW_HINT", "promote", "rollback"]
 
@@ -57,7 +57,7 @@ def promote(
     ``reject`` or ``insufficient_data``, with the reason and the evidence.
     ``trusted`` and ``allow_pickle`` are passed to :func:`sidecar.load`.
     """
-    from ._analysis import promotion_decision
+    from .._analysis import promotion_decision
     from ._bundle import Bundle, load
 
     root = Path(champion)

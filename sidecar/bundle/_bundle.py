@@ -18,17 +18,17 @@ files only, no links, within the size limits: ``sidecar.bundle._integrity``),
 re-hashes every part, checks the seal, and refuses a bundle whose files or
 manifest changed after it was saved, naming the part or field. Loading runs no
 code the caller did not trust by name (pickle, import paths, skops types
-outside the allow-list in ``sidecar._safe``).
+outside the allow-list in ``sidecar.bundle._safe``).
 
 This module holds the :class:`Bundle` class: identity, prediction, the
 shadow stage, feedback and the derived versions. Making one (``wrap``),
 reading one (``load``) and writing one (``_persist``) live in the
-:mod:`sidecar.bundle` package, re-exported here.
+other modules of :mod:`sidecar.bundle`, re-exported here.
 
 Why this module is long: the class is the one object a user holds, and its
 methods are its public surface; everything that need not be a method has
-moved to :mod:`sidecar.bundle`; the shadow and feedback methods stay beside
-``predict``, whose requests they follow.
+moved to the other modules of this package; the shadow and feedback methods
+stay beside ``predict``, whose requests they follow.
 """
 
 from __future__ import annotations
@@ -42,25 +42,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import InputError
-from ._frames import as_records
-from ._labels import check_labels
+from .._errors import InputError
+from .._frames import as_records
+from .._labels import check_labels
+from ..monitoring._plan import MonitoringPlan
+from ..preprocessing import Preprocessor
+from ..recording import FeedbackResult, Recorder, RecordPolicy, Store
+from ..runtimes import Predictor
+from ..shadow import ShadowItem, ShadowPipeline, ShadowRunner, ShadowSink, check_candidate
 
 # The class builds on the bundle package: wrap and load construct it, persistence
 # writes it. Those modules import this one only when called, so no cycle.
-from .bundle._derive import checked_models, checked_preprocessing
-from .bundle._load import load
-from .bundle._persist import PARTS, hash_directory, sources_of, stage
-from .bundle._persist import save as save_bundle
-from .bundle._prediction import BundleStats, Prediction, ShadowPrediction
-from .bundle._reference import Reference
-from .bundle._wrap import compute_reference, wrap
-from .bundle._wrap import default_plan_for as _default_plan_for
-from .monitoring._plan import MonitoringPlan
-from .preprocessing import Preprocessor
-from .recording import FeedbackResult, Recorder, RecordPolicy, Store
-from .runtimes import Predictor
-from .shadow import ShadowItem, ShadowPipeline, ShadowRunner, ShadowSink, check_candidate
+from ._derive import checked_models, checked_preprocessing
+from ._load import load
+from ._persist import PARTS, hash_directory, sources_of, stage
+from ._persist import save as save_bundle
+from ._prediction import BundleStats, Prediction, ShadowPrediction
+from ._reference import Reference
+from ._wrap import compute_reference, wrap
+from ._wrap import default_plan_for as _default_plan_for
 
 if TYPE_CHECKING:
     import numpy.typing as npt

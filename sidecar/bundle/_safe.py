@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ._errors import BundleError
+from .._errors import BundleError
 
 __all__ = ["ALLOWED_TYPES", "skops_dump", "skops_load"]
 

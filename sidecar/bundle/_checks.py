@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-from ._errors import BundleError
-from .bundle._integrity import MAX_PART_BYTES, check_plain_file, confined_file, scan_part
-from .bundle._manifest import FORMAT, LEGACY_FORMAT, PARTS, check_seal, check_shape, legacy_version
-from .monitoring._plan import MonitoringPlan
+from .._errors import BundleError
+from ..monitoring._plan import MonitoringPlan
+from ._integrity import MAX_PART_BYTES, check_plain_file, confined_file, scan_part
+from ._manifest import FORMAT, LEGACY_FORMAT, PARTS, check_seal, check_shape, legacy_version
 
 __all__ = ["MANIFEST", "PLAN", "check_bundle"]
 
