@@ -449,3 +449,18 @@ def test_an_empty_window_is_insufficient_data_not_a_traceback(
     candidate = str(world["root"] / "candidate")
     code, out, err = _run(["promote", bundle, "--candidate", candidate, "--store", store, *window])
     assert code == 1 and out.startswith("undecided ") and "0 labelled requests" in out, err
+
+
+def test_the_summary_shows_the_label_free_estimate(world: dict[str, Any]) -> None:
+    """#13.10: the estimate from the models' probabilities is in the human summary too."""
+    code, out, err = _run(["diagnose", str(world["bundle"]), "--store", world["store"]])
+    line = next((row for row in out.splitlines() if row.startswith("estimate ")), None)
+    assert line is not None, out + err
+    assert re.fullmatch(
+        r"estimate +accuracy (0|1)?\.?\d+ \[[\d.]+, [\d.]+\] from the probabilities of \d+ "
+        r"records \(cbpe\)(; realised [\d.]+)?",
+        line,
+    ), line
+    code, js, _ = _run(["diagnose", str(world["bundle"]), "--store", world["store"], "--json"])
+    est = json.loads(js)["evidence"]["performance_estimate"]
+    assert f"accuracy {est['estimate']:.4g} [{est['low']:.4g}, {est['high']:.4g}]" in line
