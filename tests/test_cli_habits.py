@@ -453,7 +453,7 @@ def test_an_empty_window_is_insufficient_data_not_a_traceback(
 
 def test_the_summary_shows_the_label_free_estimate(world: dict[str, Any]) -> None:
     """#13.10: the estimate from the models' probabilities is in the human summary too."""
-    code, out, err = _run(["diagnose", str(world["bundle"]), "--store", world["store"]])
+    _, out, err = _run(["diagnose", str(world["bundle"]), "--store", world["store"]])
     line = next((row for row in out.splitlines() if row.startswith("estimate ")), None)
     assert line is not None, out + err
     assert re.fullmatch(
@@ -461,6 +461,6 @@ def test_the_summary_shows_the_label_free_estimate(world: dict[str, Any]) -> Non
         r"records \(cbpe\)(; realised [\d.]+)?",
         line,
     ), line
-    code, js, _ = _run(["diagnose", str(world["bundle"]), "--store", world["store"], "--json"])
+    _, js, _ = _run(["diagnose", str(world["bundle"]), "--store", world["store"], "--json"])
     est = json.loads(js)["evidence"]["performance_estimate"]
     assert f"accuracy {est['estimate']:.4g} [{est['low']:.4g}, {est['high']:.4g}]" in line
