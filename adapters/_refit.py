@@ -20,6 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 import sidecar
 from sidecar import AdapterError
 
@@ -83,7 +85,7 @@ def refit(
     )
     changes: dict[str, Any] = {"refitted_on": len(data.X_fit), "estimator": name}
     if hasattr(model, "n_iter_"):
-        changes["n_iter"] = int(model.n_iter_)
+        changes["n_iter"] = int(np.max(model.n_iter_))  # an array for LogisticRegression
     return finish(
         bundle, data, model, strategy=STRATEGY, started=started, train_time_s=train_time,
         summary=summary, changes=changes, notes=notes, progress=step,

@@ -152,14 +152,24 @@ def _after_change(
 
 def recent_from_records(
     bundle: Bundle,
-    records: Sequence[Mapping[str, Any]],
-    labels: Sequence[Any],
-    timestamps: Sequence[float] | None = None,
+    records: Sequence[Mapping[str, Any]] | Any,
+    labels: Sequence[Any] | Any,
+    timestamps: Sequence[float] | Any | None = None,
 ) -> RecentData:
-    """Labelled records as :class:`sidecar.RecentData`, oldest first (file order without times)."""
+    """Labelled records as :class:`sidecar.RecentData`, oldest first (file order without times).
+
+    ``records`` may be a pandas, polars or Arrow table; ``labels`` a list, an array or a
+    column (a pandas/polars Series, an Arrow array).
+    """
     import numpy as np
 
+    from ._frames import as_records
     from ._window import RecentData
+
+    records = as_records(records)
+    labels = _as_list(labels)
+    if timestamps is not None:
+        timestamps = _as_list(timestamps)
 
     if len(labels) != len(records):
         raise InputError(
@@ -176,3 +186,13 @@ def recent_from_records(
         labels=np.array([labels[i] for i in order]),
         ts=np.array([ts[i] for i in order], dtype=float),
     )
+
+
+def _as_list(values: Any) -> list[Any]:
+    """A column of values as a list: from a list, a NumPy array, a pandas/polars Series or an
+    Arrow array (positions, not a Series' index)."""
+    for name in ("to_pylist", "to_list", "tolist"):
+        method = getattr(values, name, None)
+        if callable(method):
+            return list(method())
+    return list(values)

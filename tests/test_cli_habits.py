@@ -405,3 +405,62 @@ def test_usage_errors_exit_2_with_a_message_and_no_traceback(
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def test_feedback_into_a_missing_sqlite_file_says_so_and_creates_nothing(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\nabc,yes\n")
+    store = f"sqlite:///{tmp_path / 'typo.db'}"
+    code, out, err = _run(
+        ["feedback", str(world["bundle"]), "--store", store, "--data", str(labels)]
+    )
+    assert (code, out) == (2, "")
+    assert "must be an existing SQLite file" in err and "typo.db" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]
+
+
+@pytest.mark.parametrize("empty", ["no records yet", "a window after the last record"])
+def test_an_empty_window_is_insufficient_data_not_a_traceback(
+    world: dict[str, Any], tmp_path: Path, empty: str
+) -> None:
+    """A fresh store (a new user's first command) or a window with no records in it."""
+    if empty == "no records yet":
+        store, window = f"sqlite:///{tmp_path / 'fresh.db'}", []
+        from sidecar.recording import open_store
+
+        open_store(store).close()
+    else:
+        store, window = world["store"], ["--since", "2099-01-01T00:00:00"]
+    bundle = str(world["bundle"])
+    code, out, err = _run(["diagnose", bundle, "--store", store, *window])
+    assert code == 1, err  # not healthy: too few labels to judge
+    assert "insufficient_data" in out and "records         0" in out, out
+    code, out, err = _run(
+        ["report", bundle, "--store", store, *window, "--out", str(tmp_path / "r.html")]
+    )
+    assert code == 0 and "insufficient_data" in out, err
+    code, out, err = _run(
+        ["retrain", bundle, "--store", store, *window, "--out", str(tmp_path / "c")]
+    )
+    assert code != 0 and "insufficient_data" in err and "Traceback" not in err, err
+    assert not (tmp_path / "c").exists()
+    candidate = str(world["root"] / "candidate")
+    code, out, err = _run(["promote", bundle, "--candidate", candidate, "--store", store, *window])
+    assert code == 1 and out.startswith("undecided ") and "0 labelled requests" in out, err
+
+
+def test_the_summary_shows_the_label_free_estimate(world: dict[str, Any]) -> None:
+    """#13.10: the estimate from the models' probabilities is in the human summary too."""
+    _, out, err = _run(["diagnose", str(world["bundle"]), "--store", world["store"]])
+    line = next((row for row in out.splitlines() if row.startswith("estimate ")), None)
+    assert line is not None, out + err
+    assert re.fullmatch(
+        r"estimate +accuracy (0|1)?\.?\d+ \[[\d.]+, [\d.]+\] from the probabilities of \d+ "
+        r"records \(cbpe\)(; realised [\d.]+)?",
+        line,
+    ), line
+    _, js, _ = _run(["diagnose", str(world["bundle"]), "--store", world["store"], "--json"])
+    est = json.loads(js)["evidence"]["performance_estimate"]
+    assert f"accuracy {est['estimate']:.4g} [{est['low']:.4g}, {est['high']:.4g}]" in line

@@ -104,3 +104,39 @@ def test_an_undeclared_field_names_the_setting_that_drops_it() -> None:
         pre.transform(df.assign(extra=1))
     ignoring = sidecar.TabularPreprocessor(columns=pre.columns, extra_fields="ignore").fit(df)
     assert ignoring.transform(df.assign(extra=1)).shape == pre.transform(df).shape
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda df, y: (df, y),
+        lambda df, y: (pa.Table.from_pandas(df), pa.array(y.to_numpy())),
+        lambda df, y: (pl.from_pandas(df.assign(color=df["color"].astype(str))), pl.Series(y)),
+    ],
+    ids=["pandas", "arrow", "polars"],
+)
+def test_retrain_takes_a_table_and_a_label_column(convert: Any) -> None:
+    """``sidecar.retrain(data=(table, labels))`` learns what it learns from the records; the
+    ``refit`` strategy on a LogisticRegression (whose ``n_iter_`` is an array) included."""
+    train, y_train = _frame(400, seed=2)
+    pre = _pre().fit(train)
+    model = LogisticRegression(max_iter=500).fit(pre.transform(train), y_train)
+    ref, y_ref = _frame(150, seed=3)
+    bundle = sidecar.wrap(
+        model,
+        task="classification",
+        preprocessing=pre,
+        train=(train, y_train),
+        reference=(ref, y_ref),
+        name="frames",
+    )
+    recent, y_recent = _frame(600, seed=5)
+    y_recent = y_recent.set_axis(range(1000, 1600))  # positions count, not a Series' index
+    records = [{k: None if v != v else v for k, v in r.items()} for r in as_records(recent)]
+    expected = sidecar.retrain(bundle, data=(records, y_recent.tolist()), strategy="refit")
+    got = sidecar.retrain(bundle, data=convert(recent, y_recent), strategy="refit")
+    assert got.report.changes["n_iter"] == expected.report.changes["n_iter"] >= 1
+    now, _ = _frame(50, seed=6)
+    np.testing.assert_array_equal(
+        got.candidate.predict(now).predictions, expected.candidate.predict(now).predictions
+    )

@@ -109,7 +109,14 @@ def _diagnose(args: argparse.Namespace) -> int:
         print(
             f"change began    at labelled row {change.index} of {change.n} "
             f"(interval {change.ci_low}-{change.ci_high}; CUSUM p {change.p_value:.3g})"
-            + (f", time {change.ts:.0f}" if change.ts is not None else "")
+            + (f", at {_when(change.ts)}" if change.ts is not None else "")
+        )
+    est = result.estimate
+    if est is not None:  # before (or beside) the labels: from the models' own probabilities
+        print(
+            f"estimate        {est.metric} {est.estimate:.4g} [{est.low:.4g}, {est.high:.4g}] "
+            f"from the probabilities of {est.n} records ({est.method})"
+            + (f"; realised {est.realised:.4g}" if est.realised is not None else "")
         )
     for reason in result.reasons:
         print(f"because         {reason}")
@@ -185,3 +192,10 @@ def _plan_set(args: argparse.Namespace) -> int:
         f"with plan {new.plan.sha256[:16]}..."
     )
     return 0
+
+
+def _when(ts: float) -> str:
+    """An epoch time as UTC ISO 8601, to the second."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -202,7 +202,8 @@ def _feedback(args: argparse.Namespace) -> int:
     rows = read_table(args.data, text_columns=[args.id_column, args.label_column])
     ids = pop_column(rows, args.id_column, flag="--id-column", source=args.data)
     labels = pop_column(rows, args.label_column, flag="--label-column", source=args.data)
-    store = open_store(args.store)
+    # labels join records already stored: a mistyped path says so, and is not created
+    store = open_store(args.store, create=False)
     try:
         result = bundle.feedback(
             [{"request_id": i, "label": y} for i, y in zip(ids, labels, strict=True)], store=store
