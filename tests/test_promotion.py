@@ -283,3 +283,26 @@ def test_the_cli_says_undecided_and_exits_1(
     assert code == 1
     assert capsys.readouterr().out.startswith("undecided ")
     assert not (tmp / "champion" / "ACTIVE").exists()
+
+
+def test_a_registered_version_changed_on_disk_is_not_made_active(
+    setup: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an outside review: a corrupted registered copy was "promoted" (exit 0) and the
+    running service then failed to load it. Now promote and rollback refuse it (exit 1)."""
+    tmp = setup["tmp"]
+    versions = {name: sidecar.load(tmp / name).version for name in ("champion", "better")}
+    registry = Registry.open(tmp / "champion", create=True)
+    registry.register(tmp / "better")
+    model = next(p for p in (registry.path_of(versions["better"]) / "advanced").iterdir())
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(data)
+    with pytest.raises(sidecar.BundleError, match=r"cannot be made active \(promote\).*hash"):
+        registry.activate(versions["better"], action="promote")
+    assert registry.active == versions["champion"]
+    capsys.readouterr()
+    assert main(["rollback", str(tmp / "champion"), "--to", versions["better"]]) == 1
+    assert "cannot be made active (rollback)" in capsys.readouterr().err
+    assert registry.active == versions["champion"]
+    assert [e["action"] for e in registry.history()].count("promote") == 0

@@ -130,8 +130,22 @@ class Registry:
     def activate(
         self, version: str, *, action: str, evidence: dict[str, Any] | None = None
     ) -> None:
-        """Make ``version`` the active one in one atomic rename, and log why."""
-        self.path_of(version)
+        """Make ``version`` the active one in one atomic rename, and log why.
+
+        The version's files are checked first (hashes, seal): a copy that changed
+        since it was registered is refused here, while the old version still
+        serves, not by a service that then fails to load it.
+        """
+        from ._checks import check_bundle
+
+        path = self.path_of(version)
+        try:
+            check_bundle(path)
+        except BundleError as exc:
+            raise BundleError(
+                f"{self.root}: version {version} cannot be made active ({action}); it stays "
+                f"{self.active}: {exc}"
+            ) from None
         previous = self.active
         tmp = self.root / f".{ACTIVE}.tmp"
         tmp.write_text(version + "\n")
