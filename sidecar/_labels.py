@@ -106,8 +106,13 @@ def check_labels(
 ) -> list[Label]:
     """Turn ``[{"request_id", "label"[, "ts"]}]`` into labels, or raise naming each bad one.
 
-    Nothing is returned (so nothing is stored) unless every item is good.
+    ``items`` may also be a pandas, polars or Arrow table with those columns. Nothing is
+    returned (so nothing is stored) unless every item is good.
     """
+    if type(items).__module__.split(".", 1)[0] in ("pandas", "polars", "pyarrow"):
+        from ._frames import as_records
+
+        items = as_records(items)  # a table of labels: one row per label
     if not isinstance(items, Sequence) or isinstance(items, str | bytes) or not items:
         raise InputError(
             [FieldProblem("labels", "a non-empty list of {request_id, label}", short_repr(items))]

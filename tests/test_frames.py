@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -140,3 +141,41 @@ def test_retrain_takes_a_table_and_a_label_column(convert: Any) -> None:
     np.testing.assert_array_equal(
         got.candidate.predict(now).predictions, expected.candidate.predict(now).predictions
     )
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [lambda df: df, pa.Table.from_pandas, pl.from_pandas],
+    ids=["pandas", "arrow", "polars"],
+)
+def test_feedback_takes_a_table_of_labels(convert: Any, tmp_path: Any) -> None:
+    """Labels usually arrive as a table (an export of the ground truth): one row per label."""
+    from sidecar.recording import open_store
+
+    train, y_train = _frame(400, seed=2)
+    ref, y_ref = _frame(150, seed=3)
+    pre = _pre().fit(train)
+    model = LogisticRegression(max_iter=500).fit(pre.transform(train), y_train)
+    bundle = sidecar.wrap(
+        model,
+        task="classification",
+        preprocessing=pre,
+        train=(train, y_train),
+        reference=(ref, y_ref),
+        name="frames",
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
+    now, y_now = _frame(30, seed=4)
+    served = sidecar.replay(bundle, now, store=store)
+    assert served.records == 30
+    ids = [r["request_id"] for chunk in store.iter_joined() for r in chunk]
+    labels = pd.DataFrame({"request_id": ids, "label": y_now.to_numpy()})
+    result = bundle.feedback(convert(labels.iloc[:20]), store=store)
+    assert (result.accepted, list(result.unknown_request_ids)) == (20, [])
+    # the row form keeps each label as JSON text
+    got = {r["request_id"]: r["label"] for chunk in store.iter_joined() for r in chunk}
+    assert [json.loads(got[i]) for i in ids[:20]] == y_now.tolist()[:20]
+    assert all(got[i] is None for i in ids[20:])
+    with pytest.raises(InputError, match=r"labels\[0\]\.label"):
+        bundle.feedback(convert(labels.assign(label=["maybe"] * 30)), store=store)
+    store.close()

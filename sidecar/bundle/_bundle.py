@@ -292,7 +292,8 @@ class Bundle:
     def feedback(
         self, labels: Sequence[Mapping[str, Any]], *, store: Store | None = None
     ) -> FeedbackResult:
-        """Join ground truth to recorded predictions: ``[{"request_id": ..., "label": ...}]``.
+        """Join ground truth to recorded predictions: ``[{"request_id": ..., "label": ...}]``
+        (or a pandas, polars or Arrow table with those columns).
 
         An idempotent upsert into ``store`` (the attached recorder's by default):
         a later label for the same request replaces the earlier one; a label for
