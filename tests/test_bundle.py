@@ -147,7 +147,8 @@ class TestIntegrity:
         (copy / "manifest.json").unlink()
         with pytest.raises(sidecar.BundleError, match=r"no manifest\.json"):
             sidecar.load(copy)
-        with pytest.raises(sidecar.BundleError, match="not a bundle"):
+        # a mistyped path is a usage error (the CLI's exit 2), not a broken bundle
+        with pytest.raises(sidecar.InputError, match="does-not-exist: no such bundle directory"):
             sidecar.load(tmp_path / "does-not-exist")
 
     def test_manifest_that_is_not_json(self, copy: Path) -> None:

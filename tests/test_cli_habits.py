@@ -464,3 +464,11 @@ def test_the_summary_shows_the_label_free_estimate(world: dict[str, Any]) -> Non
     _, js, _ = _run(["diagnose", str(world["bundle"]), "--store", world["store"], "--json"])
     est = json.loads(js)["evidence"]["performance_estimate"]
     assert f"accuracy {est['estimate']:.4g} [{est['low']:.4g}, {est['high']:.4g}]" in line
+
+
+def test_a_missing_candidate_is_a_usage_error(world: dict[str, Any], tmp_path: Path) -> None:
+    missing = str(tmp_path / "typo")
+    argv = ["promote", str(world["bundle"]), "--candidate", missing, "--store", world["store"]]
+    code, out, err = _run(argv)
+    assert (code, out) == (2, ""), err
+    assert f"{missing}: no such bundle directory" in err

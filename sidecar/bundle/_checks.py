@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-from .._errors import BundleError
+from .._errors import BundleError, InputError
 from ..monitoring._plan import MonitoringPlan
 from ._integrity import MAX_PART_BYTES, check_plain_file, confined_file, scan_part
 from ._manifest import FORMAT, LEGACY_FORMAT, PARTS, check_seal, check_shape, legacy_version
@@ -53,6 +53,8 @@ def check_bundle(
 
 
 def _read_manifest(root: Path, allow_legacy: bool) -> dict[str, Any]:
+    if not root.exists():  # a path mistyped: a usage error (exit 2), not a broken bundle
+        raise InputError(f"{root}: no such bundle directory.")
     manifest_file = root / MANIFEST
     check_plain_file(manifest_file, what=MANIFEST)
     if not manifest_file.is_file():
