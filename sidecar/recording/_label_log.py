@@ -25,7 +25,7 @@ import pyarrow as pa
 from ._columnar import TEXT, LabelColumns, from_ipc, to_ipc
 from ._segments import MERGE_COUNT, SEGMENT_ROWS, merge_runs
 
-__all__ = ["LABEL_SCHEMA", "LabelLog", "label_table", "newest_labels"]
+__all__ = ["LABEL_SCHEMA", "LabelLog", "label_table", "newest_labels", "overlapping_groups"]
 
 LABEL_SCHEMA = pa.schema(
     [
@@ -72,6 +72,22 @@ def newest_labels(parts: Sequence[pa.Table], seq_lo: int, seq_hi: int) -> pa.Tab
     if len(pick) == table.num_rows and bool(np.all(pick == np.arange(len(pick)))):
         return table
     return table.take(pa.array(pick))
+
+
+def overlapping_groups(
+    segments: Sequence[tuple[int, int, int, int]],
+) -> list[list[tuple[int, int, int, int]]]:
+    """``(batch, seq_min, seq_max, n_rows)`` segments in groups whose seq ranges chain-overlap."""
+    groups: list[list[tuple[int, int, int, int]]] = []
+    reach = 0
+    for seg in sorted(segments, key=lambda s: s[1]):
+        if groups and seg[1] <= reach:
+            groups[-1].append(seg)
+            reach = max(reach, seg[2])
+        else:
+            groups.append([seg])
+            reach = seg[2]
+    return groups
 
 
 def to_columns(table: pa.Table) -> LabelColumns:
@@ -144,10 +160,27 @@ class LabelLog:
         return to_columns(newest_labels(parts, seq_lo, seq_hi))
 
     def _count_labels(self, cur: Any) -> int:
-        """How many records have a label (a record relabelled counts once)."""
-        cur.execute("SELECT data FROM sidecar_label_segments")
-        seqs = [from_ipc(r[0]).column("seq").to_numpy() for r in cur.fetchall()]
-        return int(np.unique(np.concatenate(seqs)).size) if seqs else 0
+        """How many records have a label (a record relabelled counts once).
+
+        A label segment holds each record at most once, so a segment whose
+        ``[seq_min, seq_max]`` overlaps no other counts its ``n_rows`` unread;
+        only segments that overlap are read, to count their records once.
+        """
+        cur.execute("SELECT batch, seq_min, seq_max, n_rows FROM sidecar_label_segments")
+        total = 0
+        segments = [(int(b), int(lo), int(hi), int(n)) for b, lo, hi, n in cur.fetchall()]
+        for group in overlapping_groups(segments):
+            if len(group) == 1:
+                total += group[0][3]
+                continue
+            marks = ", ".join([self.marker] * len(group))
+            cur.execute(
+                f"SELECT data FROM sidecar_label_segments WHERE batch IN ({marks})",
+                [g[0] for g in group],
+            )
+            seqs = [from_ipc(r[0]).column("seq").to_numpy() for r in cur.fetchall()]
+            total += int(np.unique(np.concatenate(seqs)).size)
+        return total
 
     def _move_v2_labels(self, cur: Any) -> None:
         """Version 2 -> 3: the ``sidecar_labels`` rows into label segments, by ``seq``."""
