@@ -57,9 +57,6 @@ class SQLiteStore(SQLStore):
                     raise
                 time.sleep(0.01)
         conn.execute("PRAGMA synchronous = NORMAL")
-        # Reads go through a memory map of the file (up to 1 GiB) instead of a copy into
-        # SQLite's page cache first: a window scan reads hundreds of MB of segment pages.
-        conn.execute("PRAGMA mmap_size = 1073741824")
         return conn
 
     def _segment_bytes(self, cur: Any, seq_lo: int) -> Any:
