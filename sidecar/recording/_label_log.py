@@ -111,6 +111,11 @@ class LabelLog:
     def _lock_for_write(self, cur: Any) -> None:
         raise NotImplementedError  # pragma: no cover - SQLStore's
 
+    def _blobs(self, cur: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The one column of a query's rows (PostgreSQL: bytea fetched as bytes, not hex)."""
+        cur.execute(sql, params)
+        return [r[0] for r in cur.fetchall()]
+
     def _append_labels(self, cur: Any, table: pa.Table, *, compact: bool = True) -> None:
         """One label segment for ``table`` (``LABEL_SCHEMA``), after every earlier one."""
         if not table.num_rows:
@@ -141,22 +146,24 @@ class LabelLog:
         for run in merge_runs(small, rows=SEGMENT_ROWS, count=MERGE_COUNT):
             batches = [rows[i][0] for i, _, _ in run]
             marks = ", ".join([m] * len(batches))
-            cur.execute(
+            blobs = self._blobs(
+                cur,
                 f"SELECT data FROM sidecar_label_segments WHERE batch IN ({marks}) ORDER BY batch",
                 batches,
             )
-            merged = newest_labels([from_ipc(r[0]) for r in cur.fetchall()], -(2**62), 2**62)
+            merged = newest_labels([from_ipc(b) for b in blobs], -(2**62), 2**62)
             cur.execute(f"DELETE FROM sidecar_label_segments WHERE batch IN ({marks})", batches)
             self._insert_label_segment(cur, batches[-1], merged.combine_chunks())
 
     def _read_labels(self, cur: Any, seq_lo: int, seq_hi: int) -> LabelColumns:
         m = self.marker
-        cur.execute(
+        blobs = self._blobs(
+            cur,
             "SELECT data FROM sidecar_label_segments "
             f"WHERE seq_max >= {m} AND seq_min < {m} ORDER BY batch",
             (seq_lo, seq_hi),
         )
-        parts = [from_ipc(r[0]) for r in cur.fetchall()]
+        parts = [from_ipc(b) for b in blobs]
         return to_columns(newest_labels(parts, seq_lo, seq_hi))
 
     def _count_labels(self, cur: Any) -> int:
@@ -174,11 +181,12 @@ class LabelLog:
                 total += group[0][3]
                 continue
             marks = ", ".join([self.marker] * len(group))
-            cur.execute(
+            blobs = self._blobs(
+                cur,
                 f"SELECT data FROM sidecar_label_segments WHERE batch IN ({marks})",
                 [g[0] for g in group],
             )
-            seqs = [from_ipc(r[0]).column("seq").to_numpy() for r in cur.fetchall()]
+            seqs = [from_ipc(b).column("seq").to_numpy() for b in blobs]
             total += int(np.unique(np.concatenate(seqs)).size)
         return total
 
