@@ -209,7 +209,8 @@ def _raw_columns(sub: pa.Table, policy: RecordPolicy | None) -> dict[str, pa.Arr
     for name in sub.column_names:
         if policy is not None and name in policy.exclude:
             continue
-        arr = sub.column(name).combine_chunks()
+        col = sub.column(name)  # one chunk (a slice of the file) is used in place, not copied
+        arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
         if policy is not None and name in policy.hash and policy.active:
             arr = _hashed(arr, name, policy)
         typed = _typed(arr)

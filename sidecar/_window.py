@@ -238,9 +238,7 @@ def _features(
     if "features" in table.column_names:
         col = table.column("features")
         if col.null_count == 0:
-            flat = col.combine_chunks()
-            width = flat.type.list_size
-            return flat.flatten().to_numpy().reshape(n, width), {}
+            return _matrix(col, col.type.list_size), {}
     fields = list(bundle.preprocessing.input_fields)
     columns = [raw.values(f) for f in fields]
     records = [dict(zip(fields, vals, strict=True)) for vals in zip(*columns, strict=True)]
@@ -264,7 +262,7 @@ def predictions(table: pa.Table, name: str) -> np.ndarray:
     col = table.column(name)
     kind = col.type
     if (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and col.null_count == 0:
-        return np.asarray(col.to_numpy(), dtype=np.float64)
+        return np.concatenate([np.zeros(0), *(c.to_numpy() for c in col.chunks)])  # float64
     if pa.types.is_string(kind) or pa.types.is_boolean(kind) or pa.types.is_integer(kind):
         encoded = pc.dictionary_encode(col).combine_chunks()
         values = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
@@ -285,9 +283,13 @@ def probabilities(table: pa.Table, name: str) -> np.ndarray | None:
 
     if name not in table.column_names or not table.num_rows:
         return None
+    import pyarrow as pa
+
     col = table.column(name)
     if col.null_count:
         return None
+    if pa.types.is_fixed_size_list(col.type) and col.type.list_size:
+        return _matrix(col, col.type.list_size)
     flat = col.combine_chunks()
     lengths = pc.list_value_length(flat).to_numpy(zero_copy_only=False)
     if len(set(lengths.tolist())) != 1:
@@ -295,6 +297,31 @@ def probabilities(table: pa.Table, name: str) -> np.ndarray | None:
     return np.asarray(pc.list_flatten(flat).to_numpy(zero_copy_only=False)).reshape(
         len(flat), int(lengths[0])
     )
+
+
+def _matrix(col: pa.ChunkedArray, width: int) -> np.ndarray:
+    """A fixed-size-list column without nulls as an ``(n, width)`` float64 matrix.
+
+    Each chunk is viewed in place and copied once, into memory NumPy allocates
+    (in huge pages where the system allows: fewer page faults than the Arrow
+    pool's fresh pages for hundreds of megabytes).
+    """
+    parts = [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, width) for c in col.chunks]
+    return _concat(parts, np.float64) if parts else np.zeros((0, width))
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    """``parts`` end to end as ``dtype``; one part is converted (or kept) without joining."""
+    if len(parts) == 1:
+        return np.asarray(parts[0], dtype=dtype)
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    out = np.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=dtype)
+    start = 0
+    for part in parts:
+        out[start : start + len(part)] = part
+        start += len(part)
+    return out
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,28 @@ def test_the_newest_label_wins_across_many_small_feedback_batches(
             assert store._run(n_segments) < 60 // 3, "small label segments were not merged"
 
 
+def test_labels_are_counted_once_per_record_from_segment_ranges(store: Store) -> None:
+    from sidecar.recording._label_log import overlapping_groups
+
+    assert overlapping_groups([(1, 0, 9, 10), (3, 5, 25, 2), (2, 20, 29, 10), (4, 40, 44, 5)]) == [
+        [(1, 0, 9, 10), (3, 5, 25, 2), (2, 20, 29, 10)],
+        [(4, 40, 44, 5)],
+    ]
+    store.write_batch(batch("C", 50), None)
+
+    def label(rows: range | list[int], value: Any) -> None:
+        store.upsert_labels([Label(f"C-{i:06d}", value, 1.0) for i in rows])
+
+    label(range(10), 1)
+    label(range(20, 30), 0)
+    assert store.count()["labels"] == 20  # disjoint segments: counted from their ranges
+    label([5, 25, 5], 2)  # spans both: its records are counted once
+    label(range(40, 45), 1)
+    assert store.count() == {"predictions": 50, "labels": 25}
+    labels = store.read_window().column("label_kind").to_numpy()
+    assert int((labels >= 0).sum()) == 25
+
+
 def _write_v2(store: SQLStore, labels: dict[str, tuple[int, float | None, str | None]]) -> None:
     """A store as model-sidecar left it at schema version 2: labels as rows of a table."""
 

@@ -93,8 +93,6 @@ def _append_sql(
     store: Any, cur: Any, batch: pa.Table, labels: LabelBlock | None, writer: WriterStats | None
 ) -> tuple[int, int]:
     n = batch.num_rows
-    if getattr(store, "dialect", "") == "postgresql":
-        _fast_toast(cur)
     written = store._write_table(cur, batch, compact=True) if n else 0
     stored = 0
     if labels is not None and len(labels):
@@ -109,7 +107,7 @@ def _append_sql(
             known = store._seqs_of(cur, ids.take(pa.array(labels.rows)).to_pylist())
             wanted = ids.take(pa.array(labels.rows)).to_pylist()
             seqs = np.array([known.get(rid, -1) for rid in wanted], dtype=np.int64)
-            keep = seqs >= 0
+            keep = (seqs >= 0) & _last_of_each(seqs)  # a label segment holds a record once
         ts = np.where(np.isnan(labels.ts), time.time(), labels.ts)
         text = [t for t, k in zip(labels.text, keep.tolist(), strict=True) if k]
         table = pa.table(
@@ -129,19 +127,12 @@ def _append_sql(
     return written, stored
 
 
-def _fast_toast(cur: Any) -> None:
-    """Compress this transaction's segments with lz4 where the server has it, not pglz.
-
-    A segment is tens of megabytes of mostly incompressible floats; pglz spends
-    about 3 s on each 60,000-record one, lz4 about half of that. The method is
-    kept with each stored value, so every reader decompresses either.
-    """
-    cur.execute(
-        "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' "
-        "AND 'lz4' = ANY(enumvals)"
-    )
-    if cur.fetchone() is not None:
-        cur.execute("SET LOCAL default_toast_compression = 'lz4'")
+def _last_of_each(values: np.ndarray) -> np.ndarray:
+    """Where each entry is the last one of its value (an id twice in a batch: its later label)."""
+    last = np.zeros(len(values), dtype=bool)
+    _, first_from_end = np.unique(values[::-1], return_index=True)
+    last[len(values) - 1 - first_from_end] = True
+    return last
 
 
 def encode_labels(values: list[Any]) -> tuple[np.ndarray, np.ndarray, list[str | None]]:

@@ -25,7 +25,7 @@ import pyarrow as pa
 from ._columnar import TEXT, LabelColumns, from_ipc, to_ipc
 from ._segments import MERGE_COUNT, SEGMENT_ROWS, merge_runs
 
-__all__ = ["LABEL_SCHEMA", "LabelLog", "label_table", "newest_labels"]
+__all__ = ["LABEL_SCHEMA", "LabelLog", "label_table", "newest_labels", "overlapping_groups"]
 
 LABEL_SCHEMA = pa.schema(
     [
@@ -74,6 +74,22 @@ def newest_labels(parts: Sequence[pa.Table], seq_lo: int, seq_hi: int) -> pa.Tab
     return table.take(pa.array(pick))
 
 
+def overlapping_groups(
+    segments: Sequence[tuple[int, int, int, int]],
+) -> list[list[tuple[int, int, int, int]]]:
+    """``(batch, seq_min, seq_max, n_rows)`` segments in groups whose seq ranges chain-overlap."""
+    groups: list[list[tuple[int, int, int, int]]] = []
+    reach = 0
+    for seg in sorted(segments, key=lambda s: s[1]):
+        if groups and seg[1] <= reach:
+            groups[-1].append(seg)
+            reach = max(reach, seg[2])
+        else:
+            groups.append([seg])
+            reach = seg[2]
+    return groups
+
+
 def to_columns(table: pa.Table) -> LabelColumns:
     """What ``ColumnarReads`` joins: arrays, and the texts only when some label is text."""
     kind = table.column("kind").to_numpy(zero_copy_only=False).astype(np.int8)
@@ -94,6 +110,11 @@ class LabelLog:
 
     def _lock_for_write(self, cur: Any) -> None:
         raise NotImplementedError  # pragma: no cover - SQLStore's
+
+    def _blobs(self, cur: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The one column of a query's rows (PostgreSQL: bytea fetched as bytes, not hex)."""
+        cur.execute(sql, params)
+        return [r[0] for r in cur.fetchall()]
 
     def _append_labels(self, cur: Any, table: pa.Table, *, compact: bool = True) -> None:
         """One label segment for ``table`` (``LABEL_SCHEMA``), after every earlier one."""
@@ -125,29 +146,49 @@ class LabelLog:
         for run in merge_runs(small, rows=SEGMENT_ROWS, count=MERGE_COUNT):
             batches = [rows[i][0] for i, _, _ in run]
             marks = ", ".join([m] * len(batches))
-            cur.execute(
+            blobs = self._blobs(
+                cur,
                 f"SELECT data FROM sidecar_label_segments WHERE batch IN ({marks}) ORDER BY batch",
                 batches,
             )
-            merged = newest_labels([from_ipc(r[0]) for r in cur.fetchall()], -(2**62), 2**62)
+            merged = newest_labels([from_ipc(b) for b in blobs], -(2**62), 2**62)
             cur.execute(f"DELETE FROM sidecar_label_segments WHERE batch IN ({marks})", batches)
             self._insert_label_segment(cur, batches[-1], merged.combine_chunks())
 
     def _read_labels(self, cur: Any, seq_lo: int, seq_hi: int) -> LabelColumns:
         m = self.marker
-        cur.execute(
+        blobs = self._blobs(
+            cur,
             "SELECT data FROM sidecar_label_segments "
             f"WHERE seq_max >= {m} AND seq_min < {m} ORDER BY batch",
             (seq_lo, seq_hi),
         )
-        parts = [from_ipc(r[0]) for r in cur.fetchall()]
+        parts = [from_ipc(b) for b in blobs]
         return to_columns(newest_labels(parts, seq_lo, seq_hi))
 
     def _count_labels(self, cur: Any) -> int:
-        """How many records have a label (a record relabelled counts once)."""
-        cur.execute("SELECT data FROM sidecar_label_segments")
-        seqs = [from_ipc(r[0]).column("seq").to_numpy() for r in cur.fetchall()]
-        return int(np.unique(np.concatenate(seqs)).size) if seqs else 0
+        """How many records have a label (a record relabelled counts once).
+
+        A label segment holds each record at most once, so a segment whose
+        ``[seq_min, seq_max]`` overlaps no other counts its ``n_rows`` unread;
+        only segments that overlap are read, to count their records once.
+        """
+        cur.execute("SELECT batch, seq_min, seq_max, n_rows FROM sidecar_label_segments")
+        total = 0
+        segments = [(int(b), int(lo), int(hi), int(n)) for b, lo, hi, n in cur.fetchall()]
+        for group in overlapping_groups(segments):
+            if len(group) == 1:
+                total += group[0][3]
+                continue
+            marks = ", ".join([self.marker] * len(group))
+            blobs = self._blobs(
+                cur,
+                f"SELECT data FROM sidecar_label_segments WHERE batch IN ({marks})",
+                [g[0] for g in group],
+            )
+            seqs = [from_ipc(b).column("seq").to_numpy() for b in blobs]
+            total += int(np.unique(np.concatenate(seqs)).size)
+        return total
 
     def _move_v2_labels(self, cur: Any) -> None:
         """Version 2 -> 3: the ``sidecar_labels`` rows into label segments, by ``seq``."""

@@ -50,6 +50,10 @@ class PostgresStore(SQLStore):
         cur.execute("SELECT data FROM sidecar_segments WHERE seq_lo = %s", (seq_lo,), binary=True)
         return cur.fetchone()[0]
 
+    def _blobs(self, cur: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+        cur.execute(sql, params, binary=True)
+        return [r[0] for r in cur.fetchall()]
+
     def _lock_for_write(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
 
