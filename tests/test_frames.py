@@ -41,6 +41,22 @@ def _pre() -> sidecar.TabularPreprocessor:
     )
 
 
+def _wrapped() -> sidecar.Bundle:
+    """A logistic regression wrapped from pandas frames (train and reference as tables)."""
+    train, y_train = _frame(400, seed=2)
+    ref, y_ref = _frame(150, seed=3)
+    pre = _pre().fit(train)
+    model = LogisticRegression(max_iter=500).fit(pre.transform(train), y_train)
+    return sidecar.wrap(
+        model,
+        task="classification",
+        preprocessing=pre,
+        train=(train, y_train),
+        reference=(ref, y_ref),
+        name="frames",
+    )
+
+
 def test_pandas_frame_fits_and_transforms_like_its_records() -> None:
     df, _ = _frame(200, seed=0)
     records = as_records(df)
@@ -64,18 +80,7 @@ def test_arrow_and_polars_tables_give_the_same_records(convert: Any) -> None:
 
 
 def test_wrap_predict_and_feedback_take_tables(tmp_path: Any) -> None:
-    train, y_train = _frame(400, seed=2)
-    ref, y_ref = _frame(150, seed=3)
-    pre = _pre().fit(train)
-    model = LogisticRegression(max_iter=500).fit(pre.transform(train), y_train)
-    bundle = sidecar.wrap(
-        model,
-        task="classification",
-        preprocessing=pre,
-        train=(train, y_train),
-        reference=(ref, y_ref),
-        name="frames",
-    )
+    bundle = _wrapped()
     now, _ = _frame(20, seed=4)
     from_frame = bundle.predict(now)
     from_list = bundle.predict(as_records(now))
@@ -119,18 +124,7 @@ def test_an_undeclared_field_names_the_setting_that_drops_it() -> None:
 def test_retrain_takes_a_table_and_a_label_column(convert: Any) -> None:
     """``sidecar.retrain(data=(table, labels))`` learns what it learns from the records; the
     ``refit`` strategy on a LogisticRegression (whose ``n_iter_`` is an array) included."""
-    train, y_train = _frame(400, seed=2)
-    pre = _pre().fit(train)
-    model = LogisticRegression(max_iter=500).fit(pre.transform(train), y_train)
-    ref, y_ref = _frame(150, seed=3)
-    bundle = sidecar.wrap(
-        model,
-        task="classification",
-        preprocessing=pre,
-        train=(train, y_train),
-        reference=(ref, y_ref),
-        name="frames",
-    )
+    bundle = _wrapped()
     recent, y_recent = _frame(600, seed=5)
     y_recent = y_recent.set_axis(range(1000, 1600))  # positions count, not a Series' index
     records = [{k: None if v != v else v for k, v in r.items()} for r in as_records(recent)]
@@ -152,18 +146,7 @@ def test_feedback_takes_a_table_of_labels(convert: Any, tmp_path: Any) -> None:
     """Labels usually arrive as a table (an export of the ground truth): one row per label."""
     from sidecar.recording import open_store
 
-    train, y_train = _frame(400, seed=2)
-    ref, y_ref = _frame(150, seed=3)
-    pre = _pre().fit(train)
-    model = LogisticRegression(max_iter=500).fit(pre.transform(train), y_train)
-    bundle = sidecar.wrap(
-        model,
-        task="classification",
-        preprocessing=pre,
-        train=(train, y_train),
-        reference=(ref, y_ref),
-        name="frames",
-    )
+    bundle = _wrapped()
     store = open_store(f"sqlite:///{tmp_path / 'records.db'}")
     now, y_now = _frame(30, seed=4)
     served = sidecar.replay(bundle, now, store=store)
