@@ -40,12 +40,10 @@ def export_parquet(
     The store is read a piece at a time (whole segments, about
     ``rows_per_piece`` records), so memory stays flat however large the store.
     """
-    try:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-    except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
-        raise InputError("export needs pyarrow; install it with `pip install pyarrow`.") from exc
+    import pyarrow as pa  # a dependency: the store keeps its records as Arrow columns
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out must be a directory for the Parquet dataset; got a file {out}.")

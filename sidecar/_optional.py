@@ -1,6 +1,6 @@
 """Optional heavy dependencies, imported where they are used.
 
-torch, onnxruntime, psycopg, pyarrow, pandas and model-signing are extras of
+torch, onnxruntime, psycopg, pandas and model-signing are extras of
 the package; importing ``sidecar`` never needs them. :func:`import_optional`
 imports one when a feature needs it, and when it is missing raises the
 project's error naming the extra that installs it.
