@@ -209,6 +209,9 @@ def _to_bool(v: Any) -> Any:
             return True
         if text in _FALSE:
             return False
+        number = _to_float(text)  # "1.0" as the number 1.0 is: one rule for text and numbers
+        if number is not MISSING and number in (0.0, 1.0):
+            return bool(number)
     return MISSING
 
 

@@ -32,6 +32,9 @@ ACCEPTED = [
     ("bool-one", (False, True), 1, True),
     ("bool-zero-text", (False, True), "0", False),
     ("bool-numpy", (False, True), np.bool_(True), True),
+    ("bool-float", (False, True), 1.0, True),
+    ("bool-float-text", (False, True), "1.0", True),  # as 1.0 is, and as "2.0" is for ints
+    ("bool-zero-float-text", (False, True), " 0.0 ", False),
     ("int-text", (0, 1, 2), "1", 1),
     ("int-spaced", (0, 1, 2), " 2 ", 2),
     ("int-float", (0, 1, 2), 2.0, 2),
@@ -47,6 +50,8 @@ ACCEPTED = [
 REFUSED = [
     ("bool-word", (False, True), "yes"),
     ("bool-two", (False, True), 2),
+    ("bool-half-text", (False, True), "0.5"),
+    ("bool-nan-text", (False, True), "nan"),
     ("bool-null", (False, True), None),
     ("int-bool", (0, 1, 2), True),
     ("int-outside", (0, 1, 2), 3),
