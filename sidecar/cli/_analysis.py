@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from .._json import dumps
+from .._retraining import MIN_AFTER_CHANGE
 from ._common import (
     CountingStore,
     add_bundle,
@@ -110,6 +111,11 @@ def _diagnose(args: argparse.Namespace) -> int:
             f"change began    at labelled row {change.index} of {change.n} "
             f"(interval {change.ci_low}-{change.ci_high}; CUSUM p {change.p_value:.3g})"
             + (f", at {_when(change.ts)}" if change.ts is not None else "")
+            + (
+                f"; only {change.n - change.index} labelled rows after it: retrain uses every row"
+                if change.n - change.index < MIN_AFTER_CHANGE
+                else ""
+            )
         )
     est = result.estimate
     if est is not None:  # before (or beside) the labels: from the models' own probabilities
