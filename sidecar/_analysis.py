@@ -165,7 +165,7 @@ def promotion_decision(
         candidate=predictions(table, "candidate_prediction"),
         candidate_proba=probabilities(table, "candidate_proba"),
         classes=champion.advanced.classes,
-        ts=table.column("ts").to_numpy() if "ts" in table.column_names else np.empty(0),
+        ts=table.column("ts").to_numpy(),
         champion_version=champion.version,
         candidate_version=candidate.version,
     )

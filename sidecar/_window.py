@@ -112,7 +112,7 @@ def load_window(
         unknown = {f: int(v.sum()) for f, v in flags.items()}
     labels = checked_labels(table, bundle, notes)
     return WindowData(
-        ts=table.column("ts").to_numpy() if "ts" in table.column_names else np.empty(0),
+        ts=table.column("ts").to_numpy(),
         raw_numeric=raw_numeric,
         raw_categorical=raw_categorical,
         features=features,
@@ -384,5 +384,5 @@ def recent_data(
         y = y.astype(np.float64 if bundle.task == "regression" else np.int64)
     elif y.size and all(isinstance(v, str) for v in kept):
         y = y.astype(str)
-    ts = table.column("ts").to_numpy()[keep] if "ts" in table.column_names else np.empty(0)
+    ts = table.column("ts").to_numpy()[keep]
     return RecentData(records=records, labels=y, ts=ts, notes=tuple(notes))

@@ -190,7 +190,8 @@ class ColumnarReads:
             if p.num_rows
         ]
         if not parts:
-            return _with_labels(pa.table({"seq": pa.array([], pa.int64())}), None)
+            empty = {"seq": pa.array([], pa.int64()), "ts": pa.array([], pa.float64())}
+            return _with_labels(pa.table(empty), None)  # no rows, but the columns every window has
         table = (
             parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
         )
