@@ -1,7 +1,8 @@
 """A linear head on cached features, solved as the convex problem it is.
 
 Multinomial logistic regression on fixed features: :func:`solve_head` runs
-L-BFGS from the champion's weights along the L2 penalties of
+L-BFGS (full-batch steps of the adapters' one loop, :func:`adapters._torch_loop.step`)
+from the champion's weights along the L2 penalties of
 :data:`HEAD_L2_GRID` (strong to weak, each warm-starting the next) and keeps
 the penalty with the lowest validation loss. :func:`standardize` rescales a
 linear head so it trains on standardized features with an unchanged output,
@@ -13,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from ._torch_loop import step
 
 if TYPE_CHECKING:
     import torch
@@ -163,14 +166,10 @@ def lbfgs(
     )
     evaluations = 0
 
-    def closure() -> torch.Tensor:
+    def objective() -> torch.Tensor:
         nonlocal evaluations
         evaluations += 1
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(F.linear(x, w, b), y) + l2 * w.pow(2).sum()
-        torch.autograd.backward(loss)
-        return loss
+        return F.cross_entropy(F.linear(x, w, b), y) + l2 * w.pow(2).sum()
 
-    with torch.enable_grad():
-        optimizer.step(closure)  # type: ignore[no-untyped-call]
+    step(optimizer, objective)
     return w.detach(), (b.detach() if b is not None else None), evaluations

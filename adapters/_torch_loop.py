@@ -3,7 +3,11 @@
 Fine-tuning (:mod:`adapters._finetune_tune`: Adam on a head or on unfrozen
 blocks) and regularize's torch path (:mod:`adapters._regularize_torch`: AdamW
 on a fresh module) both train with :func:`train_epochs`, score with
-:func:`validate` and take their loss from :func:`loss_function`.
+:func:`validate` and take their loss from :func:`loss_function`. Every
+optimizer step of the adapters -- those of :func:`train_epochs` and the
+full-batch L-BFGS solve of a linear head (:mod:`adapters._finetune_solver`) --
+is one :func:`step`: zero the gradients, evaluate the objective, back-propagate,
+step (an optimizer such as L-BFGS evaluates the objective several times per step).
 
 Each epoch visits the rows in an order drawn from ``generator`` (so the order
 is reproducible without touching torch's global random state), in batches of
@@ -15,6 +19,7 @@ which cannot normalise one row.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["Loss", "loss_function", "tensor", "train_epochs", "validate"]
+__all__ = ["Loss", "loss_function", "step", "tensor", "train_epochs", "validate"]
 
 #: A loss: ``loss(model_output, target) -> scalar tensor``.
 Loss = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -50,6 +55,25 @@ def loss_function(output: str, task: str = "classification") -> Loss:
     if output == "probabilities":
         return lambda out, y: F.nll_loss(out.clamp_min(1e-12).log(), y)
     return F.cross_entropy
+
+
+def step(optimizer: torch.optim.Optimizer, objective: Callable[[], torch.Tensor]) -> None:
+    """One ``optimizer`` step on ``objective()``, a scalar of the optimizer's parameters.
+
+    The closure handed to the optimizer zeroes the gradients, evaluates
+    ``objective`` and back-propagates it; Adam calls it once, L-BFGS as often
+    as its line search needs.
+    """
+    import torch
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        value = objective()
+        torch.autograd.backward(value)
+        return value
+
+    with torch.enable_grad():
+        optimizer.step(closure)  # type: ignore[arg-type]  # torch types it float; it is the loss tensor
 
 
 def train_epochs(
@@ -79,10 +103,14 @@ def train_epochs(
             idx = order[start : start + batch_size]
             if bn_training and len(idx) < 2:
                 continue  # BatchNorm cannot train on one row
-            optimizer.zero_grad(set_to_none=True)
-            value = loss(forward(x[idx].to(device)), y[idx].to(device))
-            torch.autograd.backward(value)
-            optimizer.step()
+            batch = (x[idx].to(device), y[idx].to(device))
+            step(optimizer, partial(_batch_loss, forward, loss, batch))
+
+
+def _batch_loss(
+    forward: nn.Module, loss: Loss, batch: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    return loss(forward(batch[0]), batch[1])
 
 
 def validate(
