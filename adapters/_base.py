@@ -140,26 +140,47 @@ def fit_warnings(notes: list[str]) -> Iterator[None]:
 # --------------------------------------------------------------------------- the candidate
 
 
-def refit_baseline(bundle: sidecar.Bundle, data: TrainingData, notes: list[str]) -> Any:
-    """A clone of the champion's baseline fitted on train + validation; None keeps the old one."""
+def refit_baseline(
+    bundle: sidecar.Bundle,
+    data: TrainingData,
+    notes: list[str],
+    *,
+    fallback: Callable[[], Any] | None = None,
+) -> Any:
+    """A clone of the champion's baseline fitted on train + validation; None keeps the old one.
+
+    A baseline that cannot be refitted (not scikit-learn, or its fit fails) is
+    kept, and ``notes`` say why. With ``fallback`` -- the classes changed, so the
+    old baseline cannot be kept -- one that is not scikit-learn is replaced by
+    ``fallback()`` fitted on the same rows, and a failing fit is an error.
+    """
     from sklearn.base import clone
 
     baseline = bundle.baseline
-    estimator = getattr(baseline, "estimator", None)
-    if baseline.framework != "sklearn" or estimator is None:
+    estimator = getattr(baseline, "estimator", None)  # only the sklearn runtime has one
+    if estimator is None and fallback is None:
         notes.append(
             f"the baseline was kept: a {baseline.framework} baseline cannot be refitted here"
         )
         return None
+    if estimator is None:
+        assert fallback is not None
+        estimator = fallback()
     try:
         with fit_warnings(notes):
             fitted = clone(estimator).fit(data.X_fit, data.y_fit)
     except ValueError as exc:
+        if fallback is not None:
+            raise
         notes.append(f"the baseline was kept: refitting it on the window failed ({exc})")
         return None
+    name, n = type(estimator).__name__, len(data.X_fit)
     notes.append(
-        f"the baseline ({type(estimator).__name__}) was refitted on the same {len(data.X_fit)} "
-        f"rows as the model; the reference is the {len(data.X_hold)}-row holdout"
+        f"the classes changed, so the baseline ({name}) was refitted on the {n} recent train "
+        "and validation rows"
+        if fallback is not None
+        else f"the baseline ({name}) was refitted on the same {n} rows as the model; "
+        f"the reference is the {len(data.X_hold)}-row holdout"
     )
     return fitted
 

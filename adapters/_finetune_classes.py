@@ -20,7 +20,7 @@ import numpy as np
 import sidecar
 from sidecar import AdapterError
 
-from ._base import Progress, RetrainResult, TrainingData, finish, fit_warnings
+from ._base import Progress, RetrainResult, TrainingData, finish, refit_baseline
 from ._finetune_network import Head, path_of
 
 if TYPE_CHECKING:
@@ -211,21 +211,7 @@ def _candidate(
     notes: list[str],
 ) -> sidecar.Bundle:
     """``model`` wrapped with ``classes`` and a refitted baseline; parent: ``bundle``."""
-    from sklearn.base import clone
-
-    estimator = getattr(bundle.baseline, "estimator", None)
-    if estimator is None:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    with fit_warnings(notes):
-        baseline = clone(estimator).fit(data.X_fit, data.y_fit)
-    notes.append(
-        f"the classes changed, so the baseline ({type(estimator).__name__}) was refitted on the "
-        f"{len(data.X_fit)} recent train and validation rows"
-    )
+    baseline = refit_baseline(bundle, data, notes, fallback=_logistic)
     made = sidecar.wrap(
         model,
         task=bundle.task,
@@ -249,3 +235,12 @@ def _candidate(
         parent=bundle.version,
         shadow_timeout=bundle.shadow.timeout,
     )
+
+
+def _logistic() -> Any:
+    """The baseline of a champion whose own cannot be refitted: scaled logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
