@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,8 +65,8 @@ def retrain(
 
         return replace_members(bundle, recent, progress=progress, seed=seed)
     try:
-        fine_tune_head = importlib.import_module(f"{__package__}._finetune").fine_tune_head
-    except (ImportError, AttributeError) as exc:
+        from ._finetune import fine_tune_head
+    except ImportError as exc:
         raise AdapterError(f"the fine-tune-head adapter cannot be imported: {exc}") from exc
     result: RetrainResult = fine_tune_head(bundle, recent, progress=progress, seed=seed)
     return result

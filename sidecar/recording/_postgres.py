@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._errors import StoreError
+from .._optional import import_optional
 from ._sql import SQLStore
 
 __all__ = ["PostgresStore"]
@@ -15,14 +16,9 @@ _WRITE_LOCK = 0x51DECA8
 
 
 def _psycopg() -> Any:
-    try:
-        import psycopg
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise StoreError(
-            "a PostgreSQL store needs psycopg; install it with "
-            "`pip install 'model-sidecar[postgres]'`."
-        ) from exc
-    return psycopg
+    return import_optional(
+        "psycopg", extra="postgres", needed_by="a PostgreSQL store", error=StoreError
+    )
 
 
 class PostgresStore(SQLStore):
