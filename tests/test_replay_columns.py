@@ -22,7 +22,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import sidecar
-import sidecar._replay_table as replay_table_module
+import sidecar._replay._table as replay_table_module
 from sidecar import InputError
 from sidecar.recording import Store, open_store
 from tests import models

@@ -19,7 +19,6 @@ __all__ = [
     "add_store",
     "add_window",
     "bound",
-    "moment",
     "progress_for",
     "trusted_env",
     "window",
@@ -186,18 +185,6 @@ def window(args: argparse.Namespace) -> tuple[float | None, float | None]:
             f"--until {args.until}."
         )
     return since, until
-
-
-def moment(value: Any, where: str) -> float:
-    """A finite time (epoch seconds or ISO 8601) from a data file's cell."""
-    import math
-
-    from .._tables import parse_timestamp
-
-    t = parse_timestamp(value, where=where)
-    if not math.isfinite(t) or abs(t) > 1e11:
-        raise InputError(f"`{where}` must be finite epoch seconds (within +-1e11); got {value!r}.")
-    return t
 
 
 def bound(text: str | None, flag: str) -> float | None:

@@ -17,7 +17,6 @@ from ._common import (
     add_progress,
     add_store,
     add_window,
-    moment,
     progress_for,
     trusted_env,
     window,
@@ -79,27 +78,30 @@ def register(sub: Any) -> None:
 
 def _replay(args: argparse.Namespace) -> int:
     from .._redact import redact_url
-    from .._replay_input import read_columns
+    from .._replay._file import read_replay
     from ..bundle._bundle import load
     from ..recording import open_store
 
     bundle = load(args.bundle, trusted=trusted_env())
-    # The label column is read as text and coerced by the one label rule (see _feedback).
-    text = [*bundle.preprocessing.categorical_fields, *filter(None, [args.label_column])]
     if args.batch_size < 1:
         raise InputError(f"`--batch-size` must be a positive integer; got {args.batch_size}.")
-    table = read_columns(args.data, text_columns=text)
     # The data is read and its columns found before the store is opened (or made).
-    run = (
-        _replay_records(args, bundle, text)
-        if table is None
-        else _replay_columns(args, bundle, table)
+    # The label column is read as text and coerced by the one label rule (see _feedback).
+    data = read_replay(
+        args.data,
+        text_columns=[*bundle.preprocessing.categorical_fields, *filter(None, [args.label_column])],
+        label_column=args.label_column,
+        timestamp_column=args.timestamp_column,
+        label_timestamp_column=args.label_timestamp_column,
     )
     store = open_store(args.store)
     bar = progress_for(args)
     try:
-        result = run(
-            store, None if bar is None else lambda done, n: bar("replay", done / max(n, 1))
+        result = data.run(
+            bundle,
+            store,
+            batch_size=args.batch_size,
+            progress=None if bar is None else lambda done, n: bar("replay", done / max(n, 1)),
         )
     finally:
         store.close()
@@ -115,80 +117,6 @@ def _replay(args: argparse.Namespace) -> int:
             f"dropped {result.dropped}"
         )
     return 0
-
-
-def _replay_columns(args: argparse.Namespace, bundle: Any, table: Any) -> Any:
-    """Replay from Arrow columns: every cell checked before the first record is stored."""
-    from .._replay_input import label_times, pop, times
-    from .._replay_table import replay_table
-
-    labels = stamps = label_stamps = None
-    if args.label_column:
-        table, labels = pop(table, args.label_column, flag="--label-column", source=args.data)
-    if args.timestamp_column:
-        table, raw = pop(table, args.timestamp_column, flag="--timestamp-column", source=args.data)
-        stamps = times(raw, args.timestamp_column)
-    if args.label_timestamp_column:
-        table, raw = pop(
-            table, args.label_timestamp_column, flag="--label-timestamp-column", source=args.data
-        )
-        label_stamps = label_times(raw, args.label_timestamp_column)
-    return lambda store, progress: replay_table(
-        bundle,
-        table,
-        store=store,
-        labels=labels,
-        timestamps=stamps,
-        label_timestamps=label_stamps,
-        batch_size=args.batch_size,
-        progress=progress,
-        label_name=args.label_column or "labels",
-    )
-
-
-def _replay_records(args: argparse.Namespace, bundle: Any, text: list[str]) -> Any:
-    """Replay record by record: a file whose columns Arrow does not type as the records are."""
-    from .._replay import replay
-    from .._tables import pop_column, read_table
-
-    records = read_table(args.data, text_columns=text)
-    labels = stamps = label_stamps = None
-    if args.label_column:
-        labels = pop_column(records, args.label_column, flag="--label-column", source=args.data)
-    if args.timestamp_column:
-        raw = pop_column(
-            records, args.timestamp_column, flag="--timestamp-column", source=args.data
-        )
-        stamps = _moments(raw, args.timestamp_column)
-    if args.label_timestamp_column:
-        raw = pop_column(
-            records, args.label_timestamp_column, flag="--label-timestamp-column", source=args.data
-        )
-        label_stamps = [  # an empty cell: that label never arrived
-            None if v is None else moment(v, f"{args.label_timestamp_column}[{i}]")
-            for i, v in enumerate(raw)
-        ]
-    return lambda store, progress: replay(
-        bundle,
-        records,
-        store=store,
-        labels=labels,
-        timestamps=stamps,
-        label_timestamps=label_stamps,
-        batch_size=args.batch_size,
-        progress=progress,
-    )
-
-
-def _moments(values: list[Any], column: str) -> list[float]:
-    """Each cell of ``column`` as epoch seconds; a column of plain numbers is checked at once."""
-    import numpy as np
-
-    if all(type(v) is float or type(v) is int for v in values):
-        arr = np.asarray(values, dtype=np.float64)
-        if bool(np.all(np.isfinite(arr) & (np.abs(arr) <= 1e11))):
-            return arr.tolist()  # type: ignore[no-any-return]
-    return [moment(v, f"{column}[{i}]") for i, v in enumerate(values)]
 
 
 def _feedback(args: argparse.Namespace) -> int:

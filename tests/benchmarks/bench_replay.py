@@ -53,7 +53,10 @@ import json, sys
 from sidecar import load
 from sidecar._replay import replay
 from sidecar._tables import pop_column, read_table
-from sidecar.cli._store_cmds import _moments
+try:  # the record path's time check moved with the replay package
+    from sidecar._replay._file import record_times as _moments
+except ImportError:
+    from sidecar.cli._store_cmds import _moments
 from sidecar.recording import open_store
 
 bundle_dir, data, url, batch = sys.argv[1:5]

@@ -1,4 +1,4 @@
-"""A replayed chunk's predictions and its records as one Arrow table (see ``_replay_table``).
+"""A replayed chunk's predictions and its records as one Arrow table (see ``_table``).
 
 :func:`predict_chunk` runs the preprocessing on a slice of the table and each
 model on the batches the row path would give it (so their answers are the
@@ -20,13 +20,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._errors import InputError
-from .recording._records import VERSION_COLUMNS, encode_records
+from .._errors import InputError
+from ..recording._records import VERSION_COLUMNS, encode_records
 
 if TYPE_CHECKING:
-    from .bundle._bundle import Bundle
-    from .recording import RecordPolicy
-    from .runtimes import ModelOutput
+    from ..bundle._bundle import Bundle
+    from ..recording import RecordPolicy
+    from ..runtimes import ModelOutput
 
 __all__ = ["Part", "build_table", "features", "predict_chunk"]
 
@@ -164,7 +164,7 @@ def build_table(
     policy: RecordPolicy | None,
 ) -> pa.Table:
     """The chunk's records as the store keeps them: ids, versions, raw inputs, answers."""
-    from .bundle._bundle import _batch_id
+    from ..bundle._bundle import _batch_id
 
     n = sub.num_rows
     manifest = bundle.manifest
@@ -215,7 +215,7 @@ def _raw_columns(sub: pa.Table, policy: RecordPolicy | None) -> dict[str, pa.Arr
             arr = _hashed(arr, name, policy)
         typed = _typed(arr)
         if typed is None:  # nested or unusual values: the row path's own encoding
-            from .recording._records import _raw_columns as row_raw_columns
+            from ..recording._records import _raw_columns as row_raw_columns
 
             rows = sub.to_pylist()
             return row_raw_columns([policy.apply(r) for r in rows] if policy else rows)

@@ -28,16 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._errors import FieldProblem, InputError, StoreError, short_repr
-from ._replay_parts import Part, build_table, features, predict_chunk
-from .recording._bulk import LabelBlock, append, encode_labels
-from .recording._sql import SEGMENT_ROWS
-from .recording._store import WriterStats, default_writer_identity
+from .._errors import FieldProblem, InputError, StoreError, short_repr
+from ..recording._bulk import LabelBlock, append, encode_labels
+from ..recording._sql import SEGMENT_ROWS
+from ..recording._store import WriterStats, default_writer_identity
+from ._parts import Part, build_table, features, predict_chunk
 
 if TYPE_CHECKING:
-    from ._replay import ReplayResult
-    from .bundle._bundle import Bundle
-    from .recording import RecordPolicy, Store
+    from ..bundle._bundle import Bundle
+    from ..recording import RecordPolicy, Store
+    from ._records import ReplayResult
 
 __all__ = ["replay_table"]
 
@@ -69,7 +69,7 @@ def replay_table(
     label_name: str = "labels",
 ) -> ReplayResult:
     """``replay`` for the records of an Arrow table; see :func:`sidecar.replay`."""
-    from ._replay import ReplayResult
+    from ._records import ReplayResult
 
     start = time.perf_counter()
     n = table.num_rows
@@ -231,7 +231,7 @@ def _label_block(
     where: str,
 ) -> LabelBlock:
     """The labels as columns, each checked by the one label rule (once per distinct value)."""
-    from ._labels import MISSING, label_rule
+    from .._labels import MISSING, label_rule
 
     if len(labels) != n:
         raise InputError(f"`labels` must have one entry per record ({n}); got {len(labels)}.")

@@ -4,7 +4,7 @@ It is how a user backtests monitoring on history, and how tests build
 realistic stores quickly: the same ``Bundle.predict_shadow`` and recorder as
 serving, with the record's own timestamps instead of "now". Records given as
 an Arrow table (or a pandas DataFrame) take the column path instead
-(``_replay_table``): the same features, answers and labels, stored without a
+(``_table``): the same features, answers and labels, stored without a
 dict a record -- what ``sidecar replay`` does with a data file.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import InputError
-from .bundle._bundle import Bundle
-from .recording import Label, Recorder, RecordPolicy, Store
+from .._errors import InputError
+from ..bundle._bundle import Bundle
+from ..recording import Label, Recorder, RecordPolicy, Store
 
 __all__ = ["ReplayResult", "replay"]
 
@@ -72,7 +72,7 @@ def replay(
     if batch_size < 1:
         raise InputError(f"`batch_size` must be a positive integer; got {batch_size}.")
     if table is not None:
-        from ._replay_table import replay_table
+        from ._table import replay_table
 
         return replay_table(
             bundle, table, store=store, labels=labels, timestamps=timestamps,
@@ -160,7 +160,7 @@ def _join_labels(
     A label that breaks the rule fails the replay with the same message
     ``Bundle.feedback`` gives (nothing is stored then).
     """
-    from ._labels import MISSING, check_labels, label_rule
+    from .._labels import MISSING, check_labels, label_rule
 
     coerce, _, allowed = label_rule(bundle.task, bundle.advanced.classes)
     seen: dict[tuple[type, Any], Any] = {}
