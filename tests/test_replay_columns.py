@@ -304,3 +304,32 @@ def test_a_regressor_with_a_candidate_in_shadow_is_stored_as_its_records_are() -
     for name in want.column_names:
         if name not in ("request_id", "seq") and not name.endswith("_latency_ms"):
             assert got.column(name).to_pylist() == want.column(name).to_pylist(), name
+
+
+def test_replay_leaves_the_bundles_own_recorder_and_policy_as_they_were(
+    bundle: sidecar.Bundle, tmp_path: Path
+) -> None:
+    """Replay records through a shadow stage of its own: the bundle's is not rewired."""
+    from sidecar.recording import Recorder, RecordPolicy
+
+    records, labels, stamps, _ = _data()
+    served = open_store(f"sqlite:///{tmp_path / 'served.db'}")
+    replayed = open_store(f"sqlite:///{tmp_path / 'replayed.db'}")
+    recorder = Recorder(served)
+    policy = RecordPolicy(exclude=["color"])
+    bundle.attach_recorder(recorder, policy=policy)
+    try:
+        stage = bundle.shadow
+        sidecar.replay(bundle, records[:100], store=replayed, labels=labels[:100],
+                       timestamps=stamps[:100], batch_size=BATCH)  # fmt: skip
+        assert bundle.recorder is recorder and bundle.shadow is stage
+        bundle.predict(records[:3])  # served afterwards: still recorded, still without color
+        assert bundle.shadow.drain(10) and recorder.flush(timeout=10)
+        kept = served.read_window()
+        assert kept.num_rows == 3 and "raw:color" not in kept.column_names
+        assert replayed.read_window().num_rows == 100
+    finally:
+        bundle.attach_recorder(None)
+        recorder.close()
+        served.close()
+        replayed.close()

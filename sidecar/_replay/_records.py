@@ -18,6 +18,7 @@ from typing import Any
 from .._errors import InputError
 from ..bundle._bundle import Bundle
 from ..recording import Label, Recorder, RecordPolicy, Store
+from ..shadow import ShadowItem, ShadowPipeline
 
 __all__ = ["ReplayResult", "replay"]
 
@@ -79,10 +80,42 @@ def replay(
             label_timestamps=label_timestamps, batch_size=batch_size, policy=policy,
             progress=progress,
         )  # fmt: skip
+    return _replay_rows(
+        bundle, records, store=store, labels=labels, timestamps=timestamps,
+        label_timestamps=label_timestamps, batch_size=batch_size, policy=policy,
+        progress=progress,
+    )  # fmt: skip
+
+
+def _replay_rows(
+    bundle: Bundle,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    store: Store,
+    labels: Sequence[Any] | None,
+    timestamps: Sequence[float] | None,
+    label_timestamps: Sequence[float | None] | None,
+    batch_size: int,
+    policy: RecordPolicy | None,
+    progress: Callable[[int, int], None] | None,
+) -> ReplayResult:
+    """The row path: batches of records through ``Bundle.predict`` and a recorder of its own."""
+    n = len(records)
     start = time.perf_counter()
     recorder = Recorder(store, batch_size=50_000, max_queue=400_000)
-    previous = bundle.recorder
-    bundle.attach_recorder(recorder, policy=policy)
+    # The bundle's own shadow stage (its recorder, policy) is left as it is: the
+    # replay's records go through a stage of their own, run as each batch is predicted.
+    runner = bundle.shadow
+    sink = _RunNow(
+        ShadowPipeline(
+            bundle,
+            recorder=recorder,
+            policy=policy,
+            candidate=bundle.candidate,
+            timeout=runner.timeout,
+            counters=runner.counters,
+        )
+    )
     accepted = unknown = 0
     try:
         ids: list[str] = []
@@ -90,10 +123,10 @@ def replay(
             hi = min(n, lo + batch_size)
             ts = None if timestamps is None else timestamps[lo:hi]
             try:
-                pair = bundle.predict_shadow(records[lo:hi], timestamps=ts)
+                pred = bundle.predict(records[lo:hi], shadow=sink, timestamps=ts)
             except InputError as exc:
                 raise InputError(f"records {lo}..{hi - 1} (numbered from 0): {exc}") from exc
-            ids.extend(pair.advanced.request_ids)
+            ids.extend(pred.request_ids)
             if recorder.pending() > 200_000:
                 recorder.flush()
             if progress is not None:
@@ -106,7 +139,6 @@ def replay(
             )
     finally:
         recorder.close()
-        bundle.attach_recorder(previous)
     return ReplayResult(
         records=n,
         labels_accepted=accepted,
@@ -114,6 +146,17 @@ def replay(
         dropped=recorder.counters.dropped,
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+class _RunNow:
+    """A shadow sink that runs each item at once on the caller's thread (none is dropped)."""
+
+    def __init__(self, pipeline: ShadowPipeline) -> None:
+        self.pipeline = pipeline
+
+    def submit(self, item: ShadowItem) -> bool:
+        self.pipeline.run([item])
+        return True
 
 
 def _as_table(records: Any) -> Any:
