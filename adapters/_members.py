@@ -306,8 +306,8 @@ def replace_members(
     seed
         Seeds the new members.
     """
-    from ._replacing import replace
-    from ._stages import replace_stages
+    from ._members_replacing import replace
+    from ._members_stages import replace_stages
 
     started = time.perf_counter()
     step = progress_of(progress)
@@ -355,7 +355,7 @@ def _parts(bundle: sidecar.Bundle, estimator: Any) -> tuple[Any, Any, Any]:
     from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
     from sklearn.pipeline import Pipeline
 
-    from ._families import family_of
+    from ._members_families import family_of
 
     head: Any = None
     final = estimator

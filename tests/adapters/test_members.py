@@ -28,8 +28,8 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 import adapters
 import sidecar
-from adapters._families import family_of
 from adapters._members import SCORE_ROWS
+from adapters._members_families import family_of
 from tests.adapters import drift_worlds as worlds
 
 Data = tuple[list[dict[str, Any]], Any]

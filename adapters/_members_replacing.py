@@ -20,7 +20,7 @@ import sidecar
 from sidecar.monitoring import per_example_loss
 
 from ._base import Progress, TrainingData, higher_is_better, score
-from ._families import (
+from ._members_families import (
     OOB,
     Family,
     FloatArray,

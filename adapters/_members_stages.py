@@ -16,8 +16,8 @@ import numpy as np
 from sidecar import AdapterError
 
 from ._base import Progress, TrainingData, fit_warnings, higher_is_better, score
-from ._families import FloatArray, check_classes
-from ._replacing import better
+from ._members_families import FloatArray, check_classes
+from ._members_replacing import better
 
 __all__ = ["cut_and_grow", "replace_stages"]
 
