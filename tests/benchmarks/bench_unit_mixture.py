@@ -159,7 +159,7 @@ def cost(runs: int, current: int) -> dict[str, Any]:
         start = time.perf_counter()
         diagnose(plan=plan, reference=reference, window=window)
         with_check.append(time.perf_counter() - start)
-        with mock.patch("sidecar.monitoring._health.fit_unit_mixture", return_value=None):
+        with mock.patch("sidecar.monitoring._numeric_health.fit_unit_mixture", return_value=None):
             start = time.perf_counter()
             diagnose(plan=plan, reference=reference, window=window)
             without.append(time.perf_counter() - start)
