@@ -60,6 +60,9 @@ def replay(
     is checked before anything is stored (a bad value, label or time records
     nothing), and each chunk of records is stored with its labels in one
     transaction.
+
+    ``store`` and ``policy`` apply to the replay only: a recorder (and its
+    policy) attached to ``bundle`` stays as it is and records none of it.
     """
     table = _as_table(records)
     n = table.num_rows if table is not None else len(records)
