@@ -1,4 +1,4 @@
-"""The layout stays readable (issue #14): short modules, short functions, tests on public names.
+"""The layout stays readable (issue #14): short modules, short functions.
 
 A module over :data:`MAX_MODULE_LINES` lines must say at its top why (a
 "Why this module is long" note in its docstring); a function over
@@ -90,30 +90,3 @@ def test_the_counting_sees_a_long_function_and_a_long_module(tmp_path: Path) -> 
     tree = ast.parse(f"class C:\n    def f(self):\n{body.replace('    ', '        ')}\n")
     assert _functions(tree) == [("C.f", MAX_FUNCTION_LINES + 1)]
     assert ast.get_docstring(ast.parse(f'"""{NOTE}: one reason."""\n')) is not None
-
-
-#: The three public tiers (issue #14): a test takes their names from them.
-TIERS = ("sidecar", "sidecar.monitoring", "sidecar.recording")
-
-
-def _tier_names() -> dict[str, str]:
-    import importlib
-
-    return {name: tier for tier in TIERS for name in importlib.import_module(tier).__all__}
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "tests").rglob("*.py")), ids=lambda p: _rel(p))
-def test_tests_import_public_names_from_their_tier(path: Path) -> None:
-    exported = _tier_names()
-    elsewhere = [
-        f"line {node.lineno}: from {node.module} import {alias.name} (use {exported[alias.name]})"
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if isinstance(node, ast.ImportFrom)
-        and node.module is not None
-        and node.module.startswith("sidecar.")
-        and node.module not in TIERS
-        and any(part.startswith("_") for part in node.module.split("."))
-        for alias in node.names
-        if alias.name in exported
-    ]
-    assert not elsewhere, f"{_rel(path)} imports public names from private modules: {elsewhere}"
