@@ -1,6 +1,8 @@
 """Retraining adapters for model-sidecar bundles: regularize, replace members, refit, fine-tune.
 
-They use only ``sidecar``'s public API; ``sidecar`` never imports them at module level.
+They use ``sidecar``'s public API, and two of its private policies on purpose:
+the one JSON coercion (``sidecar._json``) and the strategy names
+(``sidecar._types.STRATEGIES``); ``sidecar`` never imports them at module level.
 Each takes a bundle and :class:`sidecar.RecentData` and returns a
 :class:`RetrainResult`: a candidate bundle (a new version whose parent is the
 champion) and its :class:`TrainingReport`. Nothing is saved; the champion is
