@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._errors import InputError
+from ._assemble import Assembler
 from ._records import dumps, table_to_rows
 
 __all__ = [
@@ -138,12 +139,14 @@ class ColumnarReads:
         self,
         since: float,
         until: float,
-        keep: Callable[[pa.Table], pa.Table],
+        keep: Callable[[pa.Table], None],
         seqs: tuple[int, int] | None = None,
-    ) -> list[pa.Table]:
+    ) -> None:
         """``keep(segment)`` for each segment overlapping ``[since, until)``, in sequence order.
 
         ``seqs`` keeps only the segments whose ``seq_lo`` lies in ``[lo, hi)``.
+        A segment may live in memory the store reuses for the next one: ``keep``
+        copies what it needs (see ``_assemble.Assembler``).
         """
         raise NotImplementedError  # pragma: no cover
 
@@ -175,31 +178,38 @@ class ColumnarReads:
         ``max_bytes`` is refused before anything is read.
         """
         lo, hi = _bounds(since, until)
-        if max_bytes is not None:
-            n, nbytes = self.window_size(since=since, until=until)
-            if nbytes > max_bytes:
-                raise InputError(
-                    f"the window holds up to {n} records ({nbytes / 2**20:.0f} MiB stored), over "
-                    f"the memory limit of {max_bytes / 2**20:.0f} MiB (SIDECAR_MEMORY_LIMIT); "
-                    "narrow it with --since/--until, or raise the limit if this machine has "
-                    "the memory."
-                )
-        parts = [
-            p
-            for p in self._scan(lo, hi, lambda t: _select(t, lo, hi, columns, bundle_version))
-            if p.num_rows
-        ]
-        if not parts:
+        infos = self._segment_infos(lo, hi)
+        n, nbytes = sum(i.n_rows for i in infos), sum(i.nbytes for i in infos)
+        if max_bytes is not None and nbytes > max_bytes:
+            raise InputError(
+                f"the window holds up to {n} records ({nbytes / 2**20:.0f} MiB stored), over "
+                f"the memory limit of {max_bytes / 2**20:.0f} MiB (SIDECAR_MEMORY_LIMIT); "
+                "narrow it with --since/--until, or raise the limit if this machine has "
+                "the memory."
+            )
+        table = self._assembled(lo, hi, columns, bundle_version, n, None)
+        if table is None:
             empty = {"seq": pa.array([], pa.int64()), "ts": pa.array([], pa.float64())}
             return _with_labels(pa.table(empty), None)  # no rows, but the columns every window has
-        table = (
-            parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
-        )
         ts = table.column("ts").to_numpy()
         if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
             table = table.take(pa.array(np.argsort(ts, kind="stable")))
         seq = table.column("seq").to_numpy()
         return _with_labels(table, self._label_columns(int(seq.min()), int(seq.max()) + 1))
+
+    def _assembled(
+        self,
+        lo: float,
+        hi: float,
+        columns: Sequence[str] | None,
+        version: str | None,
+        rows: int,
+        seqs: tuple[int, int] | None,
+    ) -> pa.Table | None:
+        """The segments' selected rows copied into one table (about ``rows`` rows expected)."""
+        parts = Assembler(rows)
+        self._scan(lo, hi, lambda t: parts.add(_select(t, lo, hi, columns, version)), seqs)
+        return parts.table()
 
     def iter_batches(
         self,
@@ -223,15 +233,10 @@ class ColumnarReads:
                 total += infos[end].n_rows
                 end += 1
             seqs = (infos[start].seq_lo, infos[end - 1].seq_lo + 1)
-            parts = [
-                p
-                for p in self._scan(lo, hi, lambda t: _select(t, lo, hi, columns, None), seqs)
-                if p.num_rows
-            ]
+            table = self._assembled(lo, hi, columns, None, total, seqs)
             start = end
-            if not parts:
+            if table is None:
                 continue
-            table = pa.concat_tables(parts, promote_options="permissive")
             seq = table.column("seq").to_numpy()
             yield _with_labels(table, self._label_columns(int(seq.min()), int(seq.max()) + 1))
 

@@ -94,14 +94,16 @@ class MemoryStore(ColumnarReads):
         self,
         since: float,
         until: float,
-        keep: Callable[[pa.Table], pa.Table],
+        keep: Callable[[pa.Table], None],
         seqs: tuple[int, int] | None = None,
-    ) -> list[pa.Table]:
+    ) -> None:
         self._check()
         with self._lock:
             segments = list(self._segments)
         lo, hi = seqs if seqs is not None else (-(2**62), 2**62)
-        return [keep(t) for s, t in segments if lo <= s < hi and _overlaps(t, since, until)]
+        for s, t in segments:
+            if lo <= s < hi and _overlaps(t, since, until):
+                keep(t)
 
     def _label_columns(self, seq_lo: int, seq_hi: int) -> LabelColumns:
         with self._lock:

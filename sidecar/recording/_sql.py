@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from .._errors import StoreError
 from .._redact import redact_url, secrets_of
+from ._assemble import Scratch
 from ._columnar import ColumnarReads, LabelColumns, SegmentInfo, encode_label, from_ipc
 from ._label_log import LabelLog, label_table
 from ._records import rows_to_table
@@ -80,8 +81,12 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
     def _lock_for_write(self, cur: Any) -> None:
         """Make writers take turns at sequence numbers (dialects override)."""
 
-    def _segment_bytes(self, cur: Any, seq_lo: int) -> Any:
-        """One segment's stored bytes (a dialect may fetch them in binary)."""
+    def _segment_bytes(self, cur: Any, seq_lo: int, nbytes: int, scratch: Scratch) -> Any:
+        """One segment's stored bytes (``nbytes`` of them), in ``scratch`` where a dialect can.
+
+        A dialect reads them in pieces into the one reused buffer: a fresh
+        buffer per segment costs the kernel's page faults on every byte.
+        """
         cur.execute(f"SELECT data FROM sidecar_segments WHERE seq_lo = {self.marker}", (seq_lo,))
         return cur.fetchone()[0]
 
@@ -304,27 +309,25 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
         self,
         since: float,
         until: float,
-        keep: Callable[[pa.Table], pa.Table],
+        keep: Callable[[pa.Table], None],
         seqs: tuple[int, int] | None = None,
-    ) -> list[pa.Table]:
+    ) -> None:
         # One transaction (one snapshot: a merge committed meanwhile is not seen
-        # half), one segment per query: never more than one segment's bytes
-        # beside the columns kept.
-        def work(cur: Any) -> list[pa.Table]:
+        # half), one segment per query, read into one reused buffer: never more
+        # than one segment's bytes beside the columns kept.
+        def work(cur: Any) -> None:
             m = self.marker
             lo, hi = seqs if seqs is not None else (-(2**62), 2**62)
             cur.execute(
-                f"SELECT seq_lo FROM sidecar_segments WHERE {self._window_clause()} "
+                f"SELECT seq_lo, nbytes FROM sidecar_segments WHERE {self._window_clause()} "
                 f"AND seq_lo >= {m} AND seq_lo < {m} ORDER BY seq_lo",
                 (_finite(since), _finite(until), lo, hi),
             )
-            out = []
-            for (seq_lo,) in cur.fetchall():
-                out.append(keep(from_ipc(self._segment_bytes(cur, seq_lo))))
-            return out
+            scratch = Scratch()
+            for seq_lo, nbytes in cur.fetchall():
+                keep(from_ipc(self._segment_bytes(cur, int(seq_lo), int(nbytes), scratch)))
 
-        result: list[pa.Table] = self._run(work)
-        return result
+        self._run(work)
 
     def _label_columns(self, seq_lo: int, seq_hi: int) -> LabelColumns:
         result: LabelColumns = self._run(lambda cur: self._read_labels(cur, seq_lo, seq_hi))

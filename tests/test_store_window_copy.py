@@ -1,0 +1,161 @@
+"""A window read segment by segment through one reused buffer holds exactly what was written.
+
+Stores read each segment into one buffer they reuse, and the window's columns
+are copied out of it into arrays of the whole window (numbers and fixed-size
+lists) or Arrow copies of their own (text, nulls, other types); these tests
+pin that nothing of one segment leaks into another, whatever the segments'
+sizes, schemas and storage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from sidecar.recording import Store
+from sidecar.recording._columnar import SegmentInfo
+from sidecar.recording._records import encode_records
+from tests.stores import KINDS, fresh_store
+
+VERSIONS = {
+    "bundle_version": "b1",
+    "preprocessing_version": "p1",
+    "advanced_version": "a1",
+    "baseline_version": "c1",
+    "candidate_version": None,
+}
+
+
+def batch(prefix: str, n: int, ts0: float, *, extra: bool = False, holes: bool = False) -> pa.Table:
+    """``n`` records; ``extra`` adds an input (another schema), ``holes`` leaves some ``x`` out."""
+    rng = np.random.default_rng(n + len(prefix))
+    records: list[dict[str, Any]] = [
+        {"x": float(rng.normal()), "k": int(rng.integers(9)), "color": str(rng.choice(["r", "g"]))}
+        for _ in range(n)
+    ]
+    if extra:
+        for r in records:
+            r["y"] = float(rng.normal())
+    if holes:
+        for r in records[::7]:
+            r["x"] = None
+    p = rng.random(n)
+    return encode_records(
+        records,
+        request_ids=[f"{prefix}-{i:06d}" for i in range(n)],
+        ts=ts0 + np.arange(n, dtype=np.float64),
+        versions=VERSIONS,
+        features=rng.normal(size=(n, 3)),
+        outputs={
+            "advanced": (p, np.column_stack([p, 1 - p])),
+            "baseline": (np.where(p > 0.4, "cat", "dog"), np.column_stack([p, 1 - p])),
+            "candidate": None,
+        },
+        latencies={"advanced_latency_ms": 1.5, "baseline_latency_ms": 0.5},
+        error=None,
+    )
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with fresh_store(request.param, tmp_path) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read segments in pieces of 1,000 bytes: slices end mid-value, and segments differ."""
+    from sidecar.recording import _postgres, _sqlite
+
+    monkeypatch.setattr(_sqlite, "_PIECE", 1_000)
+    monkeypatch.setattr(_postgres, "_PIECE", 1_000)
+
+
+def expected(batches: list[pa.Table]) -> pa.Table:
+    table = pa.concat_tables(batches, promote_options="permissive")
+    return table.take(pc.sort_indices(table, [("ts", "ascending")]))
+
+
+def same(got: pa.Table, want: pa.Table) -> None:
+    assert got.num_rows == want.num_rows
+    for name in want.column_names:
+        # as JSON text: NaN (a latency not taken) equals NaN
+        assert json.dumps(got.column(name).to_pylist()) == json.dumps(
+            want.column(name).to_pylist()
+        ), name
+
+
+def test_segments_of_many_sizes_come_back_exactly(store: Store) -> None:
+    batches = [batch(f"s{i}", n, 10_000.0 * i) for i, n in enumerate([300, 1_000, 57, 2_000, 1])]
+    for b in batches:
+        store.write_batch(b, None)
+    same(store.read_window(), expected(batches))
+    pieces = list(store.iter_batches(rows=1_100))
+    assert sum(p.num_rows for p in pieces) == 3_358
+    same(pa.concat_tables(pieces), expected(batches))
+    part = store.read_window(since=10_100.0, until=30_030.0)
+    want = expected(batches)
+    ts = want.column("ts").to_numpy()
+    same(part, want.filter(pa.array((ts >= 10_100.0) & (ts < 30_030.0))))
+
+
+def test_nulls_and_other_schemas_between_segments_come_back_exactly(store: Store) -> None:
+    batches = [
+        batch("a", 400, 0.0),
+        batch("b", 300, 1_000.0, holes=True),  # raw:x with nulls: copied by Arrow, not as numbers
+        batch("c", 200, 2_000.0, extra=True),  # one input more: another schema
+        batch("d", 100, 3_000.0),
+    ]
+    for b in batches:
+        store.write_batch(b, None)
+    got = store.read_window()
+    same(got, expected(batches))
+    assert got.column("raw:x").null_count == len(range(0, 300, 7))
+    assert got.column("raw:y").null_count == 800
+
+
+def test_a_window_longer_than_its_size_when_taken_is_read_whole(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit landing between sizing the window and reading it: the arrays grow."""
+    batches = [batch(f"g{i}", n, 1_000.0 * i) for i, n in enumerate([500, 700, 900])]
+    for b in batches:
+        store.write_batch(b, None)
+    real = store._segment_infos  # type: ignore[attr-defined]
+
+    def fewer(since: float, until: float) -> list[SegmentInfo]:
+        return [SegmentInfo(i.seq_lo, i.seq_hi, 1, i.nbytes) for i in real(since, until)]
+
+    monkeypatch.setattr(store, "_segment_infos", fewer)
+    same(store.read_window(), expected(batches))
+
+
+def test_a_compressed_postgresql_segment_is_read_whole(tmp_path: Path) -> None:
+    """Segments stored before version 3 may be compressed: read whole, not in slices."""
+    with fresh_store("postgresql", tmp_path) as store:
+        store._run(  # type: ignore[attr-defined]
+            lambda cur: cur.execute(
+                "ALTER TABLE sidecar_segments ALTER COLUMN data SET STORAGE EXTENDED"
+            ),
+            write=True,
+        )
+        same_rows = batch("z", 3_000, 0.0)
+        zeros = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(3 * 3_000)), 3)
+        same_rows = same_rows.set_column(
+            same_rows.column_names.index("features"), "features", zeros
+        )
+        store.write_batch(same_rows, None)
+        compressed = store._run(  # type: ignore[attr-defined]
+            lambda cur: cur.execute(
+                "SELECT pg_column_compression(data) FROM sidecar_segments"
+            ).fetchall()
+        )
+        assert compressed == [("pglz",)]
+        same(store.read_window(), expected([same_rows]))
