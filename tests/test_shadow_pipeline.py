@@ -124,3 +124,36 @@ def test_writer_encoding_matches_one_batch_per_item(
             )
             continue
         assert whole.column(name).to_pylist() == apart.column(name).to_pylist(), name
+
+
+def test_per_record_columns_of_requests_of_several_records(
+    quickstart_bundle: Path, quickstart_records: list[dict[str, Any]]
+) -> None:
+    """Times, latencies and the candidate's share land on every record of their request."""
+    bundle = sidecar.load(quickstart_bundle)
+    candidate = sidecar.load(quickstart_bundle)
+    sink = ListSink()
+    pipeline = ShadowPipeline(bundle, recorder=sink, candidate=candidate)
+    sizes = [2, 1, 3]
+    groups = [quickstart_records[0:2], quickstart_records[2:3], quickstart_records[3:6]]
+    stamps = [1_700_000_000.0, 1_700_000_001.0, 1_700_000_002.0]
+    items = []
+    for records, n in zip(groups, sizes, strict=True):
+        given = stamps[:n] if n == 3 else None  # one request replays its own times
+        X, pred = bundle._predict(records, given)
+        items.append(ShadowItem([dict(r) for r in records], X, pred, given))
+    pipeline.run(items)
+    (table,) = encode_served(sink.batches)
+    expected_ts = [items[0].prediction.ts] * 2 + [items[1].prediction.ts] + stamps
+    np.testing.assert_allclose(table.column("ts").to_numpy(), expected_ts)
+    expected_adv = np.repeat([it.prediction.latency_ms for it in items], sizes)
+    np.testing.assert_allclose(table.column("advanced_latency_ms").to_numpy(), expected_adv)
+    # the candidate's time is shared by request, in proportion to its records
+    cand = table.column("candidate_latency_ms").to_numpy()
+    per_record_share = cand / np.repeat(sizes, sizes)
+    np.testing.assert_allclose(per_record_share, per_record_share[0])
+    assert table.column("candidate_version").to_pylist() == [candidate.version] * sum(sizes)
+    np.testing.assert_allclose(
+        np.asarray(table.column("candidate_proba").to_pylist()),
+        np.asarray(table.column("advanced_proba").to_pylist()),
+    )

@@ -103,12 +103,19 @@ class LiveEstimate:
 
     def tap(self, items: list[Any]) -> None:
         """Copy the advanced probabilities of a shadow micro-batch into the buffer."""
-        for item in items:
-            proba = item.prediction.probabilities
-            if proba is None or proba.shape[1] != self._rows.shape[1]:
-                continue
-            with self._lock:
-                self._put(proba[-len(self._rows) :])
+        width = self._rows.shape[1]
+        probas = [
+            proba
+            for proba in (item.prediction.probabilities for item in items)
+            if proba is not None and proba.shape[1] == width
+        ]
+        if not probas:
+            return
+        # One copy for the micro-batch (on the shadow thread, taken from the GIL the
+        # serving thread needs): the buffer keeps the last ``window`` of them.
+        rows = probas[0] if len(probas) == 1 else np.concatenate(probas)
+        with self._lock:
+            self._put(rows[-len(self._rows) :])
 
     def _put(self, proba: np.ndarray) -> None:
         n, size = len(proba), len(self._rows)
