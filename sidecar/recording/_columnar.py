@@ -296,20 +296,21 @@ def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
     kind = np.full(n, -1, dtype=np.int8)
     num = np.full(n, np.nan)
     ts = np.full(n, np.nan)
-    text: np.ndarray = np.full(n, None, dtype=object)
-    has_text = False
+    text: np.ndarray | None = None  # only when some label is text
     if labels is not None and len(labels.seq) and n:
         seq = table.column("seq").to_numpy()
-        order = np.argsort(seq, kind="stable")
-        pos = np.searchsorted(seq[order], labels.seq)
+        # A window in time order is almost always in seq order too: no sort then.
+        order = None if bool(np.all(seq[1:] > seq[:-1])) else np.argsort(seq, kind="stable")
+        ordered = seq if order is None else seq[order]
+        pos = np.searchsorted(ordered, labels.seq)
         hit = pos < n
-        hit[hit] = seq[order[pos[hit]]] == labels.seq[hit]
-        rows = order[pos[hit]]
+        hit[hit] = ordered[pos[hit]] == labels.seq[hit]
+        rows = pos[hit] if order is None else order[pos[hit]]
         kind[rows] = labels.kind[hit]
         num[rows] = labels.num[hit]
         ts[rows] = labels.ts[hit]
         if labels.text and bool(np.any(labels.kind >= TEXT)):
-            has_text = True
+            text = np.full(n, None, dtype=object)
             text[rows] = np.asarray(labels.text, dtype=object)[hit]
     none = kind < 0
     return (
@@ -317,7 +318,7 @@ def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
         .append_column("label_num", pa.array(num, mask=none))
         .append_column(
             "label_text",
-            pa.array(text.tolist(), pa.string()) if has_text else pa.nulls(n, pa.string()),
+            pa.nulls(n, pa.string()) if text is None else pa.array(text.tolist(), pa.string()),
         )
         .append_column("label_ts", pa.array(ts, mask=none))
     )
