@@ -274,10 +274,11 @@ def _bounds(since: float | None, until: float | None) -> tuple[float, float]:
 def _select(
     table: pa.Table, lo: float, hi: float, columns: Sequence[str] | None, version: str | None
 ) -> pa.Table:
-    ts = table.column("ts")
-    mask = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
+    ts = table.column("ts").to_numpy()  # one chunk: a view
+    mask = (ts >= lo) & (ts < hi)
     if version is not None and "bundle_version" in table.column_names:
-        mask = pc.and_(mask, pc.equal(table.column("bundle_version"), version))
+        same = pc.fill_null(pc.equal(table.column("bundle_version"), pa.scalar(version)), False)
+        mask &= same.to_numpy(zero_copy_only=False)
     if columns is not None:
         want = set(columns) | {"seq", "ts"}
         keep = [
@@ -286,9 +287,9 @@ def _select(
             if c in want or ("raw" in want and (c.startswith("raw:") or c == "raw_json"))
         ]
         table = table.select(keep)
-    if pc.all(mask).as_py():
+    if bool(mask.all()):
         return table
-    return table.filter(mask)
+    return table.filter(pa.array(mask))
 
 
 def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
