@@ -159,3 +159,19 @@ def test_a_compressed_postgresql_segment_is_read_whole(tmp_path: Path) -> None:
         )
         assert compressed == [("pglz",)]
         same(store.read_window(), expected([same_rows]))
+
+
+def test_labels_find_their_records_when_time_and_write_order_differ(store: Store) -> None:
+    """Records written late but served early: the window (in time order) is out of seq order."""
+    from sidecar.recording import Label
+
+    store.write_batch(batch("late", 300, 10_000.0), None)
+    store.write_batch(batch("early", 200, 0.0), None)
+    store.upsert_labels([Label("late-000005", 1.0, 1.0), Label("early-000007", 0.0, 2.0)])
+    store.upsert_labels([Label("late-000005", 2.0, 3.0)])  # relabelled: the newest wins
+    table = store.read_window()
+    ids = table.column("request_id").to_pylist()
+    assert ids[0] == "early-000000" and ids[-1] == "late-000299"
+    num = table.column("label_num").to_pylist()
+    labelled = {ids[i]: num[i] for i in np.flatnonzero(table.column("label_kind").to_numpy() >= 0)}
+    assert labelled == {"late-000005": 2.0, "early-000007": 0.0}

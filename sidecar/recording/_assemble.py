@@ -17,12 +17,16 @@ without a copy.
 
 from __future__ import annotations
 
+import mmap
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 __all__ = ["Assembler", "Scratch"]
+
+#: Buffers from this size on are mapped with every page at once (see ``_bytes``).
+_MAPPED = 1 << 20
 
 
 class Scratch:
@@ -39,14 +43,19 @@ class Scratch:
 
 
 def _bytes(n: int) -> np.ndarray:
-    """``n`` writable bytes from the C library's allocator, in ordinary pages.
+    """``n`` writable bytes in ordinary pages, mapped up front where the system can.
 
     Not NumPy's allocator, nor Arrow's (mimalloc): both ask the kernel for
     transparent huge pages for large buffers, and on the machine measured
     (issue #12, a 2-core virtual machine) those page faults cost two to three
-    times the 4 KB faults of the same bytes.
+    times the 4 KB faults of the same bytes. ``MAP_POPULATE`` maps every page
+    in one call instead of one fault per page (about a third less CPU).
     """
-    return np.frombuffer(bytearray(n), dtype=np.uint8)
+    populate = getattr(mmap, "MAP_POPULATE", 0)
+    if n < _MAPPED or not populate:
+        return np.frombuffer(bytearray(n), dtype=np.uint8)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate
+    return np.frombuffer(mmap.mmap(-1, n, flags=flags), dtype=np.uint8)
 
 
 def _fixed_width(kind: pa.DataType) -> int:

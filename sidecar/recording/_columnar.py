@@ -274,10 +274,11 @@ def _bounds(since: float | None, until: float | None) -> tuple[float, float]:
 def _select(
     table: pa.Table, lo: float, hi: float, columns: Sequence[str] | None, version: str | None
 ) -> pa.Table:
-    ts = table.column("ts")
-    mask = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi))
+    ts = table.column("ts").to_numpy()  # one chunk: a view
+    mask = (ts >= lo) & (ts < hi)
     if version is not None and "bundle_version" in table.column_names:
-        mask = pc.and_(mask, pc.equal(table.column("bundle_version"), version))
+        same = pc.fill_null(pc.equal(table.column("bundle_version"), pa.scalar(version)), False)
+        mask &= same.to_numpy(zero_copy_only=False)
     if columns is not None:
         want = set(columns) | {"seq", "ts"}
         keep = [
@@ -286,9 +287,9 @@ def _select(
             if c in want or ("raw" in want and (c.startswith("raw:") or c == "raw_json"))
         ]
         table = table.select(keep)
-    if pc.all(mask).as_py():
+    if bool(mask.all()):
         return table
-    return table.filter(mask)
+    return table.filter(pa.array(mask))
 
 
 def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
@@ -296,20 +297,21 @@ def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
     kind = np.full(n, -1, dtype=np.int8)
     num = np.full(n, np.nan)
     ts = np.full(n, np.nan)
-    text: np.ndarray = np.full(n, None, dtype=object)
-    has_text = False
+    text: np.ndarray | None = None  # only when some label is text
     if labels is not None and len(labels.seq) and n:
         seq = table.column("seq").to_numpy()
-        order = np.argsort(seq, kind="stable")
-        pos = np.searchsorted(seq[order], labels.seq)
+        # A window in time order is almost always in seq order too: no sort then.
+        order = None if bool(np.all(seq[1:] > seq[:-1])) else np.argsort(seq, kind="stable")
+        ordered = seq if order is None else seq[order]
+        pos = np.searchsorted(ordered, labels.seq)
         hit = pos < n
-        hit[hit] = seq[order[pos[hit]]] == labels.seq[hit]
-        rows = order[pos[hit]]
+        hit[hit] = ordered[pos[hit]] == labels.seq[hit]
+        rows = pos[hit] if order is None else order[pos[hit]]
         kind[rows] = labels.kind[hit]
         num[rows] = labels.num[hit]
         ts[rows] = labels.ts[hit]
         if labels.text and bool(np.any(labels.kind >= TEXT)):
-            has_text = True
+            text = np.full(n, None, dtype=object)
             text[rows] = np.asarray(labels.text, dtype=object)[hit]
     none = kind < 0
     return (
@@ -317,7 +319,7 @@ def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
         .append_column("label_num", pa.array(num, mask=none))
         .append_column(
             "label_text",
-            pa.array(text.tolist(), pa.string()) if has_text else pa.nulls(n, pa.string()),
+            pa.nulls(n, pa.string()) if text is None else pa.array(text.tolist(), pa.string()),
         )
         .append_column("label_ts", pa.array(ts, mask=none))
     )

@@ -63,6 +63,8 @@ def newest_labels(parts: Sequence[pa.Table], seq_lo: int, seq_hi: int) -> pa.Tab
     inside = (seq >= seq_lo) & (seq < seq_hi)
     if not inside.all():
         table, seq = table.filter(pa.array(inside)), seq[inside]
+    if bool(np.all(seq[1:] > seq[:-1])):  # one label per record, in order: as it is
+        return table
     # A stable sort by seq keeps batch order within a record; its last entry wins.
     order = np.argsort(seq, kind="stable")
     ordered = seq[order]
