@@ -5,7 +5,9 @@ over one day, written to a Parquet file. For each store (SQLite, PostgreSQL)
 and each code version -- ``after`` (this tree) and ``before`` (another
 checkout, ``--before PATH``, e.g. ``/work/main``) -- it runs, as subprocesses:
 
-1. ``sidecar replay BUNDLE --data records.parquet --store URL ...`` (records/s);
+1. ``sidecar replay BUNDLE --data records.parquet --store URL ...`` (records/s), once;
+   then ``--repeat`` rounds of 2-4, before and after taking turns (medians; each
+   round's CPU seconds are kept in ``each_run_cpu_s``):
 2. ``sidecar diagnose BUNDLE --store URL --json`` (wall, peak RSS);
 3. ``sidecar export --store URL --out ...`` (rows/s);
 4. a stage breakdown in one process: loading the bundle, reading the window
@@ -22,7 +24,7 @@ Targets (issue #12): diagnose end to end <= 3x the in-memory diagnosis and
 maximum RSS (``/usr/bin/time``).
 
     nice python tests/benchmarks/bench_store_scale.py --sizes 100000,1000000 \\
-        --before /work/main --before-sizes 100000
+        --before /work/main --before-sizes 1000000 --repeat 3
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,21 +188,34 @@ def drop_pg(tag: str) -> None:
         admin.execute(f'DROP SCHEMA IF EXISTS "bench_{tag}" CASCADE')
 
 
-def one_case(code: Path, n: int, kind: str, data: Path, bundle: Path, tmp: Path) -> dict[str, Any]:
+def replayed(code: Path, n: int, kind: str, data: Path, bundle: Path, tmp: Path) -> dict[str, Any]:
+    """A fresh store of ``kind`` with ``n`` records written by ``sidecar replay`` of ``code``."""
     tag = f"{code.name}_{kind}_{n}".replace("-", "_")
     url = fresh_url(kind, tmp, tag)
     sidecar = [sys.executable, "-c", CLI]
-    out: dict[str, Any] = {"code": str(code), "store": kind, "records": n}
     rep = timed(
         [*sidecar, "replay", str(bundle), "--data", str(data), "--store", url,
          "--label-column", "y", "--timestamp-column", "ts", "--batch-size", "20000", "--json"],
         code,
     )  # fmt: skip
-    out["replay_s"] = rep["wall_s"]
-    out["replay_cpu_s"] = rep["cpu_s"]
-    out["replay_records_per_s"] = round(n / rep["wall_s"])
-    out["replay_records_per_cpu_s"] = round(n / rep["cpu_s"])
-    out["replay_peak_mb"] = rep["peak_mb"]
+    return {
+        "tag": tag,
+        "url": url,
+        "replay_s": rep["wall_s"],
+        "replay_cpu_s": rep["cpu_s"],
+        "replay_records_per_s": round(n / rep["wall_s"]),
+        "replay_records_per_cpu_s": round(n / rep["cpu_s"]),
+        "replay_peak_mb": rep["peak_mb"],
+    }
+
+
+def measured(code: Path, n: int, kind: str, store: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """One round of ``sidecar diagnose``, the stage breakdown and ``sidecar export``."""
+    url, tag = store["url"], store["tag"]
+    bundle = tmp / "bundle"
+    sidecar = [sys.executable, "-c", CLI]
+    out: dict[str, Any] = {"code": str(code), "store": kind, "records": n}
+    out.update({k: v for k, v in store.items() if k.startswith("replay")})
     diag = timed(  # diagnose exits 1 on an alarm
         [*sidecar, "diagnose", str(bundle), "--store", url, "--json"], code, ok=(0, 1)
     )
@@ -221,6 +238,7 @@ def one_case(code: Path, n: int, kind: str, data: Path, bundle: Path, tmp: Path)
         out["diagnose_cpu_s"] / st["in_memory_diagnosis_cpu_s"], 2
     )
     target = tmp / f"{tag}.export"
+    shutil.rmtree(target, ignore_errors=True)
     exp = timed([*sidecar, "export", "--store", url, "--out", str(target)], code)
     out["export_s"] = exp["wall_s"]
     out["export_cpu_s"] = exp["cpu_s"]
@@ -228,8 +246,29 @@ def one_case(code: Path, n: int, kind: str, data: Path, bundle: Path, tmp: Path)
     out["export_rows_per_cpu_s"] = round(n / exp["cpu_s"])
     out["export_peak_mb"] = exp["peak_mb"]
     out["export_readable"] = _read_back(target, n)
-    if kind == "postgresql":
-        drop_pg(tag)
+    shutil.rmtree(target, ignore_errors=True)
+    return out
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' medians, figure by figure (stages too); each run's CPU seconds kept beside."""
+    first = runs[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        if key == "stages":
+            out[key] = median_of([r["stages"] for r in runs])
+        elif all(r[key] == value for r in runs):
+            out[key] = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = round(statistics.median(r[key] for r in runs), 3)
+        else:
+            out[key] = value
+    if "diagnose_cpu_s" in first:
+        out["runs"] = len(runs)
+        out["each_run_cpu_s"] = {
+            k: [r[k] for r in runs] for k in ("diagnose_cpu_s", "export_cpu_s", "stages_cpu_s")
+        }
+        out["each_run_load_window_cpu_s"] = [r["stages"]["load_window_cpu_s"] for r in runs]
     return out
 
 
@@ -252,6 +291,9 @@ def main() -> int:
     ap.add_argument("--before", default=None, help="a checkout of the code to compare with")
     ap.add_argument("--before-sizes", default="100000")
     ap.add_argument("--before-stores", default="sqlite,postgresql")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="rounds of diagnose/stages/export (medians)"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sidecar-bench-scale-"))
     bundle = tmp / "bundle"
@@ -261,12 +303,24 @@ def main() -> int:
         data = tmp / f"records-{n}.parquet"
         make_data(n, data)
         for kind in args.stores.split(","):
-            results["after"].append(one_case(ROOT, n, kind, data, bundle, tmp))
-            print(json.dumps(results["after"][-1]), file=sys.stderr, flush=True)
-        if args.before and str(n) in args.before_sizes.split(","):
-            for kind in args.before_stores.split(","):
-                results["before"].append(one_case(Path(args.before), n, kind, data, bundle, tmp))
-                print(json.dumps(results["before"][-1]), file=sys.stderr, flush=True)
+            codes = [("after", ROOT)]
+            if (
+                args.before
+                and str(n) in args.before_sizes.split(",")
+                and kind in args.before_stores.split(",")
+            ):
+                codes.append(("before", Path(args.before)))
+            stores = {side: replayed(code, n, kind, data, bundle, tmp) for side, code in codes}
+            runs: dict[str, list[dict[str, Any]]] = {side: [] for side, _ in codes}
+            for i in range(args.repeat):  # old and new take turns, the first alternating
+                for side, code in codes if i % 2 == 0 else codes[::-1]:
+                    runs[side].append(measured(code, n, kind, stores[side], tmp))
+                    print(json.dumps(runs[side][-1]), file=sys.stderr, flush=True)
+            for side, _ in codes:
+                results[side].append(median_of(runs[side]))
+            if kind == "postgresql":
+                for store in stores.values():
+                    drop_pg(store["tag"])
     results["comparison"] = _compare(results)
     results["growth"] = _growth(results["after"])
     results["targets"] = {
@@ -323,6 +377,16 @@ def _compare(results: dict[str, Any]) -> list[dict[str, Any]]:
                             b["stages"]["load_window_cpu_s"] / a["stages"]["load_window_cpu_s"], 1
                         ),
                         "export_cpu_speedup": round(b["export_cpu_s"] / a["export_cpu_s"], 1),
+                        "diagnose_cpu_s": [b["diagnose_cpu_s"], a["diagnose_cpu_s"]],
+                        "export_cpu_s": [b["export_cpu_s"], a["export_cpu_s"]],
+                        "export_rows_per_cpu_s": [
+                            b["export_rows_per_cpu_s"],
+                            a["export_rows_per_cpu_s"],
+                        ],
+                        "window_read_rows_per_cpu_s": [
+                            b["window_read_rows_per_cpu_s"],
+                            a["window_read_rows_per_cpu_s"],
+                        ],
                         "diagnose_peak_mb": [b["diagnose_peak_mb"], a["diagnose_peak_mb"]],
                         "stages_before_after": {
                             k: [b["stages"].get(k), a["stages"].get(k)]
