@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,38 @@ def test_per_record_columns_of_requests_of_several_records(
         np.asarray(table.column("candidate_proba").to_pylist()),
         np.asarray(table.column("advanced_proba").to_pylist()),
     )
+
+
+def test_a_compiled_baseline_runs_on_the_shadow_thread_and_is_counted_alike(
+    quickstart_bundle: Path, quickstart_records: list[dict[str, Any]]
+) -> None:
+    """No hand-over to a model thread for NumPy arithmetic; a replaced ``infer`` still gets one."""
+    bundle = sidecar.load(quickstart_bundle)
+    assert bundle.baseline.bounded  # type: ignore[attr-defined]
+    pipeline = ShadowPipeline(bundle, recorder=ListSink())
+    (result,) = pipeline.run(_items(bundle, [quickstart_records[:3]]))
+    assert result.output is not None and result.error is None
+    assert pipeline.runner._model is None  # no model thread was started
+    assert pipeline.runner.counters.completed == 1
+
+    def broken(X: np.ndarray) -> Any:
+        raise RuntimeError("no")
+
+    bundle.baseline.infer = broken  # type: ignore[method-assign]
+    assert not bundle.baseline.bounded  # type: ignore[attr-defined]
+    (result,) = pipeline.run(_items(bundle, [quickstart_records[:1]]))
+    assert result.output is None and result.error == "RuntimeError: no"
+    assert pipeline.runner._model is not None  # timed on the model thread, as any model
+
+
+def test_an_inline_call_is_counted_like_a_threaded_one() -> None:
+    from sidecar.shadow import ShadowRunner
+
+    runner = ShadowRunner(timeout=0.01)
+    assert runner.call(lambda: 7, inline=True) == (7, None)
+    value, reason = runner.call(lambda: time.sleep(0.05), inline=True)
+    assert value is None and reason is not None and reason.startswith("timeout")
+    value, reason = runner.call(lambda: 1 / 0, inline=True)
+    assert value is None and reason == "ZeroDivisionError: division by zero"
+    c = runner.counters
+    assert (c.completed, c.timeouts, c.errors, c.abandoned_threads) == (3, 1, 1, 0)

@@ -36,6 +36,14 @@ class SklearnPredictor:
         self._fast = compile_estimator(estimator, task)
 
     @property
+    def bounded(self) -> bool:
+        """Whether ``infer`` is plain NumPy arithmetic on fixed parameters (a compiled
+        fast path): it ends in time proportional to the rows, so the shadow stage
+        runs it inline rather than on a timed model thread. An ``infer`` replaced on
+        the instance (a wrapper, a test double) is not known to be bounded."""
+        return self._fast is not None and "infer" not in self.__dict__
+
+    @property
     def classes(self) -> tuple[Any, ...] | None:
         return None if self._classes is None else tuple(self._classes.tolist())
 

@@ -110,7 +110,8 @@ class ShadowPipeline:
         runner = self.runner
         baseline = self.bundle.baseline
         start = time.perf_counter()
-        out, error = runner.call(lambda: baseline.infer(X), timeout)
+        inline = getattr(baseline, "bounded", False) is True  # see ShadowRunner.call
+        out, error = runner.call(lambda: baseline.infer(X), timeout, inline=inline)
         ms = (time.perf_counter() - start) * 1000.0
         candidate = self.candidate
         cand_out: ModelOutput | None = None
