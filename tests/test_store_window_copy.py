@@ -175,3 +175,16 @@ def test_labels_find_their_records_when_time_and_write_order_differ(store: Store
     num = table.column("label_num").to_pylist()
     labelled = {ids[i]: num[i] for i in np.flatnonzero(table.column("label_kind").to_numpy() >= 0)}
     assert labelled == {"late-000005": 2.0, "early-000007": 0.0}
+
+
+def test_a_postgresql_server_before_14_reads_segments_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar.recording._postgres import PostgresStore
+
+    monkeypatch.setattr(PostgresStore, "_sliced", lambda self, cur: False)
+    with fresh_store("postgresql", tmp_path) as store:
+        batches = [batch("w", 700, 0.0), batch("v", 300, 1_000.0)]
+        for b in batches:
+            store.write_batch(b, None)
+        same(store.read_window(), expected(batches))

@@ -59,21 +59,26 @@ class PostgresStore(SQLStore):
         # freed, where a whole segment's value was fresh memory twice over (the kernel's
         # page faults cost more than the copies). A compressed value (stored before
         # version 3) is one slice: each slice of it would be decompressed from its start.
-        out = scratch.get(nbytes)
-        at = 0
-        with cur.copy(_SLICES.format(seq_lo=int(seq_lo), piece=_PIECE)) as copy:
-            copy.set_types(["bytea"])
-            while (row := copy.read_row()) is not None:
-                piece = row[0]
-                if at + len(piece) <= nbytes:
-                    out[at : at + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
-                at += len(piece)
-        if at != nbytes:  # not the size recorded: read it as it is
+        at = -1
+        if self._sliced(cur):
+            out, at = scratch.get(nbytes), 0
+            with cur.copy(_SLICES.format(seq_lo=int(seq_lo), piece=_PIECE)) as copy:
+                copy.set_types(["bytea"])
+                while (row := copy.read_row()) is not None:
+                    piece = row[0]
+                    if at + len(piece) <= nbytes:
+                        out[at : at + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+                    at += len(piece)
+        if at != nbytes:  # a server before 14, or not the size recorded: read it whole
             cur.execute(
                 "SELECT data FROM sidecar_segments WHERE seq_lo = %s", (seq_lo,), binary=True
             )
             return cur.fetchone()[0]
         return out
+
+    def _sliced(self, cur: Any) -> bool:
+        """Whether the server reads slices (``pg_column_compression`` came with PostgreSQL 14)."""
+        return int(cur.connection.info.server_version) >= 140000
 
     def _blobs(self, cur: Any, sql: str, params: Sequence[Any]) -> list[Any]:
         cur.execute(sql, params, binary=True)
