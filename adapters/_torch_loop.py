@@ -72,8 +72,8 @@ def step(optimizer: torch.optim.Optimizer, objective: Callable[[], torch.Tensor]
         torch.autograd.backward(value)
         return value
 
-    with torch.enable_grad():
-        optimizer.step(closure)  # type: ignore[arg-type]  # torch types it float; it is the loss tensor
+    # torch's optimizers run the closure with gradients on, whatever the caller's mode
+    optimizer.step(closure)  # type: ignore[arg-type]  # torch types it float; it is the loss tensor
 
 
 def train_epochs(
