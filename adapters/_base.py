@@ -163,6 +163,7 @@ def refit_baseline(
             f"the baseline was kept: a {baseline.framework} baseline cannot be refitted here"
         )
         return None
+    replaced = estimator is None
     if estimator is None:
         assert fallback is not None
         estimator = fallback()
@@ -174,15 +175,26 @@ def refit_baseline(
             raise
         notes.append(f"the baseline was kept: refitting it on the window failed ({exc})")
         return None
-    name, n = type(estimator).__name__, len(data.X_fit)
+    name, n = _estimator_name(estimator), len(data.X_fit)
     notes.append(
-        f"the classes changed, so the baseline ({name}) was refitted on the {n} recent train "
-        "and validation rows"
+        f"the classes changed and a {baseline.framework} baseline cannot be refitted here, so "
+        f"it was replaced by a {name} fitted on the {n} recent train and validation rows"
+        if replaced
+        else f"the classes changed, so the baseline ({name}) was refitted on the {n} recent "
+        "train and validation rows"
         if fallback is not None
         else f"the baseline ({name}) was refitted on the same {n} rows as the model; "
         f"the reference is the {len(data.X_hold)}-row holdout"
     )
     return fitted
+
+
+def _estimator_name(estimator: Any) -> str:
+    """``LogisticRegression``; a pipeline by its steps: ``StandardScaler + LogisticRegression``."""
+    steps = getattr(estimator, "steps", None)
+    if steps:
+        return " + ".join(type(step).__name__ for _, step in steps)
+    return type(estimator).__name__
 
 
 def finish(

@@ -21,6 +21,7 @@ import sidecar  # noqa: E402
 from adapters._base import MIN_ROWS  # noqa: E402
 from adapters._finetune import fine_tune_head  # noqa: E402
 from adapters._finetune_solver import HEAD_L2_GRID  # noqa: E402
+from sidecar.runtimes import as_predictor  # noqa: E402
 from tests.adapters import resnets  # noqa: E402
 
 RESNET = "tests.adapters.resnets:make_resnet"
@@ -529,3 +530,31 @@ def test_a_frozen_config_fine_tunes_as_the_keywords_do(
     assert by_config.candidate.version == by_keywords.candidate.version
     assert by_config.report.changes == by_keywords.report.changes
     assert by_config.report.changes["epochs_run"] == 3
+
+
+def test_new_classes_replace_a_baseline_that_is_not_scikit_learn(
+    champion: sidecar.Bundle, recent: sidecar.RecentData
+) -> None:
+    # a torch baseline cannot be cloned and refitted; with the classes changed it
+    # cannot be kept either, so fine-tuning fits the logistic fallback on the same rows
+    torch.manual_seed(0)
+    linear = as_predictor(
+        torch.nn.Linear(64, 10),
+        task="classification",
+        classes=list(range(10)),
+        factory="torch.nn:Linear",
+        factory_kwargs={"in_features": 64, "out_features": 10},
+    )
+    odd = champion.with_models(baseline=linear)
+    assert odd.baseline.framework == "torch"
+    result = fine_tune_head(odd, _relabel(recent, "fewer"), new_classes=list(range(9)))
+    baseline = result.candidate.baseline
+    assert baseline.framework == "sklearn"
+    steps = [type(step).__name__ for _, step in baseline.estimator.steps]
+    assert steps == ["StandardScaler", "LogisticRegression"]
+    assert list(baseline.classes) == list(range(9))
+    assert any(
+        "a torch baseline cannot be refitted here, so it was replaced by a "
+        "StandardScaler + LogisticRegression fitted on" in note
+        for note in result.report.notes
+    ), result.report.notes
