@@ -333,3 +333,34 @@ def test_replay_leaves_the_bundles_own_recorder_and_policy_as_they_were(
         recorder.close()
         served.close()
         replayed.close()
+
+
+def test_a_refused_replay_leaves_no_new_store_and_keeps_an_old_one(
+    bundle: sidecar.Bundle, tmp_path: Path
+) -> None:
+    """Input the bundle cannot take, or a file that is not Parquet, is a usage error (exit 2)
+    that names the problem; the SQLite file the replay would have made is not left behind,
+    and a store that was there before keeps what it held."""
+    assert bundle.path is not None
+    (tmp_path / "wrong.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    kept = tmp_path / "kept.db"
+    old = open_store(f"sqlite:///{kept}")
+    records, *_ = _data(seed=9)
+    sidecar.replay(bundle, records[:20], store=old)
+    old.close()
+    for data, says in (("wrong.csv", "must be present"), ("broken.parquet", "must be a Parquet")):
+        for db in ("new.db", "kept.db"):
+            done = subprocess.run(
+                [
+                    sys.executable, "-m", "sidecar", "replay", str(bundle.path),
+                    "--data", str(tmp_path / data), "--store", f"sqlite:///{tmp_path / db}",
+                ],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 2, done.stderr
+            assert says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not list(tmp_path.glob("new.db*"))
+    store = open_store(f"sqlite:///{kept}", create=False)
+    assert store.count()["predictions"] == 20
+    store.close()

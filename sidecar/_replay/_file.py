@@ -145,7 +145,10 @@ def read_columns(path: str | Path, *, text_columns: Iterable[str] = ()) -> pa.Ta
     if suffix != ".csv":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path)
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{path} must be a Parquet file; it could not be read: {exc}") from exc
     import csv
 
     from pyarrow import csv as pacsv

@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import InputError
 from .._json import dumps
@@ -21,6 +21,9 @@ from ._common import (
     trusted_env,
     window,
 )
+
+if TYPE_CHECKING:
+    from ..recording import Store
 
 __all__ = ["register"]
 
@@ -76,6 +79,19 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_status)
 
 
+def _drop_if_empty(store: Store, made: Any) -> None:
+    """Remove the SQLite file a failed replay made, if it still holds no record.
+
+    A replay that refuses its input must leave no empty store behind: the next
+    ``diagnose`` would read it as a store with nothing in it.
+    """
+    if not isinstance(made, Path) or store.count()["predictions"]:
+        return
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        made.with_name(made.name + suffix).unlink(missing_ok=True)
+
+
 def _replay(args: argparse.Namespace) -> int:
     from .._redact import redact_url
     from .._replay._file import read_replay
@@ -94,7 +110,11 @@ def _replay(args: argparse.Namespace) -> int:
         timestamp_column=args.timestamp_column,
         label_timestamp_column=args.label_timestamp_column,
     )
-    store = open_store(args.store)
+    try:  # a SQLite file this replay makes is removed again if the replay fails
+        store, made = open_store(args.store, create=False), None
+    except InputError:
+        store = open_store(args.store)
+        made = getattr(store, "path", None)
     bar = progress_for(args)
     try:
         result = data.run(
@@ -103,6 +123,9 @@ def _replay(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=None if bar is None else lambda done, n: bar("replay", done / max(n, 1)),
         )
+    except BaseException:
+        _drop_if_empty(store, made)
+        raise
     finally:
         store.close()
         if bar is not None:
