@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sidecar.recording import COLUMNS, LATEST, Store, dumps, open_store
+from sidecar.recording import Store, open_store
+from sidecar.recording._records import COLUMNS, dumps
+from sidecar.recording._schema import LATEST
 
 __all__ = [
     "KINDS",
@@ -147,9 +149,9 @@ def fresh_store(kind: str, tmp_path: Path, *, migrate: bool = True) -> Iterator[
 
 
 def make_row(request_id: str, ts: float, **values: Any) -> tuple[Any, ...]:
-    """One prediction row in :data:`sidecar.recording.COLUMNS` order; ``values`` override cells.
+    """One prediction row in ``_records.COLUMNS`` order; ``values`` override cells.
 
-    JSON cells are built with :func:`sidecar.recording.dumps`, as the recorder builds them.
+    JSON cells are built with :func:`sidecar.recording._records.dumps`, as the recorder builds them.
     """
     cells: dict[str, Any] = dict.fromkeys(COLUMNS)
     cells.update(

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.recording import COLUMNS, open_store
+from sidecar.recording import open_store
+from sidecar.recording._records import COLUMNS
 from tests.models import BASELINE_CONTROL
 from tests.servers import alive, descendants, serve_sidecar
 

@@ -14,8 +14,6 @@ its :class:`RecordPolicy`, and the values they return; the row schema is private
 0
 """
 
-from typing import Any
-
 from ._privacy import RecordPolicy
 from ._recorder import Recorder, RecorderCounters
 from ._store import FeedbackResult, Label, Store, WriterStats, open_store
@@ -30,16 +28,3 @@ __all__ = [
     "WriterStats",
     "open_store",
 ]
-
-# Schema internals, kept importable for the package's own modules (and tests of the
-# schema) but outside the public surface: import them from `_schema` / `_store` instead.
-_PRIVATE = {"COLUMNS": "._records", "LATEST": "._schema", "dumps": "._records"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _PRIVATE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sidecar.recording' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module, __name__), name)

@@ -25,7 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sidecar.recording import Recorder, dumps, open_store
+from sidecar.recording import Recorder, open_store
+from sidecar.recording._records import dumps
 
 TARGETS = {"sqlite": 50_000.0, "postgresql": 20_000.0}
 
