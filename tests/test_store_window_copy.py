@@ -83,9 +83,21 @@ def expected(batches: list[pa.Table]) -> pa.Table:
     return table.take(pc.sort_indices(table, [("ts", "ascending")]))
 
 
-def same(got: pa.Table, want: pa.Table) -> None:
+#: What analysis reads: copied out of one reused buffer (every column: segments kept as read).
+ANALYSIS = ["raw", "features", "bundle_version", "advanced_prediction", "advanced_proba"]
+
+
+def window(store: Store, want: pa.Table, **kwargs: Any) -> None:
+    """The window, whole and as analysis reads it, equals ``want``."""
+    same(store.read_window(**kwargs), want)
+    some = store.read_window(columns=ANALYSIS, **kwargs)
+    assert "request_id" not in some.column_names and "baseline_proba" not in some.column_names
+    same(some, want, [c for c in some.column_names if not c.startswith(("seq", "label"))])
+
+
+def same(got: pa.Table, want: pa.Table, names: list[str] | None = None) -> None:
     assert got.num_rows == want.num_rows
-    for name in want.column_names:
+    for name in names if names is not None else want.column_names:
         # as JSON text: NaN (a latency not taken) equals NaN
         assert json.dumps(got.column(name).to_pylist()) == json.dumps(
             want.column(name).to_pylist()
@@ -96,14 +108,14 @@ def test_segments_of_many_sizes_come_back_exactly(store: Store) -> None:
     batches = [batch(f"s{i}", n, 10_000.0 * i) for i, n in enumerate([300, 1_000, 57, 2_000, 1])]
     for b in batches:
         store.write_batch(b, None)
-    same(store.read_window(), expected(batches))
+    window(store, expected(batches))
     pieces = list(store.iter_batches(rows=1_100))
     assert sum(p.num_rows for p in pieces) == 3_358
     same(pa.concat_tables(pieces), expected(batches))
-    part = store.read_window(since=10_100.0, until=30_030.0)
     want = expected(batches)
     ts = want.column("ts").to_numpy()
-    same(part, want.filter(pa.array((ts >= 10_100.0) & (ts < 30_030.0))))
+    inside = want.filter(pa.array((ts >= 10_100.0) & (ts < 30_030.0)))
+    window(store, inside, since=10_100.0, until=30_030.0)
 
 
 def test_nulls_and_other_schemas_between_segments_come_back_exactly(store: Store) -> None:
@@ -115,8 +127,8 @@ def test_nulls_and_other_schemas_between_segments_come_back_exactly(store: Store
     ]
     for b in batches:
         store.write_batch(b, None)
-    got = store.read_window()
-    same(got, expected(batches))
+    window(store, expected(batches))
+    got = store.read_window(columns=["raw"])
     assert got.column("raw:x").null_count == len(range(0, 300, 7))
     assert got.column("raw:y").null_count == 800
 
@@ -134,7 +146,7 @@ def test_a_window_longer_than_its_size_when_taken_is_read_whole(
         return [SegmentInfo(i.seq_lo, i.seq_hi, 1, i.nbytes) for i in real(since, until)]
 
     monkeypatch.setattr(store, "_segment_infos", fewer)
-    same(store.read_window(), expected(batches))
+    window(store, expected(batches))
 
 
 def test_a_compressed_postgresql_segment_is_read_whole(tmp_path: Path) -> None:
@@ -158,7 +170,7 @@ def test_a_compressed_postgresql_segment_is_read_whole(tmp_path: Path) -> None:
             ).fetchall()
         )
         assert compressed == [("pglz",)]
-        same(store.read_window(), expected([same_rows]))
+        window(store, expected([same_rows]))
 
 
 def test_labels_find_their_records_when_time_and_write_order_differ(store: Store) -> None:
@@ -169,7 +181,7 @@ def test_labels_find_their_records_when_time_and_write_order_differ(store: Store
     store.write_batch(batch("early", 200, 0.0), None)
     store.upsert_labels([Label("late-000005", 1.0, 1.0), Label("early-000007", 0.0, 2.0)])
     store.upsert_labels([Label("late-000005", 2.0, 3.0)])  # relabelled: the newest wins
-    table = store.read_window()
+    table = store.read_window(columns=["raw", "request_id"])
     ids = table.column("request_id").to_pylist()
     assert ids[0] == "early-000000" and ids[-1] == "late-000299"
     num = table.column("label_num").to_pylist()
@@ -187,4 +199,4 @@ def test_a_postgresql_server_before_14_reads_segments_whole(
         batches = [batch("w", 700, 0.0), batch("v", 300, 1_000.0)]
         for b in batches:
             store.write_batch(b, None)
-        same(store.read_window(), expected(batches))
+        window(store, expected(batches))

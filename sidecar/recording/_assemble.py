@@ -30,13 +30,22 @@ _MAPPED = 1 << 20
 
 
 class Scratch:
-    """One growing byte buffer, reused for segment after segment (its pages are touched once)."""
+    """One growing byte buffer, reused for segment after segment (its pages are touched once).
 
-    def __init__(self) -> None:
+    With ``reuse=False`` each segment gets a buffer of its own instead, for a
+    read that keeps the segments (every column wanted: copying them out again
+    would cost more than it saves).
+    """
+
+    def __init__(self, *, reuse: bool = True) -> None:
+        self.reuse = reuse
         self._buf = np.empty(0, dtype=np.uint8)
 
     def get(self, nbytes: int) -> np.ndarray:
-        """A writable buffer of ``nbytes`` bytes; what an earlier call returned is overwritten."""
+        """A writable buffer of ``nbytes`` bytes; what an earlier call returned is overwritten
+        (unless the scratch does not reuse)."""
+        if not self.reuse:
+            return _bytes(nbytes)
         if len(self._buf) < nbytes:
             self._buf = _bytes(max(nbytes, int(len(self._buf) * 1.25)))
         return self._buf[:nbytes]

@@ -141,12 +141,15 @@ class ColumnarReads:
         until: float,
         keep: Callable[[pa.Table], None],
         seqs: tuple[int, int] | None = None,
+        *,
+        reuse: bool = True,
     ) -> None:
         """``keep(segment)`` for each segment overlapping ``[since, until)``, in sequence order.
 
         ``seqs`` keeps only the segments whose ``seq_lo`` lies in ``[lo, hi)``.
-        A segment may live in memory the store reuses for the next one: ``keep``
-        copies what it needs (see ``_assemble.Assembler``).
+        With ``reuse`` a segment may live in memory the store reuses for the
+        next one: ``keep`` copies what it needs (see ``_assemble.Assembler``);
+        without, each segment's memory is its own, and ``keep`` may hold it.
         """
         raise NotImplementedError  # pragma: no cover
 
@@ -206,7 +209,23 @@ class ColumnarReads:
         rows: int,
         seqs: tuple[int, int] | None,
     ) -> pa.Table | None:
-        """The segments' selected rows copied into one table (about ``rows`` rows expected)."""
+        """The segments' selected rows as one table (about ``rows`` rows expected).
+
+        Some columns (analysis): copied once out of a reused buffer into arrays
+        of the window. Every column (export, the row form): the segments are
+        kept as read, each in memory of its own, and joined without a copy.
+        """
+        if columns is None:
+            kept: list[pa.Table] = []
+            self._scan(
+                lo, hi, lambda t: kept.append(_select(t, lo, hi, None, version)), seqs, reuse=False
+            )
+            kept = [t for t in kept if t.num_rows]
+            if not kept:
+                return None
+            return (
+                kept[0] if len(kept) == 1 else pa.concat_tables(kept, promote_options="permissive")
+            )
         parts = Assembler(rows)
         self._scan(lo, hi, lambda t: parts.add(_select(t, lo, hi, columns, version)), seqs)
         return parts.table()

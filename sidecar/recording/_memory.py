@@ -96,6 +96,8 @@ class MemoryStore(ColumnarReads):
         until: float,
         keep: Callable[[pa.Table], None],
         seqs: tuple[int, int] | None = None,
+        *,
+        reuse: bool = True,
     ) -> None:
         self._check()
         with self._lock:

@@ -311,6 +311,8 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
         until: float,
         keep: Callable[[pa.Table], None],
         seqs: tuple[int, int] | None = None,
+        *,
+        reuse: bool = True,
     ) -> None:
         # One transaction (one snapshot: a merge committed meanwhile is not seen
         # half), one segment per query, read into one reused buffer: never more
@@ -323,7 +325,7 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
                 f"AND seq_lo >= {m} AND seq_lo < {m} ORDER BY seq_lo",
                 (_finite(since), _finite(until), lo, hi),
             )
-            scratch = Scratch()
+            scratch = Scratch(reuse=reuse)
             for seq_lo, nbytes in cur.fetchall():
                 keep(from_ipc(self._segment_bytes(cur, int(seq_lo), int(nbytes), scratch)))
 
