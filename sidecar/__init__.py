@@ -10,6 +10,24 @@ The loop, each step one call (the README walks it with real models):
 versions. :mod:`sidecar.monitoring` holds the pure statistics, and
 :mod:`sidecar.recording` the stores.
 
+Where things live (each package's docstring says more):
+
+- ``bundle/`` -- the bundle: wrap, save/load with hash checks, manifest,
+  reference, registry, promotion and rollback;
+- ``preprocessing/`` -- the separable, versioned preprocessing;
+- ``runtimes/`` -- one ``Predictor`` per framework (scikit-learn, torch, ONNX, callables);
+- ``shadow/`` -- what runs after a response: baseline, candidate, hand-over to the recorder;
+- ``recording/`` -- the stores (memory, SQLite, PostgreSQL) and the batching recorder;
+- ``monitoring/`` -- pure statistics over arrays: metrics, tests, drift, health, verdicts;
+- ``serving/`` -- the BentoML service; ``cli/`` -- the ``sidecar`` command;
+- the top-level modules behind the loop's calls: ``_window`` (a store window as
+  arrays), ``_analysis`` (diagnose), ``_reporting`` (report), ``_retraining``
+  (retrain), ``_replay/`` (replay), ``_export`` (export); and the policies every
+  room shares, one module each: ``_errors``, ``_settings``, ``_json``,
+  ``_optional``, ``_labels``, ``_redact``, ``_types``.
+- ``adapters`` (a package beside this one) retrains: regularize, refit, replace
+  members, fine-tune.
+
 >>> import sidecar
 >>> sorted(sidecar.__all__)[:4]
 ['AdapterError', 'Bundle', 'BundleError', 'CategoricalColumn']
