@@ -177,22 +177,24 @@ def diagnose(
     """
     notes = list(window.notes)
 
-    # 1. The pipeline, from the inputs alone, and the performance, from the labels.
-    # The parts share nothing but the window and run as jobs on two worker
-    # threads (NumPy, SciPy and scikit-learn release the GIL in their heavy
-    # loops): first one sort per numeric column and one count per categorical
-    # one, then the health checks and the drift tests on those, beside each
-    # source's metrics, the tests, the relations and the error tree.
+    # 1. The evidence, as jobs on two worker threads (NumPy, SciPy and scikit-learn
+    # release the GIL in their heavy loops): one sort per numeric column and one
+    # count per categorical one, then the health checks and drift tests on those,
+    # the unlabelled estimate, the outcomes, and everything that needs labels.
+    estimate_notes: list[str] = []
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sidecar-diagnose") as pool:
         columns = Columns.submit(pool, reference, window)
         inputs_job = pool.submit(input_evidence, plan, reference, window, columns)
+        estimate_job = pool.submit(_estimate, plan, reference, window, seed, estimate_notes)
+        outcomes_job = pool.submit(outcomes, reference, window, seed)
         perf = label_evidence(plan, reference, window, seed, pool)
         health, drift, distributions = inputs_job.result()
+        estimate, summary = estimate_job.result(), outcomes_job.result()
     unknown_rates = {
         f: (window.unknown.get(f, 0) / window.n if window.n else 0.0)
         for f in reference.categorical_fields
     }
-    notes.extend(perf.notes)
+    notes += [*perf.notes, *estimate_notes]
     bounds = _bounds_check(plan, perf)
     verdict, reasons = decide(
         plan,
@@ -232,8 +234,8 @@ def diagnose(
         unknown_rates=unknown_rates,
         unknown_series=tuple(unknown_series(plan, window)),
         distributions=tuple(distributions),
-        estimate=_estimate(plan, reference, window, seed, notes),
-        outcomes=outcomes(reference, window, seed),
+        estimate=estimate,
+        outcomes=summary,
         change=perf.change,
         plan=plan,
     )
@@ -256,8 +258,11 @@ def _estimate(
     ):
         return None
     metric = plan.primary_metric if plan.primary_metric in ESTIMABLE else "accuracy"
-    labels = np.asarray(window.labels, dtype=object).copy()
-    labels[~np.asarray(window.labelled, dtype=bool)] = None
+    labelled = np.asarray(window.labelled, dtype=bool)
+    labels = np.asarray(window.labels)
+    if not labelled.all():  # unlabelled rows become None (every row labelled: no copy)
+        labels = labels.astype(object)
+        labels[~labelled] = None
     try:
         return estimate_performance(
             metric,

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from ._metric_registry import code_scorer
 from ._metrics import METRICS
 
 __all__ = ["Calibration", "PerformanceEstimate", "estimate_performance"]
@@ -181,9 +182,10 @@ class Calibration:
         cdf = np.cumsum(self.calibrate(p, pause=pause), axis=1)
         cdf[:, -1] = 1.0
         values = np.empty(draws)
+        score = code_scorer(self.metric, p, self.classes)  # the rows validated once
         for b in range(draws):
             drawn = (rng.uniform(size=(len(sub), 1)) > cdf).sum(axis=1)
-            values[b] = self._score(self.classes.take(drawn), None, p, self.classes)
+            values[b] = score(drawn)
             if pause is not None:
                 pause()
         finite = values[np.isfinite(values)]
@@ -309,20 +311,24 @@ def _with_realised(
     max_rows: int,
 ) -> PerformanceEstimate:
     """``out`` with the realised metric on the labelled rows, beside their own estimate."""
-    lab = np.asarray(labels, dtype=object)
-    known = np.array([v is not None for v in lab.tolist()], dtype=bool)
+    lab = np.asarray(labels)
+    if lab.dtype == object:  # None where a label has not arrived
+        known = np.array([v is not None for v in lab.tolist()], dtype=bool)
+    else:  # no None possible: every label is known
+        known = np.ones(lab.shape, dtype=bool)
     if not known.any():
         return out
     # the estimate for the very records whose labels came, beside what they show
     e, lo, hi = out.estimate, out.low, out.high
-    if not known.all():
+    every = bool(known.all())  # then the same rows, without copying them
+    if not every:
         try:
             e, lo, hi = cal.interval(p[known], rng, draws, max_rows)
         except ValueError:  # undefined on the labelled rows' draws (one class, say)
             e, lo, hi = math.nan, math.nan, math.nan
     return replace(
         out,
-        realised=cal.realised(p[known], lab[known]),
+        realised=cal.realised(p if every else p[known], lab if every else lab[known]),
         n_labelled=int(known.sum()),
         labelled_estimate=e,
         labelled_low=lo,

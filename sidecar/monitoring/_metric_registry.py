@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -225,6 +225,26 @@ def _classification(name: str) -> MetricFunction:
 
     function.__name__ = name
     return function
+
+
+def code_scorer(
+    name: str, proba: npt.ArrayLike, classes: npt.ArrayLike
+) -> Callable[[npt.NDArray[np.integer]], float]:
+    """``codes -> METRICS[name].function(classes.take(codes), None, proba, classes)`` for
+    many draws of class codes on the same rows, ``proba`` and ``classes`` validated once.
+
+    The same numbers: distinct classes (checked) encode ``classes[i]`` as ``i``.
+    """
+    core = _CORES[name]
+    labels = np.asarray(classes)
+    first = labels.take(np.zeros(len(np.asarray(proba)), dtype=np.intp))
+    d = _prepare_classification(first, None, proba, labels, need_proba=True)
+
+    def score(codes: npt.NDArray[np.integer]) -> float:
+        drawn = replace(d, y=np.asarray(codes, dtype=np.intp))
+        return _defined(name, core(drawn), drawn)
+
+    return score
 
 
 def _regression(name: str) -> MetricFunction:

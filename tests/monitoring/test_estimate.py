@@ -227,3 +227,60 @@ def test_the_report_shows_metrics_estimate_and_period_and_renders_in_jupyter() -
     assert "(UTC)" in page or "every stored record" in page
     title = f"sidecar diagnosis: {d.verdict}"
     assert d._repr_html_() == render_report(d, plan=plan, title=title, fragment=True)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy", "f1", "roc_auc", "brier"])
+def test_the_draws_score_as_the_public_metric_does(metric: str) -> None:
+    """Each label draw scores as ``METRICS[metric].function`` on the drawn labels (the
+    rows are validated once, not per draw: the same numbers), here for string classes."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from sidecar.monitoring import METRICS
+
+    rng = np.random.default_rng(7)
+    p = rng.dirichlet([1.0, 2.0, 1.5], size=1500)
+    classes = np.array(["a", "b", "c"])
+    y = classes[(rng.uniform(size=(1500, 1)) > np.cumsum(p, axis=1)).sum(axis=1)]
+    est = estimate_performance(
+        metric,
+        p[500:],
+        reference_proba=p[:500],
+        reference_labels=y[:500],
+        classes=classes,
+        draws=30,
+        max_rows=400,
+        seed=3,
+    )
+    # by hand: the same seeded subsample, isotonic calibration and inverse-CDF draws
+    draw = np.random.default_rng(3)
+    sub = p[500:][draw.choice(1000, size=400, replace=False)]
+    cal = np.column_stack(
+        [
+            IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+            .fit(p[:500, k], (y[:500] == c).astype(float))
+            .predict(sub[:, k])
+            for k, c in enumerate(classes)
+        ]
+    )
+    cdf = np.cumsum(cal / cal.sum(axis=1, keepdims=True), axis=1)
+    cdf[:, -1] = 1.0
+    values = [
+        METRICS[metric].function(
+            classes.take((draw.uniform(size=(400, 1)) > cdf).sum(axis=1)), None, sub, classes
+        )
+        for _ in range(30)
+    ]
+    assert est.estimate == pytest.approx(float(np.mean(values)), rel=1e-12)
+
+
+def test_labels_with_no_missing_entry_give_the_same_realised_metric() -> None:
+    rng = np.random.default_rng(8)
+    p1 = rng.uniform(size=3000)
+    proba = np.c_[1 - p1, p1]
+    y = (rng.uniform(size=3000) < p1).astype(int)
+    kwargs = {"reference_proba": proba[:1000], "reference_labels": y[:1000], "classes": [0, 1]}
+    plain = estimate_performance("accuracy", proba[1000:], labels=y[1000:], **kwargs)
+    boxed = estimate_performance(
+        "accuracy", proba[1000:], labels=np.array(y[1000:], dtype=object), **kwargs
+    )
+    assert plain == boxed and plain.n_labelled == 2000 and plain.realised is not None
