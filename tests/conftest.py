@@ -6,8 +6,9 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -17,6 +18,18 @@ import pytest
 _PROMETHEUS_DIR = tempfile.mkdtemp(prefix="sidecar-tests-prometheus-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _PROMETHEUS_DIR
 atexit.register(shutil.rmtree, _PROMETHEUS_DIR, True)
+
+from tests.stores import KINDS, fresh_store  # noqa: E402 - after the multiprocess directory
+
+if TYPE_CHECKING:
+    from sidecar.recording import Store
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store of each kind (memory, SQLite, PostgreSQL): the contract suites' store."""
+    with fresh_store(request.param, tmp_path) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -29,18 +29,17 @@ from sklearn.linear_model import Ridge
 
 import sidecar
 from sidecar.recording import (
-    COLUMNS,
-    LATEST,
     Label,
     Recorder,
     RecordPolicy,
     Store,
     WriterStats,
-    dumps,
     open_store,
 )
 from sidecar.recording._memory import MemoryStore
 from sidecar.recording._postgres import PostgresStore
+from sidecar.recording._records import COLUMNS, dumps
+from sidecar.recording._schema import LATEST
 from sidecar.recording._sqlite import SQLiteStore
 from tests import models
 from tests.stores import (
@@ -173,12 +172,6 @@ def quiet_recorder_log(caplog: pytest.LogCaptureFixture) -> None:
 
 
 # == 1. the store contract =======================================================================
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with fresh_store(request.param, tmp_path) as s:
-        yield s
 
 
 class TestStoreContract:

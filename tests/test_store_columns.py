@@ -10,7 +10,6 @@ import itertools
 import json
 import multiprocessing
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,12 +59,6 @@ def batch(prefix: str, n: int, *, ts0: float = 1_000.0, version: str = "b1") -> 
         latencies={"advanced_latency_ms": 1.5, "baseline_latency_ms": 0.5},
         error=None,
     )
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with fresh_store(request.param, tmp_path) as s:
-        yield s
 
 
 # -- the window as typed columns ------------------------------------------------------------

@@ -10,7 +10,6 @@ sizes, schemas and storage.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 from sidecar.recording import Store
 from sidecar.recording._columnar import SegmentInfo
 from sidecar.recording._records import encode_records
-from tests.stores import KINDS, fresh_store
+from tests.stores import fresh_store
 
 VERSIONS = {
     "bundle_version": "b1",
@@ -61,12 +60,6 @@ def batch(prefix: str, n: int, ts0: float, *, extra: bool = False, holes: bool =
         latencies={"advanced_latency_ms": 1.5, "baseline_latency_ms": 0.5},
         error=None,
     )
-
-
-@pytest.fixture(params=KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with fresh_store(request.param, tmp_path) as s:
-        yield s
 
 
 @pytest.fixture(autouse=True)
