@@ -52,6 +52,16 @@ KINDS = ("memory", "sqlite", "postgresql")
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+#: The versions of a hand-built batch of records (the store tests' one bundle).
+VERSIONS = {
+    "bundle_version": "b1",
+    "preprocessing_version": "p1",
+    "advanced_version": "a1",
+    "baseline_version": "c1",
+    "candidate_version": None,
+}
+
+
 # -- PostgreSQL --------------------------------------------------------------------------
 
 

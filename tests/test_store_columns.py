@@ -26,15 +26,16 @@ from sidecar.recording._records import COLUMNS, dumps, encode_records
 from sidecar.recording._schema import LATEST, migrations
 from sidecar.recording._sql import SEGMENT_ROWS, SQLStore
 from tests import models
-from tests.stores import KINDS, fresh_store, make_row, pg_admin, pg_schema, pg_url, store_url
-
-VERSIONS = {
-    "bundle_version": "b1",
-    "preprocessing_version": "p1",
-    "advanced_version": "a1",
-    "baseline_version": "c1",
-    "candidate_version": None,
-}
+from tests.stores import (
+    KINDS,
+    VERSIONS,
+    fresh_store,
+    make_row,
+    pg_admin,
+    pg_schema,
+    pg_url,
+    store_url,
+)
 
 
 def batch(prefix: str, n: int, *, ts0: float = 1_000.0, version: str = "b1") -> pa.Table:

@@ -21,15 +21,7 @@ import pytest
 from sidecar.recording import Store
 from sidecar.recording._columnar import SegmentInfo
 from sidecar.recording._records import encode_records
-from tests.stores import fresh_store
-
-VERSIONS = {
-    "bundle_version": "b1",
-    "preprocessing_version": "p1",
-    "advanced_version": "a1",
-    "baseline_version": "c1",
-    "candidate_version": None,
-}
+from tests.stores import VERSIONS, fresh_store
 
 
 def batch(prefix: str, n: int, ts0: float, *, extra: bool = False, holes: bool = False) -> pa.Table:
