@@ -60,6 +60,25 @@ class Served:
     candidate: Bundle | None
 
 
+def uses_shadow_process(settings: Settings) -> bool:
+    """Whether each worker runs its shadow stage in a process of its own.
+
+    The default: the shadow work (baseline, candidate, recorder) then takes no
+    GIL from the requests. On threads in the worker, each wake-up of the shadow
+    or recorder thread delays the request thread: on two cores that cost 1.38-1.45x
+    the bare service's p99 at one client, against 1.16x in a process
+    (``tests/benchmarks/README.md``, session 8). A ``memory:`` store lives in
+    one process, so it keeps the threads.
+    """
+    in_memory = settings.store.startswith("memory:")
+    if settings.shadow_process and in_memory:
+        logger.warning(
+            "SIDECAR_STORE=%s lives in one process: the shadow runs on threads in the worker",
+            settings.store,
+        )
+    return settings.shadow_process is not False and not in_memory
+
+
 def _start(settings: Settings) -> Served:
     try:
         bundle, candidate = check_servable(settings)
@@ -67,13 +86,7 @@ def _start(settings: Settings) -> Served:
         stop_server_if_worker(settings, exc)
         raise
     one_thread(bundle.advanced)
-    in_memory = settings.store.startswith("memory:")
-    if settings.shadow_process and in_memory:
-        logger.warning(
-            "SIDECAR_STORE=%s lives in one process: the shadow runs on threads in the worker",
-            settings.store,
-        )
-    if settings.shadow_process and not in_memory:
+    if uses_shadow_process(settings):
         from ..recording import open_store
         from ..shadow import ShadowProcess
         from ._metrics import RECORDER, SHADOW
