@@ -68,15 +68,24 @@ def uses_shadow_process(settings: Settings) -> bool:
     or recorder thread delays the request thread: on two cores that cost 1.38-1.45x
     the bare service's p99 at one client, against 1.16x in a process
     (``tests/benchmarks/README.md``, session 8). A ``memory:`` store lives in
-    one process, so it keeps the threads.
+    one process, and a platform without ``SOCK_SEQPACKET`` pairs (macOS) has
+    no channel to the process: both keep the threads, with a warning when
+    ``SIDECAR_SHADOW_PROCESS=1`` asked for the process by name.
     """
-    in_memory = settings.store.startswith("memory:")
-    if settings.shadow_process and in_memory:
-        logger.warning(
-            "SIDECAR_STORE=%s lives in one process: the shadow runs on threads in the worker",
-            settings.store,
-        )
-    return settings.shadow_process is not False and not in_memory
+    from ..shadow._process import process_supported
+
+    if settings.shadow_process is False:
+        return False
+    why_not = (
+        f"SIDECAR_STORE={redact_url(settings.store)} lives in one process"
+        if settings.store.startswith("memory:")
+        else process_supported()
+    )
+    if why_not is None:
+        return True
+    log = logger.warning if settings.shadow_process else logger.info
+    log("%s: the shadow stage runs on threads in the worker", why_not)
+    return False
 
 
 def _start(settings: Settings) -> Served:
