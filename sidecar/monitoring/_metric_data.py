@@ -57,6 +57,9 @@ def _encode(
     values: npt.NDArray[np.generic], classes: npt.NDArray[np.generic], name: str
 ) -> IntArray:
     """Positions of ``values`` in ``classes``; every value must be one of the classes."""
+    fast = _encode_range(values, classes)
+    if fast is not None:
+        return fast
     order = np.argsort(classes, kind="stable")
     ordered = classes[order]
     try:
@@ -72,6 +75,26 @@ def _encode(
         bad = bad.item() if isinstance(bad, np.generic) else bad
         raise _problem(name, f"labels among `classes` {shown}", f"{bad!r} at index {i}")
     return np.asarray(order[pos], dtype=np.intp)
+
+
+def _encode_range(
+    values: npt.NDArray[np.generic], classes: npt.NDArray[np.generic]
+) -> IntArray | None:
+    """:func:`_encode` where the classes are ``0 .. k-1`` and the values numbers among them:
+    each value is its own position (a cast, not a binary search per row); ``None``
+    for anything else, which the general path then encodes or refuses."""
+    k = classes.size
+    if (
+        values.size == 0
+        or values.dtype.kind not in "iuf"
+        or classes.dtype.kind not in "iu"
+        or not np.array_equal(classes, np.arange(k))
+    ):
+        return None
+    if not (values.min() >= 0 and values.max() <= k - 1):  # NaN fails too
+        return None
+    pos = values.astype(np.intp)
+    return pos if bool((pos == values).all()) else None
 
 
 def _prepare_classification(
