@@ -490,3 +490,16 @@ def test_encoding_labels_0_to_k_by_cast_is_the_binary_search(values: np.ndarray)
     assert fast is not None
     np.testing.assert_array_equal(fast, want)
     np.testing.assert_array_equal(_encode(values, classes, "y"), want)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 11])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.bool_])
+def test_row_sums_are_numpys_to_the_bit(k: int, dtype: Any) -> None:
+    from sidecar.monitoring._metric_data import row_sums
+
+    rng = np.random.default_rng(k)
+    scale = rng.choice([1e-9, 1.0, 1e9], size=(5000, k))
+    a = (rng.random((5000, k)) * scale).astype(dtype) if dtype != np.bool_ else scale > 1
+    got, want = row_sums(a), a.sum(axis=1)
+    assert got.dtype == want.dtype
+    assert got.tobytes() == want.tobytes()
