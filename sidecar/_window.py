@@ -101,10 +101,11 @@ def load_window(
         f: _canonical_numbers(pre, f, raw.numbers(f)) for f in fields if f not in categorical
     }
     raw_categorical: dict[str, Any] = {}
+    coded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     flags: dict[str, np.ndarray] = {}
     for f in fields:
         if f in categorical:
-            raw_categorical[f], flag = _categories(pre, f, raw.categories(f))
+            raw_categorical[f], flag, coded[f] = _categories(pre, f, raw.categories(f))
             if flag is not None:
                 flags[f] = flag
     features, unknown = _features(bundle, table, raw, notes)
@@ -125,6 +126,7 @@ def load_window(
         labelled=np.asarray(labels != None, dtype=bool),  # noqa: E711 - elementwise
         notes=notes,
         unknown_flags=flags,
+        categorical_codes=coded,
     )
 
 
@@ -213,19 +215,20 @@ def _canonical_numbers(pre: Any, name: str, x: np.ndarray) -> np.ndarray:
 
 def _categories(
     pre: Any, name: str, coded: tuple[np.ndarray, list[Any]]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Canonical categories (an object array) and which encoded to the unknown code."""
+) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
+    """Canonical categories (an object array), which encoded to the unknown code, and
+    the ``(codes, table)`` they were taken from (the diagnosis counts values on those)."""
     from .preprocessing import TabularPreprocessor
 
     codes, values = coded
     missing = codes < 0
+    pick = np.where(missing, len(values), codes)
     if not isinstance(pre, TabularPreprocessor):
         table = np.array([*values, None], dtype=object)
-        return table[np.where(missing, len(values), codes)], None
+        return table[pick], None, (pick, table)
     canon = np.array([*pre.canonical_values(name, values), None], dtype=object)
     unknown = np.append(pre.unknown_mask(name, values), False)
-    pick = np.where(missing, len(values), codes)
-    return canon[pick], unknown[pick]
+    return canon[pick], unknown[pick], (pick, canon)
 
 
 def _features(
