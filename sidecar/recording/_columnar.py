@@ -143,6 +143,7 @@ class ColumnarReads:
         seqs: tuple[int, int] | None = None,
         *,
         reuse: bool = True,
+        fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
     ) -> None:
         """``keep(segment)`` for each segment overlapping ``[since, until)``, in sequence order.
 
@@ -150,6 +151,8 @@ class ColumnarReads:
         With ``reuse`` a segment may live in memory the store reuses for the
         next one: ``keep`` copies what it needs (see ``_assemble.Assembler``);
         without, each segment's memory is its own, and ``keep`` may hold it.
+        ``fields`` (of a segment's column names, those ``keep`` reads) lets a
+        store leave the other columns unread; a segment may still hold them.
         """
         raise NotImplementedError  # pragma: no cover
 
@@ -227,7 +230,13 @@ class ColumnarReads:
                 kept[0] if len(kept) == 1 else pa.concat_tables(kept, promote_options="permissive")
             )
         parts = Assembler(rows)
-        self._scan(lo, hi, lambda t: parts.add(_select(t, lo, hi, columns, version)), seqs)
+        self._scan(
+            lo,
+            hi,
+            lambda t: parts.add(_select(t, lo, hi, columns, version)),
+            seqs,
+            fields=lambda names: _wanted(names, columns, version),
+        )
         return parts.table()
 
     def iter_batches(
@@ -299,16 +308,21 @@ def _select(
         same = pc.fill_null(pc.equal(table.column("bundle_version"), pa.scalar(version)), False)
         mask &= same.to_numpy(zero_copy_only=False)
     if columns is not None:
-        want = set(columns) | {"seq", "ts"}
-        keep = [
-            c
-            for c in table.column_names
-            if c in want or ("raw" in want and (c.startswith("raw:") or c == "raw_json"))
-        ]
-        table = table.select(keep)
+        table = table.select(_wanted(table.column_names, columns, None))
     if bool(mask.all()):
         return table
     return table.filter(pa.array(mask))
+
+
+def _wanted(names: Sequence[str], columns: Sequence[str], version: str | None) -> list[str]:
+    """The columns of ``names`` a read of ``columns`` keeps (``bundle_version`` too when a
+    ``version`` is picked: the rows are filtered on it)."""
+    want = set(columns) | {"seq", "ts"} | (set() if version is None else {"bundle_version"})
+    return [
+        c
+        for c in names
+        if c in want or ("raw" in want and (c.startswith("raw:") or c == "raw_json"))
+    ]
 
 
 def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:

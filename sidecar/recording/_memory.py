@@ -98,6 +98,7 @@ class MemoryStore(ColumnarReads):
         seqs: tuple[int, int] | None = None,
         *,
         reuse: bool = True,
+        fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
     ) -> None:
         self._check()
         with self._lock:
