@@ -327,12 +327,36 @@ def _wanted(names: Sequence[str], columns: Sequence[str], version: str | None) -
 
 def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
     n = table.num_rows
+    seq = table.column("seq").to_numpy() if n else np.zeros(0, np.int64)
+    text: Sequence[Any] | None = None  # only when some label is text
+    if labels is not None and len(labels.seq) == n and n and np.array_equal(labels.seq, seq):
+        kind, num, ts = labels.kind, labels.num, labels.ts  # every record labelled, in order
+        if labels.text and bool(np.any(kind >= TEXT)):
+            text = labels.text
+    else:
+        kind, num, ts, text = _joined(seq, labels)
+    none = kind < 0
+    mask = none if bool(none.any()) else None
+    return (
+        table.append_column("label_kind", pa.array(kind))
+        .append_column("label_num", pa.array(num, mask=mask))
+        .append_column(
+            "label_text", pa.nulls(n, pa.string()) if text is None else pa.array(text, pa.string())
+        )
+        .append_column("label_ts", pa.array(ts, mask=mask))
+    )
+
+
+def _joined(
+    seq: np.ndarray, labels: LabelColumns | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any] | None]:
+    """``(kind, num, ts, text)`` of each of the records ``seq`` (kind -1: no label)."""
+    n = len(seq)
     kind = np.full(n, -1, dtype=np.int8)
     num = np.full(n, np.nan)
     ts = np.full(n, np.nan)
-    text: np.ndarray | None = None  # only when some label is text
+    text: list[Any] | None = None
     if labels is not None and len(labels.seq) and n:
-        seq = table.column("seq").to_numpy()
         # A window in time order is almost always in seq order too: no sort then.
         order = None if bool(np.all(seq[1:] > seq[:-1])) else np.argsort(seq, kind="stable")
         ordered = seq if order is None else seq[order]
@@ -344,15 +368,7 @@ def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
         num[rows] = labels.num[hit]
         ts[rows] = labels.ts[hit]
         if labels.text and bool(np.any(labels.kind >= TEXT)):
-            text = np.full(n, None, dtype=object)
-            text[rows] = np.asarray(labels.text, dtype=object)[hit]
-    none = kind < 0
-    return (
-        table.append_column("label_kind", pa.array(kind))
-        .append_column("label_num", pa.array(num, mask=none))
-        .append_column(
-            "label_text",
-            pa.nulls(n, pa.string()) if text is None else pa.array(text.tolist(), pa.string()),
-        )
-        .append_column("label_ts", pa.array(ts, mask=none))
-    )
+            texts = np.full(n, None, dtype=object)
+            texts[rows] = np.asarray(labels.text, dtype=object)[hit]
+            text = texts.tolist()
+    return kind, num, ts, text
