@@ -246,7 +246,7 @@ def test_a_slice_outside_the_buffer_is_not_written() -> None:
 
 
 def test_a_stream_of_another_shape_is_an_error() -> None:
-    from sidecar._errors import StoreError
+    from sidecar import StoreError
     from sidecar.recording._postgres import _copy_into
 
     out = np.zeros(10, dtype=np.uint8)
@@ -280,3 +280,71 @@ def test_ranges_of_a_compressed_postgresql_segment_are_refused(tmp_path: Any) ->
 
         assert store._run(ranged) is False  # type: ignore[attr-defined]
         assert store.read_window(columns=ANALYSIS).num_rows == 3_000
+
+
+# -- memory: pieces of an export in the last piece's buffers; NumPy in ordinary pages ----
+
+
+def test_an_export_reads_each_piece_into_the_memory_of_the_last(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar.recording import _assemble
+
+    batches = [batch(f"p{i}", n, 1_000.0 * i) for i, n in enumerate([400, 300, 500, 200])]
+    for b in batches:
+        store.write_batch(b, None)
+    fresh: list[int] = []
+    real = _assemble._bytes
+    monkeypatch.setattr(_assemble, "_bytes", lambda n: fresh.append(n) or real(n))
+    seen = []
+    for piece in store.iter_batches(rows=450, reuse=True):
+        seen.append(piece.to_pylist())  # read before the next piece overwrites it
+    if not store.url.startswith("memory"):  # 2 and 4 fit in the buffer of 1, 3 does not
+        assert len(fresh) == 2
+    want = pa.concat_tables(list(store.iter_batches(rows=450))).to_pylist()
+    assert json_of([r for p in seen for r in p]) == json_of(want) and len(seen) == 4
+
+
+def test_numpy_is_kept_out_of_huge_pages_while_a_window_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sidecar.recording import _assemble
+
+    switch = _assemble._hugepage_switch()
+    assert switch is not None
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    before = switch(True)
+    try:
+        with _assemble.ordinary_pages():
+            with _assemble.ordinary_pages():  # nested (another thread reading too)
+                assert switch(False) is False
+            assert switch(False) is False  # the outer block still holds it off
+        assert switch(True) is True  # and gives it back as it was
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user chose: left alone
+        with _assemble.ordinary_pages():
+            assert switch(True) is True
+    finally:
+        switch(before)
+
+
+def test_labels_of_every_record_in_order_come_as_a_join_gives_them(store: Store) -> None:
+    from sidecar.recording import Label
+    from sidecar.recording._columnar import _joined
+
+    store.write_batch(batch("all", 300, 0.0), None)
+    values: list[Any] = [1.5, 2, True, "cat", {"k": [1]}]
+    store.upsert_labels([Label(f"all-{i:06d}", values[i % 5], float(i)) for i in range(300)])
+    table = store.read_window()
+    seq = table.column("seq").to_numpy()
+    labels = store._label_columns(0, int(seq.max()) + 1)  # type: ignore[attr-defined]
+    kind, num, ts, text = _joined(seq, labels)
+    assert table.column("label_kind").to_pylist() == kind.tolist()
+    assert json_of(table.column("label_num").to_pylist()) == json_of(num.tolist())
+    assert table.column("label_ts").to_pylist() == ts.tolist()
+    assert table.column("label_text").to_pylist() == text
+
+
+def json_of(values: list[Any]) -> str:
+    import json
+
+    return json.dumps(values)  # NaN equals NaN as text

@@ -39,21 +39,36 @@ class Scratch:
 
     With ``reuse=False`` each segment gets a buffer of its own instead, for a
     read that keeps the segments (every column wanted: copying them out again
-    would cost more than it saves).
+    would cost more than it saves); after :meth:`recycle`, the buffers lent
+    before are lent again (export: the next piece of a window into the last
+    one's memory, not fresh pages).
     """
 
     def __init__(self, *, reuse: bool = True) -> None:
         self.reuse = reuse
         self._buf = np.empty(0, dtype=np.uint8)
+        self._lent: list[np.ndarray] = []
+        self._free: list[np.ndarray] = []
 
     def get(self, nbytes: int) -> np.ndarray:
         """A writable buffer of ``nbytes`` bytes; what an earlier call returned is overwritten
         (unless the scratch does not reuse)."""
         if not self.reuse:
-            return _bytes(nbytes)
+            fits = [i for i, b in enumerate(self._free) if len(b) >= nbytes]
+            if fits:
+                buf = self._free.pop(min(fits, key=lambda i: len(self._free[i])))
+            else:
+                buf = _bytes(nbytes)
+            self._lent.append(buf)
+            return buf[:nbytes]
         if len(self._buf) < nbytes:
             self._buf = _bytes(max(nbytes, int(len(self._buf) * 1.25)))
         return self._buf[:nbytes]
+
+    def recycle(self) -> None:
+        """Lend the buffers lent so far again: nothing reads what they hold any more."""
+        self._free.extend(self._lent)
+        self._lent = []
 
 
 def _bytes(n: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._errors import InputError
-from ._assemble import Assembler
+from ._assemble import Assembler, Scratch
 from ._records import dumps, table_to_rows
 
 __all__ = [
@@ -144,6 +144,7 @@ class ColumnarReads:
         *,
         reuse: bool = True,
         fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         """``keep(segment)`` for each segment overlapping ``[since, until)``, in sequence order.
 
@@ -153,6 +154,7 @@ class ColumnarReads:
         without, each segment's memory is its own, and ``keep`` may hold it.
         ``fields`` (of a segment's column names, those ``keep`` reads) lets a
         store leave the other columns unread; a segment may still hold them.
+        ``scratch``: the memory to read into (else one of ``reuse``'s kind).
         """
         raise NotImplementedError  # pragma: no cover
 
@@ -211,6 +213,7 @@ class ColumnarReads:
         version: str | None,
         rows: int,
         seqs: tuple[int, int] | None,
+        scratch: Scratch | None = None,
     ) -> pa.Table | None:
         """The segments' selected rows as one table (about ``rows`` rows expected).
 
@@ -221,7 +224,12 @@ class ColumnarReads:
         if columns is None:
             kept: list[pa.Table] = []
             self._scan(
-                lo, hi, lambda t: kept.append(_select(t, lo, hi, None, version)), seqs, reuse=False
+                lo,
+                hi,
+                lambda t: kept.append(_select(t, lo, hi, None, version)),
+                seqs,
+                reuse=False,
+                scratch=scratch,
             )
             kept = [t for t in kept if t.num_rows]
             if not kept:
@@ -246,14 +254,19 @@ class ColumnarReads:
         until: float | None = None,
         columns: Sequence[str] | None = None,
         rows: int = 500_000,
+        reuse: bool = False,
     ) -> Iterator[pa.Table]:
         """The window in pieces of about ``rows`` records (whole segments), each with its labels.
 
         In store order, not time order: for export, and any scan that must not
-        hold the whole window at once.
+        hold the whole window at once. With ``reuse`` (every column) a piece is
+        read into the memory of the piece before, which must no longer be read
+        (nor anything that views it) once the next piece is asked for: fresh
+        memory costs the kernel's page faults on every byte.
         """
         lo, hi = _bounds(since, until)
         infos = self._segment_infos(lo, hi)
+        scratch = Scratch(reuse=False) if reuse and columns is None else None
         start = 0
         while start < len(infos):
             end, total = start, 0
@@ -261,7 +274,9 @@ class ColumnarReads:
                 total += infos[end].n_rows
                 end += 1
             seqs = (infos[start].seq_lo, infos[end - 1].seq_lo + 1)
-            table = self._assembled(lo, hi, columns, None, total, seqs)
+            if scratch is not None:
+                scratch.recycle()
+            table = self._assembled(lo, hi, columns, None, total, seqs, scratch)
             start = end
             if table is None:
                 continue

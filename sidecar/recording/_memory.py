@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from ._assemble import Scratch
 from ._columnar import ColumnarReads, LabelColumns, SegmentInfo, encode_label
 from ._records import rows_to_table
 from ._schema import LATEST
@@ -99,6 +100,7 @@ class MemoryStore(ColumnarReads):
         *,
         reuse: bool = True,
         fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         self._check()
         with self._lock:

@@ -322,6 +322,7 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
         *,
         reuse: bool = True,
         fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         # One transaction (one snapshot: a merge committed meanwhile is not seen
         # half), one segment per query, read into one reused buffer: never more
@@ -334,9 +335,9 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
                 f"AND seq_lo >= {m} AND seq_lo < {m} ORDER BY seq_lo",
                 (_finite(since), _finite(until), lo, hi),
             )
-            scratch = Scratch(reuse=reuse)
+            into = scratch if scratch is not None else Scratch(reuse=reuse)
             for seq_lo, nbytes in cur.fetchall():
-                keep(self._segment(cur, int(seq_lo), int(nbytes), scratch, fields))
+                keep(self._segment(cur, int(seq_lo), int(nbytes), into, fields))
 
         self._run(work)
 
