@@ -54,7 +54,9 @@ def export_parquet(
         )
     run = uuid.uuid4().hex[:8]  # a second export beside this one never overwrites its files
     total = 0
-    for n, piece in enumerate(store.iter_batches(since=since, until=until, rows=rows_per_piece)):
+    # Each piece is written before the next is read into its memory (reuse).
+    pieces = store.iter_batches(since=since, until=until, rows=rows_per_piece, reuse=True)
+    for n, piece in enumerate(pieces):
         table, parts = _partitions(_typed(piece, pa, pc), pa, pc)
         text = _text_columns(table, pa)
         for i, (version, hour, start, stop) in enumerate(parts):

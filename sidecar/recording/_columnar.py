@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._errors import InputError
-from ._assemble import Assembler
+from ._assemble import Assembler, Scratch
 from ._records import dumps, table_to_rows
 
 __all__ = [
@@ -143,6 +143,8 @@ class ColumnarReads:
         seqs: tuple[int, int] | None = None,
         *,
         reuse: bool = True,
+        fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         """``keep(segment)`` for each segment overlapping ``[since, until)``, in sequence order.
 
@@ -150,6 +152,9 @@ class ColumnarReads:
         With ``reuse`` a segment may live in memory the store reuses for the
         next one: ``keep`` copies what it needs (see ``_assemble.Assembler``);
         without, each segment's memory is its own, and ``keep`` may hold it.
+        ``fields`` (of a segment's column names, those ``keep`` reads) lets a
+        store leave the other columns unread; a segment may still hold them.
+        ``scratch``: the memory to read into (else one of ``reuse``'s kind).
         """
         raise NotImplementedError  # pragma: no cover
 
@@ -208,6 +213,7 @@ class ColumnarReads:
         version: str | None,
         rows: int,
         seqs: tuple[int, int] | None,
+        scratch: Scratch | None = None,
     ) -> pa.Table | None:
         """The segments' selected rows as one table (about ``rows`` rows expected).
 
@@ -218,7 +224,12 @@ class ColumnarReads:
         if columns is None:
             kept: list[pa.Table] = []
             self._scan(
-                lo, hi, lambda t: kept.append(_select(t, lo, hi, None, version)), seqs, reuse=False
+                lo,
+                hi,
+                lambda t: kept.append(_select(t, lo, hi, None, version)),
+                seqs,
+                reuse=False,
+                scratch=scratch,
             )
             kept = [t for t in kept if t.num_rows]
             if not kept:
@@ -227,7 +238,13 @@ class ColumnarReads:
                 kept[0] if len(kept) == 1 else pa.concat_tables(kept, promote_options="permissive")
             )
         parts = Assembler(rows)
-        self._scan(lo, hi, lambda t: parts.add(_select(t, lo, hi, columns, version)), seqs)
+        self._scan(
+            lo,
+            hi,
+            lambda t: parts.add(_select(t, lo, hi, columns, version)),
+            seqs,
+            fields=lambda names: _wanted(names, columns, version),
+        )
         return parts.table()
 
     def iter_batches(
@@ -237,14 +254,19 @@ class ColumnarReads:
         until: float | None = None,
         columns: Sequence[str] | None = None,
         rows: int = 500_000,
+        reuse: bool = False,
     ) -> Iterator[pa.Table]:
         """The window in pieces of about ``rows`` records (whole segments), each with its labels.
 
         In store order, not time order: for export, and any scan that must not
-        hold the whole window at once.
+        hold the whole window at once. With ``reuse`` (every column) a piece is
+        read into the memory of the piece before, which must no longer be read
+        (nor anything that views it) once the next piece is asked for: fresh
+        memory costs the kernel's page faults on every byte.
         """
         lo, hi = _bounds(since, until)
         infos = self._segment_infos(lo, hi)
+        scratch = Scratch(reuse=False) if reuse and columns is None else None
         start = 0
         while start < len(infos):
             end, total = start, 0
@@ -252,7 +274,9 @@ class ColumnarReads:
                 total += infos[end].n_rows
                 end += 1
             seqs = (infos[start].seq_lo, infos[end - 1].seq_lo + 1)
-            table = self._assembled(lo, hi, columns, None, total, seqs)
+            if scratch is not None:
+                scratch.recycle()
+            table = self._assembled(lo, hi, columns, None, total, seqs, scratch)
             start = end
             if table is None:
                 continue
@@ -299,26 +323,55 @@ def _select(
         same = pc.fill_null(pc.equal(table.column("bundle_version"), pa.scalar(version)), False)
         mask &= same.to_numpy(zero_copy_only=False)
     if columns is not None:
-        want = set(columns) | {"seq", "ts"}
-        keep = [
-            c
-            for c in table.column_names
-            if c in want or ("raw" in want and (c.startswith("raw:") or c == "raw_json"))
-        ]
-        table = table.select(keep)
+        table = table.select(_wanted(table.column_names, columns, None))
     if bool(mask.all()):
         return table
     return table.filter(pa.array(mask))
 
 
+def _wanted(names: Sequence[str], columns: Sequence[str], version: str | None) -> list[str]:
+    """The columns of ``names`` a read of ``columns`` keeps (``bundle_version`` too when a
+    ``version`` is picked: the rows are filtered on it)."""
+    want = set(columns) | {"seq", "ts"} | (set() if version is None else {"bundle_version"})
+    return [
+        c
+        for c in names
+        if c in want or ("raw" in want and (c.startswith("raw:") or c == "raw_json"))
+    ]
+
+
 def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
     n = table.num_rows
+    seq = table.column("seq").to_numpy() if n else np.zeros(0, np.int64)
+    text: Sequence[Any] | None = None  # only when some label is text
+    if labels is not None and len(labels.seq) == n and n and np.array_equal(labels.seq, seq):
+        kind, num, ts = labels.kind, labels.num, labels.ts  # every record labelled, in order
+        if labels.text and bool(np.any(kind >= TEXT)):
+            text = labels.text
+    else:
+        kind, num, ts, text = _joined(seq, labels)
+    none = kind < 0
+    mask = none if bool(none.any()) else None
+    return (
+        table.append_column("label_kind", pa.array(kind))
+        .append_column("label_num", pa.array(num, mask=mask))
+        .append_column(
+            "label_text", pa.nulls(n, pa.string()) if text is None else pa.array(text, pa.string())
+        )
+        .append_column("label_ts", pa.array(ts, mask=mask))
+    )
+
+
+def _joined(
+    seq: np.ndarray, labels: LabelColumns | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any] | None]:
+    """``(kind, num, ts, text)`` of each of the records ``seq`` (kind -1: no label)."""
+    n = len(seq)
     kind = np.full(n, -1, dtype=np.int8)
     num = np.full(n, np.nan)
     ts = np.full(n, np.nan)
-    text: np.ndarray | None = None  # only when some label is text
+    text: list[Any] | None = None
     if labels is not None and len(labels.seq) and n:
-        seq = table.column("seq").to_numpy()
         # A window in time order is almost always in seq order too: no sort then.
         order = None if bool(np.all(seq[1:] > seq[:-1])) else np.argsort(seq, kind="stable")
         ordered = seq if order is None else seq[order]
@@ -330,15 +383,7 @@ def _with_labels(table: pa.Table, labels: LabelColumns | None) -> pa.Table:
         num[rows] = labels.num[hit]
         ts[rows] = labels.ts[hit]
         if labels.text and bool(np.any(labels.kind >= TEXT)):
-            text = np.full(n, None, dtype=object)
-            text[rows] = np.asarray(labels.text, dtype=object)[hit]
-    none = kind < 0
-    return (
-        table.append_column("label_kind", pa.array(kind))
-        .append_column("label_num", pa.array(num, mask=none))
-        .append_column(
-            "label_text",
-            pa.nulls(n, pa.string()) if text is None else pa.array(text.tolist(), pa.string()),
-        )
-        .append_column("label_ts", pa.array(ts, mask=none))
-    )
+            texts = np.full(n, None, dtype=object)
+            texts[rows] = np.asarray(labels.text, dtype=object)[hit]
+            text = texts.tolist()
+    return kind, num, ts, text

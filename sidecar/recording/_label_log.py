@@ -94,14 +94,14 @@ def overlapping_groups(
 
 def to_columns(table: pa.Table) -> LabelColumns:
     """What ``ColumnarReads`` joins: arrays, and the texts only when some label is text."""
-    kind = table.column("kind").to_numpy(zero_copy_only=False).astype(np.int8)
+    kind = np.asarray(table.column("kind").to_numpy(zero_copy_only=False), dtype=np.int8)
     has_text = bool(np.any(kind >= TEXT))
-    return LabelColumns(
-        table.column("seq").to_numpy(zero_copy_only=False).astype(np.int64),
+    return LabelColumns(  # views of the columns where their types are already these: no copy
+        np.asarray(table.column("seq").to_numpy(zero_copy_only=False), dtype=np.int64),
         kind,
-        table.column("num").to_numpy(zero_copy_only=False).astype(np.float64),
+        np.asarray(table.column("num").to_numpy(zero_copy_only=False), dtype=np.float64),
         table.column("text").to_pylist() if has_text else [],
-        table.column("ts").to_numpy(zero_copy_only=False).astype(np.float64),
+        np.asarray(table.column("ts").to_numpy(zero_copy_only=False), dtype=np.float64),
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from ._assemble import Scratch
 from ._columnar import ColumnarReads, LabelColumns, SegmentInfo, encode_label
 from ._records import rows_to_table
 from ._schema import LATEST
@@ -98,6 +99,8 @@ class MemoryStore(ColumnarReads):
         seqs: tuple[int, int] | None = None,
         *,
         reuse: bool = True,
+        fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         self._check()
         with self._lock:

@@ -24,6 +24,7 @@ from .._errors import StoreError
 from .._redact import redact_url, secrets_of
 from ._assemble import Scratch
 from ._columnar import ColumnarReads, LabelColumns, SegmentInfo, encode_label, from_ipc
+from ._ipc import some_fields
 from ._label_log import LabelLog, label_table
 from ._records import rows_to_table
 from ._schema import LATEST, migrations
@@ -89,6 +90,13 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
         """
         cur.execute(f"SELECT data FROM sidecar_segments WHERE seq_lo = {self.marker}", (seq_lo,))
         return cur.fetchone()[0]
+
+    def _segment_ranges(
+        self, cur: Any, seq_lo: int, spans: Sequence[tuple[int, int]], out: np.ndarray
+    ) -> bool:
+        """Bytes ``[a, b)`` of a segment into ``out[a:b]``, for each span; ``False`` when this
+        dialect (or this segment's storage) cannot read parts of a value: read it whole then."""
+        return False
 
     def _lock_for_migration(self, cur: Any) -> None:
         """Serialise concurrent migrations (dialects override)."""
@@ -313,6 +321,8 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
         seqs: tuple[int, int] | None = None,
         *,
         reuse: bool = True,
+        fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
         # One transaction (one snapshot: a merge committed meanwhile is not seen
         # half), one segment per query, read into one reused buffer: never more
@@ -325,11 +335,30 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
                 f"AND seq_lo >= {m} AND seq_lo < {m} ORDER BY seq_lo",
                 (_finite(since), _finite(until), lo, hi),
             )
-            scratch = Scratch(reuse=reuse)
+            into = scratch if scratch is not None else Scratch(reuse=reuse)
             for seq_lo, nbytes in cur.fetchall():
-                keep(from_ipc(self._segment_bytes(cur, int(seq_lo), int(nbytes), scratch)))
+                keep(self._segment(cur, int(seq_lo), int(nbytes), into, fields))
 
         self._run(work)
+
+    def _segment(
+        self,
+        cur: Any,
+        seq_lo: int,
+        nbytes: int,
+        scratch: Scratch,
+        fields: Callable[[Sequence[str]], Sequence[str]] | None,
+    ) -> pa.Table:
+        """One segment; with ``fields``, only the bytes of the fields it names are read where
+        the dialect reads ranges of a value and the segment is one plain batch (see ``_ipc``)."""
+        if fields is not None:
+            out = scratch.get(nbytes)
+            table = some_fields(
+                lambda spans: self._segment_ranges(cur, seq_lo, spans, out), out, nbytes, fields
+            )
+            if table is not None:
+                return table
+        return from_ipc(self._segment_bytes(cur, seq_lo, nbytes, scratch))
 
     def _label_columns(self, seq_lo: int, seq_hi: int) -> LabelColumns:
         result: LabelColumns = self._run(lambda cur: self._read_labels(cur, seq_lo, seq_hi))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +69,33 @@ class SQLiteStore(SQLStore):
     def _segment_bytes(self, cur: Any, seq_lo: int, nbytes: int, scratch: Scratch) -> Any:
         # Incremental blob I/O: one copy out of the pages, half the time of a SELECT of the
         # blob; in pieces of _PIECE bytes (malloc reuses their memory) into the scratch buffer.
+        with self._blob(cur, seq_lo) as blob:
+            out = scratch.get(len(blob))
+            _read_into(blob, 0, len(blob), out)
+            return out
+
+    def _segment_ranges(
+        self, cur: Any, seq_lo: int, spans: Sequence[tuple[int, int]], out: np.ndarray
+    ) -> bool:
+        with self._blob(cur, seq_lo) as blob:
+            return all(_read_into(blob, a, b, out) for a, b in spans)
+
+    def _blob(self, cur: Any, seq_lo: int) -> Any:
         cur.execute("SELECT rowid FROM sidecar_segments WHERE seq_lo = ?", (seq_lo,))
         rowid = int(cur.fetchone()[0])
-        with cur.connection.blobopen("sidecar_segments", "data", rowid, readonly=True) as blob:
-            size = len(blob)
-            out = scratch.get(size)
-            at = 0
-            while at < size:
-                piece = blob.read(_PIECE)
-                out[at : at + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
-                at += len(piece)
-            return out
+        return cur.connection.blobopen("sidecar_segments", "data", rowid, readonly=True)
 
     def _begin(self, cur: Any, write: bool) -> None:
         cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _read_into(blob: Any, a: int, b: int, out: np.ndarray) -> bool:
+    """Bytes ``[a, b)`` of ``blob`` into ``out[a:b]`` (``False`` when the blob is shorter)."""
+    blob.seek(a)
+    while a < b:
+        piece = blob.read(min(_PIECE, b - a))
+        if not piece:
+            return False
+        out[a : a + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+        a += len(piece)
+    return True

@@ -119,8 +119,10 @@ class Store(Protocol):
         until: float | None = None,
         columns: Sequence[str] | None = None,
         rows: int = 500_000,
+        reuse: bool = False,
     ) -> Iterator[pa.Table]:
-        """The window in pieces of whole segments (store order), each joined to its labels."""
+        """The window in pieces of whole segments (store order), each joined to its labels;
+        with ``reuse``, each piece in the memory of the one before (read it first)."""
         ...
 
     def iter_joined(
