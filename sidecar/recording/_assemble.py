@@ -82,6 +82,10 @@ def _bytes(n: int) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, n, flags=flags), dtype=np.uint8)
 
 
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
 def _fixed_width(kind: pa.DataType) -> int:
     """Bytes per value of a number type (0 for any other type)."""
     if pa.types.is_integer(kind) or pa.types.is_floating(kind):
@@ -118,7 +122,9 @@ class _Column:
             n = len(chunk)
             self._reserve(row + n)
             assert self.dest is not None
-            self.dest[row * self.width : (row + n) * self.width] = flat
+            target = self.dest[row * self.width : (row + n) * self.width]
+            if _address(target) != _address(flat):  # else read straight there (``slot``)
+                target[:] = flat
             out.append((row, row + n))
             row += n
 
@@ -195,6 +201,20 @@ class Assembler:
         self._schemas.append(table.schema)
         self._rows.append(table.num_rows)
         self.n += table.num_rows
+
+    def slot(self, field: pa.Field, rows: int) -> np.ndarray | None:
+        """Room for the next segment's ``rows`` values of ``field`` when it is numbers (or
+        fixed-size lists of them): a store may read them straight there, and :meth:`add`
+        finds them in place instead of copying them."""
+        key = (field.name, str(field.type))
+        if key not in self._columns:
+            self._columns[key] = _Column(field.type, self.capacity)
+        column = self._columns[key]
+        if not column.width:
+            return None
+        column._reserve(self.n + rows)
+        assert column.dest is not None
+        return column.dest[self.n * column.width : (self.n + rows) * column.width]
 
     def table(self) -> pa.Table | None:
         """Every row added, in order (``None`` when none was)."""
