@@ -24,6 +24,7 @@ from ._errors import InputError
 from ._window_labels import checked_labels
 from .monitoring._inputs import WindowData
 from .recording import Store
+from .recording._assemble import ordinary_pages
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -82,6 +83,13 @@ def load_window(
     all_versions: bool = False,
 ) -> WindowData:
     """Read the bundle's records in ``[since, until)`` (all its versions' if asked)."""
+    with ordinary_pages():  # arrays filled once: a huge page may cost more than it saves
+        return _load_window(bundle, store, since, until, all_versions)
+
+
+def _load_window(
+    bundle: Bundle, store: Store, since: float | None, until: float | None, all_versions: bool
+) -> WindowData:
     import pyarrow.compute as pc
 
     wanted = ["raw", "features", "bundle_version", *_MODEL_COLUMNS]

@@ -373,3 +373,25 @@ def test_numbers_are_read_straight_into_the_window(
     if not store.url.startswith("memory"):
         assert {"ts", "seq", "features", "raw:x", "advanced_proba"} <= set(moved)
         assert "raw:color" not in moved  # text: read into the scratch buffer, then copied
+
+
+def test_numpy_is_kept_out_of_huge_pages_while_a_window_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sidecar.recording import _assemble
+
+    switch = _assemble._hugepage_switch()
+    assert switch is not None
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    before = switch(True)
+    try:
+        with _assemble.ordinary_pages():
+            with _assemble.ordinary_pages():  # nested (another thread reading too)
+                assert switch(False) is False
+            assert switch(False) is False  # the outer block still holds it off
+        assert switch(True) is True  # and gives it back as it was
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user chose: left alone
+        with _assemble.ordinary_pages():
+            assert switch(True) is True
+    finally:
+        switch(before)
