@@ -83,7 +83,7 @@ def load_window(
     all_versions: bool = False,
 ) -> WindowData:
     """Read the bundle's records in ``[since, until)`` (all its versions' if asked)."""
-    with ordinary_pages():  # arrays filled once: not worth the kernel's huge-page compaction
+    with ordinary_pages():  # arrays filled once: a huge page may cost more than it saves
         return _load_window(bundle, store, since, until, all_versions)
 
 

@@ -282,7 +282,7 @@ def test_ranges_of_a_compressed_postgresql_segment_are_refused(tmp_path: Any) ->
         assert store.read_window(columns=ANALYSIS).num_rows == 3_000
 
 
-# -- memory: pieces of an export in the last piece's buffers; NumPy in ordinary pages ----
+# -- memory: pieces of an export in the last piece's buffers; labels as read ---------------
 
 
 def test_an_export_reads_each_piece_into_the_memory_of_the_last(
@@ -303,28 +303,6 @@ def test_an_export_reads_each_piece_into_the_memory_of_the_last(
         assert len(fresh) == 2
     want = pa.concat_tables(list(store.iter_batches(rows=450))).to_pylist()
     assert json_of([r for p in seen for r in p]) == json_of(want) and len(seen) == 4
-
-
-def test_numpy_is_kept_out_of_huge_pages_while_a_window_is_read(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from sidecar.recording import _assemble
-
-    switch = _assemble._hugepage_switch()
-    assert switch is not None
-    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
-    before = switch(True)
-    try:
-        with _assemble.ordinary_pages():
-            with _assemble.ordinary_pages():  # nested (another thread reading too)
-                assert switch(False) is False
-            assert switch(False) is False  # the outer block still holds it off
-        assert switch(True) is True  # and gives it back as it was
-        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user chose: left alone
-        with _assemble.ordinary_pages():
-            assert switch(True) is True
-    finally:
-        switch(before)
 
 
 def test_labels_of_every_record_in_order_come_as_a_join_gives_them(store: Store) -> None:
@@ -348,3 +326,72 @@ def json_of(values: list[Any]) -> str:
     import json
 
     return json.dumps(values)  # NaN equals NaN as text
+
+
+# -- numbers read straight into the window's arrays ------------------------------------
+
+
+def test_writes_across_moved_ranges_land_where_each_byte_belongs() -> None:
+    data = np.arange(100, dtype=np.uint8)
+    out = np.zeros(100, dtype=np.uint8)
+    a, b = np.zeros(10, dtype=np.uint8), np.zeros(5, dtype=np.uint8)
+    targets = _ipc.Targets(out, [(60, 65, b), (20, 30, a)])
+    assert len(targets) == 100
+    for start, stop in [(0, 25), (25, 62), (62, 63), (63, 100)]:  # straddling both ranges
+        targets[start:stop] = data[start:stop]
+    assert a.tolist() == list(range(20, 30)) and b.tolist() == list(range(60, 65))
+    moved = set(range(20, 30)) | set(range(60, 65))
+    assert all(out[i] == (0 if i in moved else i) for i in range(100))
+
+
+def test_numbers_are_read_straight_into_the_window(
+    store: Store, poisoned_scratch: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = _ipc._placed
+    moved: list[str] = []
+
+    def spy(plan: Any, indices: Any, place: Any, done: int) -> Any:
+        out = real(plan, indices, place, done)
+        moved.extend(plan.schema.field(i).name for i in out)
+        return out
+
+    monkeypatch.setattr(_ipc, "_placed", spy)
+    monkeypatch.setattr(_ipc, "HEAD", 256)
+    batches = [batch(f"m{i}", n, 10_000.0 * i) for i, n in enumerate([3_000, 2_000, 1_000])]
+    batches.append(batch("h", 500, 40_000.0, holes=True))
+    for b in batches:
+        store.write_batch(b, None)
+    window(store, expected(batches))
+    want = expected(batches)
+    ts = want.column("ts").to_numpy()  # cut inside the first segment and before the last
+    window(
+        store,
+        want.filter(pa.array((ts >= 1_000.0) & (ts < 40_000.0))),
+        since=1_000.0,
+        until=40_000.0,
+    )
+    if not store.url.startswith("memory"):
+        assert {"ts", "seq", "features", "raw:x", "advanced_proba"} <= set(moved)
+        assert "raw:color" not in moved  # text: read into the scratch buffer, then copied
+
+
+def test_numpy_is_kept_out_of_huge_pages_while_a_window_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sidecar.recording import _assemble
+
+    switch = _assemble._hugepage_switch()
+    assert switch is not None
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    before = switch(True)
+    try:
+        with _assemble.ordinary_pages():
+            with _assemble.ordinary_pages():  # nested (another thread reading too)
+                assert switch(False) is False
+            assert switch(False) is False  # the outer block still holds it off
+        assert switch(True) is True  # and gives it back as it was
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user chose: left alone
+        with _assemble.ordinary_pages():
+            assert switch(True) is True
+    finally:
+        switch(before)

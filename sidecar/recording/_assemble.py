@@ -97,15 +97,15 @@ def ordinary_pages() -> Iterator[None]:
     """NumPy's large arrays in ordinary 4 KB pages while the block runs (in every thread).
 
     NumPy asks the kernel for transparent huge pages for each array of 4 MB
-    or more. Where the kernel compacts memory on the spot to honour that
-    (THP ``defrag`` set to ``madvise``, the default of Debian and Ubuntu), the
-    first touch of such an array can stall for far longer than its 4 KB
-    faults: reading a window of 1M records (issue #12) spent 0.25-0.3 s more
-    system time with the hint than without (``NUMPY_MADVISE_HUGEPAGE=0``),
-    a quarter of the read. An analysis fills its arrays once and reads them a
-    few times, too little for huge pages to pay back. Left alone when the
-    environment sets ``NUMPY_MADVISE_HUGEPAGE`` (the user chose), or NumPy has
-    no such switch.
+    or more. What a huge page's first touch costs depends on the machine's
+    state (on the virtual machine measured, none of it compaction: the 2 MB
+    blocks are memory the host has not backed yet): reading a window of 1M
+    records (issue #12) spent 0.25-0.3 s more system time with the hint than
+    with ``NUMPY_MADVISE_HUGEPAGE=0`` in two A/B runs of four (a quarter of the
+    read), and 0.05 s less in one. An analysis fills its arrays once and reads
+    them a few times: too little for huge pages to pay back a bad case. Left
+    alone when the environment sets ``NUMPY_MADVISE_HUGEPAGE`` (the user
+    chose), or NumPy has no such switch.
     """
     global _pages_depth, _pages_saved
     setter = _hugepage_switch()
@@ -133,6 +133,10 @@ def _hugepage_switch() -> Any:
         except ImportError:
             continue
     return None
+
+
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
 
 
 def _fixed_width(kind: pa.DataType) -> int:
@@ -171,7 +175,9 @@ class _Column:
             n = len(chunk)
             self._reserve(row + n)
             assert self.dest is not None
-            self.dest[row * self.width : (row + n) * self.width] = flat
+            target = self.dest[row * self.width : (row + n) * self.width]
+            if _address(target) != _address(flat):  # else read straight there (``slot``)
+                target[:] = flat
             out.append((row, row + n))
             row += n
 
@@ -248,6 +254,20 @@ class Assembler:
         self._schemas.append(table.schema)
         self._rows.append(table.num_rows)
         self.n += table.num_rows
+
+    def slot(self, field: pa.Field, rows: int) -> np.ndarray | None:
+        """Room for the next segment's ``rows`` values of ``field`` when it is numbers (or
+        fixed-size lists of them): a store may read them straight there, and :meth:`add`
+        finds them in place instead of copying them."""
+        key = (field.name, str(field.type))
+        if key not in self._columns:
+            self._columns[key] = _Column(field.type, self.capacity)
+        column = self._columns[key]
+        if not column.width:
+            return None
+        column._reserve(self.n + rows)
+        assert column.dest is not None
+        return column.dest[self.n * column.width : (self.n + rows) * column.width]
 
     def table(self) -> pa.Table | None:
         """Every row added, in order (``None`` when none was)."""

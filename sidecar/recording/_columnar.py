@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from .._errors import InputError
 from ._assemble import Assembler, Scratch
+from ._ipc import Place
 from ._records import dumps, table_to_rows
 
 __all__ = [
@@ -145,6 +146,7 @@ class ColumnarReads:
         reuse: bool = True,
         fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
         scratch: Scratch | None = None,
+        place: Place | None = None,
     ) -> None:
         """``keep(segment)`` for each segment overlapping ``[since, until)``, in sequence order.
 
@@ -154,7 +156,8 @@ class ColumnarReads:
         without, each segment's memory is its own, and ``keep`` may hold it.
         ``fields`` (of a segment's column names, those ``keep`` reads) lets a
         store leave the other columns unread; a segment may still hold them.
-        ``scratch``: the memory to read into (else one of ``reuse``'s kind).
+        ``scratch``: the memory to read into (else one of ``reuse``'s kind);
+        ``place``: where a field's values may be read straight to (see ``_ipc``).
         """
         raise NotImplementedError  # pragma: no cover
 
@@ -244,6 +247,7 @@ class ColumnarReads:
             lambda t: parts.add(_select(t, lo, hi, columns, version)),
             seqs,
             fields=lambda names: _wanted(names, columns, version),
+            place=parts.slot,
         )
         return parts.table()
 

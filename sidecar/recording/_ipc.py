@@ -18,14 +18,26 @@ compressed bodies, view or union types, an older IPC framing -- gets
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["HEAD", "Incomplete", "Layout", "layout", "ranges", "read_fields", "some_fields"]
+__all__ = [
+    "HEAD",
+    "Incomplete",
+    "Layout",
+    "Place",
+    "Targets",
+    "layout",
+    "ranges",
+    "read_fields",
+    "some_fields",
+]
 
 #: Bytes read first: the schema and the batch's metadata (a few KB for 50 columns).
 HEAD = 1 << 16
@@ -46,6 +58,9 @@ class Layout:
     fields: tuple[tuple[tuple[int, int], ...], ...]
     #: where the batch's body ends (the end-of-stream marker follows)
     body_end: int
+    #: the batch's rows, and each top-level field's nulls (its children's included)
+    rows: int = 0
+    nulls: tuple[int, ...] = ()
 
 
 class Incomplete(Exception):
@@ -80,9 +95,10 @@ def _layout(head: memoryview, nbytes: int) -> Layout | None:
     parsed = _record_batch(head, batch)
     if parsed is None:
         return None
-    nodes, buffers = parsed
+    rows, nodes, buffers = parsed
     schema = pa.ipc.read_schema(pa.py_buffer(head[:schema_end]))
     fields: list[tuple[tuple[int, int], ...]] = []
+    nulls: list[int] = []
     at_node = at_buf = 0
     for field in schema:
         shape = _shape(field.type)
@@ -91,12 +107,13 @@ def _layout(head: memoryview, nbytes: int) -> Layout | None:
         n_nodes, n_bufs = shape
         spans = buffers[at_buf : at_buf + n_bufs]
         fields.append(tuple((body_start + o, body_start + o + n) for o, n in spans if n))
+        nulls.append(sum(nodes[at_node : at_node + n_nodes]))
         at_node, at_buf = at_node + n_nodes, at_buf + n_bufs
-    if at_node != nodes or at_buf != len(buffers):
+    if at_node != len(nodes) or at_buf != len(buffers):
         return None
     if any(b > body_start + body_len for spans in fields for _, b in spans):
         return None
-    return Layout(schema, tuple(fields), body_start + body_len)
+    return Layout(schema, tuple(fields), body_start + body_len, rows, tuple(nulls))
 
 
 def ranges(plan: Layout, indices: Sequence[int], nbytes: int, done: int) -> list[tuple[int, int]]:
@@ -121,19 +138,27 @@ def read_fields(data: np.ndarray, indices: Sequence[int]) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data), options=options).read_all()
 
 
+#: Where a field's values may go instead: ``place(field, rows)`` gives the bytes (or ``None``).
+Place = Callable[[pa.Field, int], "np.ndarray | None"]
+
+
 def some_fields(
-    read: Callable[[list[tuple[int, int]]], bool],
+    read: Callable[[list[tuple[int, int]], Any], bool],
     out: np.ndarray,
     nbytes: int,
     fields: Callable[[Sequence[str]], Sequence[str]],
+    place: Place | None = None,
 ) -> pa.Table | None:
     """The fields of a segment that ``fields`` picks from its names (``None``: read it whole).
 
-    ``read(spans)`` puts bytes ``[a, b)`` of the segment at ``out[a:b]`` for each span
-    (``False``: it cannot, for this segment); the head first, then the chosen fields.
+    ``read(spans, into)`` puts bytes ``[a, b)`` of the segment at ``into[a:b]`` for
+    each span (``False``: it cannot, for this segment); the head first, then the
+    chosen fields, into ``out`` -- except the values of a field without nulls that
+    ``place`` gives room for (numbers, fixed-size lists of them): those are read
+    straight there, and the table views them there.
     """
     done = min(HEAD, nbytes)
-    if not read([(0, done)]):
+    if not read([(0, done)], out):
         return None
     while True:
         try:
@@ -141,16 +166,84 @@ def some_fields(
             break
         except Incomplete as more:  # the batch's metadata runs past the head: read on
             need = min(max(more.need, 2 * done), nbytes)
-            if done >= nbytes or not read([(done, need)]):
+            if done >= nbytes or not read([(done, need)], out):
                 return None
             done = need
     if plan is None:
         return None
     names = set(fields(plan.schema.names))
     indices = [i for i, name in enumerate(plan.schema.names) if name in names]
-    if not indices or not read(ranges(plan, indices, nbytes, done)):  # (none: all, to pyarrow)
+    if not indices:  # (no field would mean every field to pyarrow)
         return None
-    return read_fields(out[:nbytes], indices)
+    moved = _placed(plan, indices, place, done)
+    rest = [i for i in indices if i not in moved]
+    exact = [(a, a + len(dest), dest) for a, dest in moved.values()]
+    spans = ranges(plan, rest, nbytes, done) + [(a, b) for a, b, _ in exact]
+    if not read(spans, Targets(out, exact)):
+        return None
+    table = read_fields(out[:nbytes], rest) if rest else None
+    columns = [
+        _over(plan.schema.field(i).type, plan.rows, moved[i][1])
+        if i in moved
+        else table.column(plan.schema.field(i).name)  # type: ignore[union-attr]
+        for i in indices
+    ]
+    return pa.Table.from_arrays(columns, schema=pa.schema([plan.schema.field(i) for i in indices]))
+
+
+def _placed(
+    plan: Layout, indices: Sequence[int], place: Place | None, done: int
+) -> dict[int, tuple[int, np.ndarray]]:
+    """``{field: (where its values start, where they go)}`` for the fields read elsewhere."""
+    moved: dict[int, tuple[int, np.ndarray]] = {}
+    for i in indices if place is not None else ():
+        spans = plan.fields[i]
+        if plan.nulls[i] or len(spans) != 1 or spans[0][0] < done:  # one buffer: the values
+            continue
+        dest = place(plan.schema.field(i), plan.rows)  # type: ignore[misc]
+        if dest is not None and len(dest) <= spans[0][1] - spans[0][0]:
+            moved[i] = (spans[0][0], dest)
+    return moved
+
+
+def _over(kind: pa.DataType, rows: int, data: np.ndarray) -> pa.Array:
+    """An array of ``rows`` values of ``kind`` (numbers, or a fixed-size list of them) over
+    ``data``, without a copy."""
+    buf = pa.py_buffer(data)
+    if pa.types.is_fixed_size_list(kind):
+        child = pa.Array.from_buffers(kind.value_type, rows * kind.list_size, [None, buf])
+        return pa.Array.from_buffers(kind, rows, [None], children=[child])
+    return pa.Array.from_buffers(kind, rows, [None, buf])
+
+
+class Targets:
+    """Where a segment's bytes go: ``out`` at their places, except the ranges ``moved``
+    (``(a, b, dest)``: bytes ``[a, b)`` to ``dest``) -- a store writes into it as into ``out``."""
+
+    def __init__(self, out: np.ndarray, moved: Sequence[tuple[int, int, np.ndarray]]) -> None:
+        self.out = out
+        self.moved = sorted(moved, key=lambda m: m[0])
+        self._starts = [m[0] for m in self.moved]
+
+    def __len__(self) -> int:
+        return len(self.out)
+
+    def __setitem__(self, where: slice, value: np.ndarray) -> None:
+        s, e = int(where.start), int(where.stop)
+        i = max(bisect.bisect_right(self._starts, s) - 1, 0)
+        at = s
+        while at < e:
+            if i < len(self.moved) and self.moved[i][1] <= at:
+                i += 1
+            elif i < len(self.moved) and self.moved[i][0] <= at:
+                a, b, dest = self.moved[i]
+                stop = min(b, e)
+                dest[at - a : stop - a] = value[at - s : stop - s]
+                at, i = stop, i + 1
+            else:
+                stop = min(e, self.moved[i][0]) if i < len(self.moved) else e
+                self.out[at:stop] = value[at - s : stop - s]
+                at = stop
 
 
 # -- the IPC framing and the flatbuffers of its metadata ------------------------------
@@ -205,19 +298,27 @@ def _header(buf: memoryview, start: int, size: int) -> tuple[int, int, int | Non
     return kind, body, (_deref(buf, header_at) if header_at else None)
 
 
-def _record_batch(buf: memoryview, at: int) -> tuple[int, list[tuple[int, int]]] | None:
-    """A ``RecordBatch``'s node count and buffers (``None``: compressed, or view types)."""
+def _record_batch(buf: memoryview, at: int) -> tuple[int, list[int], list[tuple[int, int]]] | None:
+    """A ``RecordBatch``'s rows, its nodes' null counts and its buffers (``None``: compressed,
+    or view types)."""
     batch = _table(buf, at)
     if _slot(buf, batch, 3) or _slot(buf, batch, 4):  # compression, variadic buffer counts
         return None
-    nodes_at, buffers_at = _slot(buf, batch, 1), _slot(buf, batch, 2)
-    nodes = _u32(buf, _deref(buf, nodes_at)) if nodes_at else 0
-    if not buffers_at:
-        return nodes, []
-    vec = _deref(buf, buffers_at)
+    rows_at = _slot(buf, batch, 0)
+    rows = int(struct.unpack_from("<q", buf, rows_at)[0]) if rows_at else 0
+    return rows, [n for _, n in _structs(buf, batch, 1)], _structs(buf, batch, 2)
+
+
+def _structs(buf: memoryview, table: tuple[int, int, int], i: int) -> list[tuple[int, int]]:
+    """A vector of two-``long`` structs (``FieldNode``: length and nulls; ``Buffer``: offset
+    and length), field ``i`` of ``table``."""
+    at = _slot(buf, table, i)
+    if not at:
+        return []
+    vec = _deref(buf, at)
     count = _u32(buf, vec)
     flat = np.frombuffer(buf, dtype="<i8", count=2 * count, offset=vec + 4)
-    return nodes, [(int(flat[2 * i]), int(flat[2 * i + 1])) for i in range(count)]
+    return [(int(flat[2 * j]), int(flat[2 * j + 1])) for j in range(count)]
 
 
 def _shape(kind: pa.DataType) -> tuple[int, int] | None:

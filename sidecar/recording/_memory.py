@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from ._assemble import Scratch
 from ._columnar import ColumnarReads, LabelColumns, SegmentInfo, encode_label
+from ._ipc import Place
 from ._records import rows_to_table
 from ._schema import LATEST
 from ._store import FeedbackResult, Label, PredictionRow, WriterStats
@@ -101,6 +102,7 @@ class MemoryStore(ColumnarReads):
         reuse: bool = True,
         fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
         scratch: Scratch | None = None,
+        place: Place | None = None,
     ) -> None:
         self._check()
         with self._lock:

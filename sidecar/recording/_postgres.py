@@ -80,7 +80,7 @@ class PostgresStore(SQLStore):
         return cur.fetchone()[0]
 
     def _segment_ranges(
-        self, cur: Any, seq_lo: int, spans: Sequence[tuple[int, int]], out: np.ndarray
+        self, cur: Any, seq_lo: int, spans: Sequence[tuple[int, int]], out: Any
     ) -> bool:
         # Slices of an uncompressed value only: a compressed one would be inflated from its
         # start for each slice (no row comes back, and the caller reads it whole).
@@ -134,7 +134,7 @@ class PostgresStore(SQLStore):
         return int(done)
 
 
-def _copy_into(copy: Any, out: np.ndarray) -> int:
+def _copy_into(copy: Any, out: Any) -> int:
     """The ``(offset, slice)`` rows of a binary COPY written into ``out`` at their offsets;
     how many bytes came (-1 if a slice fell outside ``out``: it is then left unwritten).
 

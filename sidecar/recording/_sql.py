@@ -11,6 +11,7 @@ so a crash leaves either the old segments or the merged one, never both.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -24,7 +25,7 @@ from .._errors import StoreError
 from .._redact import redact_url, secrets_of
 from ._assemble import Scratch
 from ._columnar import ColumnarReads, LabelColumns, SegmentInfo, encode_label, from_ipc
-from ._ipc import some_fields
+from ._ipc import Place, some_fields
 from ._label_log import LabelLog, label_table
 from ._records import rows_to_table
 from ._schema import LATEST, migrations
@@ -92,10 +93,10 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
         return cur.fetchone()[0]
 
     def _segment_ranges(
-        self, cur: Any, seq_lo: int, spans: Sequence[tuple[int, int]], out: np.ndarray
+        self, cur: Any, seq_lo: int, spans: Sequence[tuple[int, int]], out: Any
     ) -> bool:
-        """Bytes ``[a, b)`` of a segment into ``out[a:b]``, for each span; ``False`` when this
-        dialect (or this segment's storage) cannot read parts of a value: read it whole then."""
+        """Bytes ``[a, b)`` of a segment into ``out[a:b]`` (an array or ``_ipc.Targets``), each
+        span; ``False``: this dialect (or segment) cannot read parts of a value."""
         return False
 
     def _lock_for_migration(self, cur: Any) -> None:
@@ -323,6 +324,7 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
         reuse: bool = True,
         fields: Callable[[Sequence[str]], Sequence[str]] | None = None,
         scratch: Scratch | None = None,
+        place: Place | None = None,
     ) -> None:
         # One transaction (one snapshot: a merge committed meanwhile is not seen
         # half), one segment per query, read into one reused buffer: never more
@@ -337,7 +339,7 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
             )
             into = scratch if scratch is not None else Scratch(reuse=reuse)
             for seq_lo, nbytes in cur.fetchall():
-                keep(self._segment(cur, int(seq_lo), int(nbytes), into, fields))
+                keep(self._segment(cur, int(seq_lo), int(nbytes), into, fields, place))
 
         self._run(work)
 
@@ -348,14 +350,12 @@ class SQLStore(ColumnarReads, SegmentWrites, LabelLog):
         nbytes: int,
         scratch: Scratch,
         fields: Callable[[Sequence[str]], Sequence[str]] | None,
+        place: Place | None = None,
     ) -> pa.Table:
-        """One segment; with ``fields``, only the bytes of the fields it names are read where
-        the dialect reads ranges of a value and the segment is one plain batch (see ``_ipc``)."""
+        """One segment; with ``fields``, only the bytes of the fields it names (``_ipc``)."""
         if fields is not None:
-            out = scratch.get(nbytes)
-            table = some_fields(
-                lambda spans: self._segment_ranges(cur, seq_lo, spans, out), out, nbytes, fields
-            )
+            read = functools.partial(self._segment_ranges, cur, seq_lo)
+            table = some_fields(read, scratch.get(nbytes), nbytes, fields, place)
             if table is not None:
                 return table
         return from_ipc(self._segment_bytes(cur, seq_lo, nbytes, scratch))

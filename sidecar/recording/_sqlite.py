@@ -75,7 +75,7 @@ class SQLiteStore(SQLStore):
             return out
 
     def _segment_ranges(
-        self, cur: Any, seq_lo: int, spans: Sequence[tuple[int, int]], out: np.ndarray
+        self, cur: Any, seq_lo: int, spans: Sequence[tuple[int, int]], out: Any
     ) -> bool:
         with self._blob(cur, seq_lo) as blob:
             return all(_read_into(blob, a, b, out) for a, b in spans)
@@ -89,7 +89,7 @@ class SQLiteStore(SQLStore):
         cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def _read_into(blob: Any, a: int, b: int, out: np.ndarray) -> bool:
+def _read_into(blob: Any, a: int, b: int, out: Any) -> bool:
     """Bytes ``[a, b)`` of ``blob`` into ``out[a:b]`` (``False`` when the blob is shorter)."""
     blob.seek(a)
     while a < b:
