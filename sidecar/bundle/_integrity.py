@@ -29,7 +29,14 @@ from pathlib import Path, PurePosixPath
 
 from .._errors import BundleError
 
-__all__ = ["MAX_PART_BYTES", "PartFiles", "check_plain_file", "confined_file", "scan_part"]
+__all__ = [
+    "MAX_PART_BYTES",
+    "PartFiles",
+    "check_plain_file",
+    "confined_file",
+    "read_part",
+    "scan_part",
+]
 
 #: the default most bytes one part may hold, inflated (``SIDECAR_MAX_PART_BYTES``)
 MAX_PART_BYTES = 512 * 1024 * 1024
@@ -110,18 +117,7 @@ def scan_part(
     one file be read as the end of one file and the start of another.
     """
     where = f"part {part!r}"
-    try:
-        st = os.lstat(directory)
-    except FileNotFoundError:
-        raise BundleError(f"{directory.parent} is missing its {part!r} part.") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise BundleError(
-            f"{where}: {directory} is a symbolic link; a part must be a directory of the bundle "
-            "itself (links are never followed)."
-        )
-    if not stat.S_ISDIR(st.st_mode):
-        raise BundleError(f"{where}: {directory} must be a directory; got a {_kind(st.st_mode)}.")
-    files = sorted(_walk(directory, where), key=lambda rel: rel.split("/"))
+    files = _part_files(directory, part)
     digest = hashlib.sha256()
     total = 0
     problem: str | None = None
@@ -141,6 +137,49 @@ def scan_part(
                 "trust."
             )
     return PartFiles(digest.hexdigest(), frozenset(files), total, problem)
+
+
+def _part_files(directory: Path, part: str) -> list[str]:
+    """The part directory's files (relative POSIX paths) in hashing order, all checked plain."""
+    where = f"part {part!r}"
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        raise BundleError(f"{directory.parent} is missing its {part!r} part.") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise BundleError(
+            f"{where}: {directory} is a symbolic link; a part must be a directory of the bundle "
+            "itself (links are never followed)."
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise BundleError(f"{where}: {directory} must be a directory; got a {_kind(st.st_mode)}.")
+    return sorted(_walk(directory, where), key=lambda rel: rel.split("/"))
+
+
+def read_part(directory: Path, part: str, *, framed: bool = True) -> tuple[str, dict[str, bytes]]:
+    """A part's files read into memory, and their sha256 as :func:`scan_part` computes it.
+
+    For loading a part after its check (:class:`sidecar.runtimes._lazy.LazyPredictor`): the
+    caller compares the hash with the manifest's and deserialises these very bytes,
+    so nothing changed on disk in between can be what is loaded.
+    """
+    where = f"part {part!r}"
+    digest = hashlib.sha256()
+    out: dict[str, bytes] = {}
+    for rel in _part_files(directory, part):
+        path = directory / rel
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            _check_stat(os.fstat(fh.fileno()), path, where)
+            data = fh.read()
+        digest.update(rel.encode() + b"\0")
+        if framed:
+            digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+        if not framed:
+            digest.update(b"\0")
+        out[rel] = data
+    return digest.hexdigest(), out
 
 
 def _walk(directory: Path, where: str, prefix: str = "") -> list[str]:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._errors import BundleError
 from ..preprocessing import load_preprocessing
-from ..runtimes import load_predictor
+from ..runtimes import Predictor, load_predictor
+from ..runtimes._lazy import LAZY_FRAMEWORKS, LazyPredictor
 from ._checks import check_bundle
 from ._integrity import MAX_PART_BYTES
+from ._manifest import LEGACY_FORMAT
 from ._persist import sources_of
 from ._reference import Reference
 
@@ -36,6 +38,7 @@ def load(
     allow_legacy: bool = False,
     public_key: str | os.PathLike[str] | None = None,
     max_part_bytes: int = MAX_PART_BYTES,
+    lazy_models: bool = False,
 ) -> Bundle:
     """Read a bundle directory (or a registry's active version), checking every part first.
 
@@ -48,6 +51,10 @@ def load(
     and checked first (see ``sidecar sign``). ``allow_legacy=True`` loads a
     bundle saved before the manifest was sealed (see :mod:`sidecar.bundle._manifest`).
     ``max_part_bytes`` bounds what each part may hold once inflated.
+    ``lazy_models=True`` (for analyses of what was recorded) checks the two models
+    as a load would refuse them but deserialises each -- and imports its
+    framework -- only when it is first used, from bytes hashed again then
+    (:class:`sidecar.runtimes._lazy.LazyPredictor`).
     """
     from ._bundle import Bundle  # the class imports this package
     from ._registry import resolve_bundle_path
@@ -71,12 +78,8 @@ def load(
         preprocessing=load_preprocessing(
             root / "preprocessing", parts["preprocessing"], trusted=trusted_t
         ),
-        advanced=load_predictor(
-            root / "advanced", parts["advanced"], trusted=trusted_t, allow_pickle=allow_pickle
-        ),
-        baseline=load_predictor(
-            root / "baseline", parts["baseline"], trusted=trusted_t, allow_pickle=allow_pickle
-        ),
+        advanced=_model(root / "advanced", manifest, trusted_t, allow_pickle, lazy_models),
+        baseline=_model(root / "baseline", manifest, trusted_t, allow_pickle, lazy_models),
         reference=Reference.load(root / "reference"),
         plan=plan,
         parent=manifest["parent"],
@@ -87,3 +90,19 @@ def load(
     )
     bundle.path = root
     return bundle
+
+
+def _model(
+    directory: Path,
+    manifest: dict[str, Any],
+    trusted: tuple[str, ...],
+    allow_pickle: bool,
+    lazy: bool,
+) -> Predictor:
+    meta = manifest["parts"][directory.name]
+    if lazy and meta.get("framework") in LAZY_FRAMEWORKS:
+        framed = manifest["format"] != LEGACY_FORMAT
+        return LazyPredictor(
+            directory, meta, trusted=trusted, allow_pickle=allow_pickle, framed=framed
+        )
+    return load_predictor(directory, meta, trusted=trusted, allow_pickle=allow_pickle)

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._errors import BundleError
 
-__all__ = ["ALLOWED_TYPES", "skops_dump", "skops_load"]
+__all__ = ["ALLOWED_TYPES", "skops_dump", "skops_load", "skops_untrusted"]
 
 #: Types skops does not trust by default that the models this project writes hold:
 #: found with ``skops.io.get_untrusted_types`` over every bundle the tests and the
@@ -149,13 +149,13 @@ def normalise_zip(path: Path) -> None:
     os.replace(tmp, path)
 
 
-def skops_load(path: Path, trusted: Iterable[str] = ()) -> Any:
-    """Load ``path``; refuse a type neither skops, :data:`ALLOWED_TYPES` nor ``trusted`` names."""
+def skops_untrusted(path: Path, trusted: Iterable[str] = ()) -> list[str]:
+    """The types in ``path`` skops does not trust by default; refused (``BundleError``)
+    unless each is in :data:`ALLOWED_TYPES` or ``trusted``. Reads, builds nothing."""
     sio = _skops_io()
-
     allowed = set(trusted)
     try:
-        untrusted = sio.get_untrusted_types(file=path)
+        untrusted: list[str] = sio.get_untrusted_types(file=path)
     except Exception as exc:  # skops raises several kinds on a corrupt file
         raise BundleError(f"{path} is not a readable skops file: {exc}") from exc
     refused = [t for t in untrusted if t not in ALLOWED_TYPES and t not in allowed]
@@ -165,7 +165,13 @@ def skops_load(path: Path, trusted: Iterable[str] = ()) -> Any:
             f"{refused}. Building them can run code; if you trust this file, name them: "
             "sidecar.load(..., trusted=[...]) (SIDECAR_TRUSTED for `sidecar serve`)."
         )
+    return untrusted
+
+
+def skops_load(path: Path, trusted: Iterable[str] = ()) -> Any:
+    """Load ``path``; refuse a type neither skops, :data:`ALLOWED_TYPES` nor ``trusted`` names."""
+    untrusted = skops_untrusted(path, trusted)
     try:
-        return sio.load(path, trusted=list(untrusted))
+        return _skops_io().load(path, trusted=list(untrusted))
     except Exception as exc:
         raise BundleError(f"{path} could not be loaded with skops: {exc}") from exc

@@ -116,7 +116,8 @@ def _diagnosis(args: argparse.Namespace) -> tuple[Bundle, Diagnosis]:
         from ..bundle._bundle import load
         from ..recording import open_store
 
-        bundle = load(args.bundle, trusted=trusted_env())
+        # what was recorded is judged, not the models run: they load on first use only
+        bundle = load(args.bundle, trusted=trusted_env(), lazy_models=True)
         started()
         since, until = window(args)
         store = open_store(args.store, create=False)
@@ -197,7 +198,7 @@ def _plan_check(args: argparse.Namespace) -> int:
         from .._analysis import plan_summary
         from ..bundle._bundle import load
 
-        bundle = load(args.bundle, trusted=trusted_env())
+        bundle = load(args.bundle, trusted=trusted_env(), lazy_models=True)
     summary = plan_summary(bundle)
     if args.json:
         print(dumps(summary, indent=2))

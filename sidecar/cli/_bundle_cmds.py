@@ -176,7 +176,7 @@ def _info(args: argparse.Namespace) -> int:
         from ..bundle._bundle import load
         from ..bundle._registry import ACTIVE, Registry
 
-        bundle = load(args.bundle, trusted=trusted_env(), allow_pickle=False)
+        bundle = load(args.bundle, trusted=trusted_env(), allow_pickle=False, lazy_models=True)
     info = bundle.info()
     info["plan_sha256"] = bundle.plan.sha256
     history: list[dict[str, Any]] = []

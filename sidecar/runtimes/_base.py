@@ -91,6 +91,11 @@ def import_trusted(path: Any, trusted: tuple[str, ...], *, part: str, field: str
     asked for by name (``sidecar.load(..., trusted=[path])``; ``SIDECAR_TRUSTED``
     for a served bundle). A prefix is never trust.
     """
+    return import_object(check_trusted(path, trusted, part=part, field=field))
+
+
+def check_trusted(path: Any, trusted: tuple[str, ...], *, part: str, field: str) -> str:
+    """``path`` when the loader trusted it by its exact name; else the refusal. Imports nothing."""
     if not isinstance(path, str) or not path:
         raise BundleError(
             f"part {part!r} field `{field}` must be an import path 'package.module:name'; "
@@ -102,7 +107,7 @@ def import_trusted(path: Any, trusted: tuple[str, ...], *, part: str, field: str
             f"If you trust this bundle, name it: sidecar.load(..., trusted=[{path!r}]) "
             "(SIDECAR_TRUSTED for `sidecar serve` and the other commands)."
         )
-    return import_object(path)
+    return path
 
 
 def object_path(obj: Any) -> str | None:

@@ -108,12 +108,17 @@ class PicklePredictor:
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any], allow_pickle: bool) -> PicklePredictor:
-        if not allow_pickle:
-            raise BundleError(
-                f"{directory} holds a pickled model, and unpickling can run any code. Load it "
-                "only if you trust its source, with sidecar.load(..., allow_pickle=True) "
-                "(SIDECAR_ALLOW_PICKLE=1 for `sidecar serve` and the other commands)."
-            )
+        check_pickle_allowed(directory, allow_pickle)
         path = confined_file(directory, meta.get("file"), part=directory.name, field="file")
         with open(path, "rb") as fh:
             return cls(pickle.load(fh), task=meta["task"])
+
+
+def check_pickle_allowed(directory: Path, allow_pickle: bool) -> None:
+    """Refuse a pickled part unless the loader allowed pickle by name."""
+    if not allow_pickle:
+        raise BundleError(
+            f"{directory} holds a pickled model, and unpickling can run any code. Load it "
+            "only if you trust its source, with sidecar.load(..., allow_pickle=True) "
+            "(SIDECAR_ALLOW_PICKLE=1 for `sidecar serve` and the other commands)."
+        )
