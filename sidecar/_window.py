@@ -191,7 +191,7 @@ class _RawColumns:
         if self._json is None and col is not None:
             encoded = pc.dictionary_encode(col).combine_chunks()
             codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-            return codes.astype(np.int64), encoded.dictionary.to_pylist()
+            return codes, encoded.dictionary.to_pylist()  # int32: no 1M-entry copy to widen
         values = self.values(name)
         uniq: dict[Any, int] = {}
         codes = np.array(
@@ -222,18 +222,19 @@ def _canonical_numbers(pre: Any, name: str, x: np.ndarray) -> np.ndarray:
 def _categories(
     pre: Any, name: str, coded: tuple[np.ndarray, list[Any]]
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Canonical categories (an object array) and which encoded to the unknown code."""
+    """Canonical categories (an object array) and which encoded to the unknown code.
+
+    Each lookup table ends with the missing value's entry, which code -1 picks
+    as NumPy counts from the end: no second array of codes per field.
+    """
     from .preprocessing import TabularPreprocessor
 
     codes, values = coded
-    missing = codes < 0
     if not isinstance(pre, TabularPreprocessor):
-        table = np.array([*values, None], dtype=object)
-        return table[np.where(missing, len(values), codes)], None
+        return np.array([*values, None], dtype=object)[codes], None
     canon = np.array([*pre.canonical_values(name, values), None], dtype=object)
     unknown = np.append(pre.unknown_mask(name, values), False)
-    pick = np.where(missing, len(values), codes)
-    return canon[pick], unknown[pick]
+    return canon[codes], unknown[codes]
 
 
 def _features(
