@@ -32,11 +32,13 @@ variable                       meaning                                      defa
 ``SIDECAR_FEEDBACK_TOKEN``     bearer token ``/feedback`` requires          (none: open)
 ``SIDECAR_RECORDER_QUEUE``     most records waiting to be written           200000
 ``SIDECAR_RECORDER_LINGER``    seconds the writer waits to batch commits    0.25
-``SIDECAR_SWITCH_INTERVAL``    a serving worker's GIL switch interval (s)    0.002
-``SIDECAR_SHADOW_PROCESS``      ``1``: each worker runs the baseline and      0
-                               recorder in a process of its own (isolates
-                               a baseline that may crash or spin); ``0``:
-                               on threads in the worker
+``SIDECAR_SWITCH_INTERVAL``    a serving worker's GIL switch interval (s)   0.002
+``SIDECAR_SHADOW_PROCESS``     ``1``: each worker runs the baseline and     1
+                               recorder in a process of its own (no GIL
+                               shared with requests; a baseline that
+                               crashes or spins cannot hurt the worker);
+                               ``0``: on threads in the worker (always,
+                               with a ``memory:`` store)
 ``SIDECAR_MEMORY_LIMIT``       bytes an analysis (diagnose, report,         0: 60 % of
                                retrain, promote, export) may use; a window  this machine
                                that would need more is refused, naming it
@@ -82,7 +84,8 @@ class Settings(BaseModel):
     recorder_queue: int = Field(default=200_000, gt=0)
     recorder_linger: float = Field(default=0.25, ge=0)
     switch_interval: float = Field(default=0.002, gt=0, le=0.1)
-    shadow_process: bool = False
+    #: ``None``: in a process unless the store lives in the worker's memory
+    shadow_process: bool | None = None
     memory_limit: int = Field(default=0, ge=0)
 
 

@@ -109,10 +109,11 @@ def _load_window(
         f: _canonical_numbers(pre, f, raw.numbers(f)) for f in fields if f not in categorical
     }
     raw_categorical: dict[str, Any] = {}
+    coded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     flags: dict[str, np.ndarray] = {}
     for f in fields:
         if f in categorical:
-            raw_categorical[f], flag = _categories(pre, f, raw.categories(f))
+            raw_categorical[f], flag, coded[f] = _categories(pre, f, raw.categories(f))
             if flag is not None:
                 flags[f] = flag
     features, unknown = _features(bundle, table, raw, notes)
@@ -133,6 +134,7 @@ def _load_window(
         labelled=np.asarray(labels != None, dtype=bool),  # noqa: E711 - elementwise
         notes=notes,
         unknown_flags=flags,
+        categorical_codes=coded,
     )
 
 
@@ -184,19 +186,22 @@ class _RawColumns:
         return np.array([_number(v) for v in self.values(name)], dtype=np.float64)
 
     def categories(self, name: str) -> tuple[np.ndarray, list[Any]]:
-        """``(codes, values)``: each record's index into ``values`` (-1: missing)."""
+        """``(codes, values)``: each record's index into ``values`` (``len(values)``: missing;
+        Arrow's int32 indices as they come, not a widened copy)."""
         import pyarrow.compute as pc
 
         col = self.column(name)
         if self._json is None and col is not None:
             encoded = pc.dictionary_encode(col).combine_chunks()
-            codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-            return codes, encoded.dictionary.to_pylist()  # int32: no 1M-entry copy to widen
-        values = self.values(name)
+            values = encoded.dictionary.to_pylist()
+            codes = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+            return codes, values
+        found = self.values(name)
         uniq: dict[Any, int] = {}
         codes = np.array(
-            [-1 if v is None else uniq.setdefault(v, len(uniq)) for v in values], dtype=np.int64
+            [-1 if v is None else uniq.setdefault(v, len(uniq)) for v in found], dtype=np.int64
         )
+        codes[codes < 0] = len(uniq)
         return codes, list(uniq)
 
 
@@ -221,20 +226,18 @@ def _canonical_numbers(pre: Any, name: str, x: np.ndarray) -> np.ndarray:
 
 def _categories(
     pre: Any, name: str, coded: tuple[np.ndarray, list[Any]]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Canonical categories (an object array) and which encoded to the unknown code.
-
-    Each lookup table ends with the missing value's entry, which code -1 picks
-    as NumPy counts from the end: no second array of codes per field.
-    """
+) -> tuple[np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
+    """Canonical categories (an object array), which encoded to the unknown code, and
+    the ``(codes, table)`` they were taken from (the diagnosis counts values on those)."""
     from .preprocessing import TabularPreprocessor
 
-    codes, values = coded
+    pick, values = coded  # len(values): missing, the tables' last entry
     if not isinstance(pre, TabularPreprocessor):
-        return np.array([*values, None], dtype=object)[codes], None
+        table = np.array([*values, None], dtype=object)
+        return table[pick], None, (pick, table)
     canon = np.array([*pre.canonical_values(name, values), None], dtype=object)
     unknown = np.append(pre.unknown_mask(name, values), False)
-    return canon[codes], unknown[codes]
+    return canon[pick], unknown[pick], (pick, canon)
 
 
 def _features(

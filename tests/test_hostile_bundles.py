@@ -649,6 +649,7 @@ import sys
 import sidecar
 bundle = sidecar.load({str(sklearn_bundle)!r})
 assert "torch" not in sys.modules, "torch was imported for a scikit-learn bundle"
+assert "pytest" not in sys.modules, "pytest was imported for a scikit-learn bundle"
 bundle.predict([{{"a": 0.5, "b": -1.0}}])
 net = sidecar.load({str(torch_bundle)!r}, trusted=[{FACTORY!r}])
 assert "torch" in sys.modules
@@ -660,6 +661,24 @@ print(net.predict([{{"a": 0.5, "b": -1.0}}]).predictions.tolist())
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in ("[0]", "[1]")
+
+
+def test_skops_imports_first_thing_in_a_fresh_process() -> None:
+    """The torch and pytest markers set while skops imports trip nothing imported under them
+    (SciPy's array-API helpers look torch up), whatever was imported before."""
+    script = """
+import sys
+from sidecar.bundle._safe import _skops_io
+assert _skops_io().get_untrusted_types is not None
+assert "torch" not in sys.modules and "pytest" not in sys.modules
+import pytest
+print(pytest.__name__)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pytest"
 
 
 def test_a_registry_never_copies_a_link_into_a_file(sklearn_bundle: Path, tmp_path: Path) -> None:

@@ -364,3 +364,19 @@ def test_a_refused_replay_leaves_no_new_store_and_keeps_an_old_one(
     store = open_store(f"sqlite:///{kept}", create=False)
     assert store.count()["predictions"] == 20
     store.close()
+
+
+def test_cleaning_up_after_a_failed_replay_never_hides_why_it_failed(tmp_path: Path) -> None:
+    """If the store fails too (here its file is no longer a database), the clean-up
+    keeps the file and raises nothing: the replay's own error is the one reported."""
+    from sidecar.cli._store_cmds import _drop_if_empty
+
+    made = tmp_path / "made.db"
+    store = open_store(f"sqlite:///{made}")
+    store.close()
+    made.write_bytes(b"not a database any more" * 100)
+    broken = open_store(f"sqlite:///{made}", migrate=False)
+    with pytest.raises(Exception, match="database"):
+        broken.count()  # the failure the clean-up meets
+    _drop_if_empty(broken, made)  # raises nothing
+    assert made.exists()  # and, not knowing what it holds, removes nothing

@@ -250,6 +250,12 @@ def test_bentoml_serve_process(
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         assert "sidecar_records_total" in text and "sidecar_invalid_requests_total" in text
+        # the shadow process counts its outcomes off the request path, a moment later
+        deadline = time.monotonic() + 10
+        while "sidecar_shadow_outcomes_total" not in text and time.monotonic() < deadline:
+            time.sleep(0.1)
+            with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
         assert "sidecar_shadow_outcomes_total" in text
 
         code = _stop(proc, log_path)

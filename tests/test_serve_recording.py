@@ -33,15 +33,20 @@ PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _serve(
-    bundle: Path, store: str, log: Path, workers: int = 2, shadow_process: bool = False
+    bundle: Path, store: str, log: Path, workers: int = 2, shadow: str = "process"
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """A server whose shadow stage runs in a process per worker (the default) or on threads."""
     return serve_sidecar(
         bundle,
         store,
         log,
         workers=workers,
-        SIDECAR_SHADOW_PROCESS="1" if shadow_process else "0",
+        SIDECAR_SHADOW_PROCESS="1" if shadow == "process" else "0",
     )
+
+
+#: The two shadow transports: a process per worker (the default), threads in the worker.
+SHADOWS = pytest.mark.parametrize("shadow", ["process", "threads"])
 
 
 def _load(
@@ -102,9 +107,11 @@ def pg_store() -> Iterator[str]:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "sqlite-shadow-process"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@SHADOWS
 def test_sigterm_under_load_keeps_every_acknowledged_record(
     kind: str,
+    shadow: str,
     quickstart_bundle: Path,
     quickstart_record: dict[str, Any],
     tmp_path: Path,
@@ -115,9 +122,7 @@ def test_sigterm_under_load_keeps_every_acknowledged_record(
         if kind == "postgresql"
         else f"sqlite:///{tmp_path / 'records.db'}"
     )
-    proc, port = _serve(
-        quickstart_bundle, store, tmp_path / "server.log", shadow_process=kind.endswith("process")
-    )
+    proc, port = _serve(quickstart_bundle, store, tmp_path / "server.log", shadow=shadow)
     try:
         acked = _load(port, quickstart_record, seconds=3.0)
     finally:
@@ -137,12 +142,13 @@ def test_sigterm_under_load_keeps_every_acknowledged_record(
     assert all(w.dropped == 0 for w in writers)
 
 
+@SHADOWS
 def test_kill_9_loses_at_most_one_flush_interval_and_the_store_stays_readable(
-    quickstart_bundle: Path, quickstart_record: dict[str, Any], tmp_path: Path
+    shadow: str, quickstart_bundle: Path, quickstart_record: dict[str, Any], tmp_path: Path
 ) -> None:
     db = tmp_path / "records.db"
     store = f"sqlite:///{db}"
-    proc, port = _serve(quickstart_bundle, store, tmp_path / "server.log")
+    proc, port = _serve(quickstart_bundle, store, tmp_path / "server.log", shadow=shadow)
     try:
         acked = _load(port, quickstart_record, seconds=3.0)
         killed_at = time.monotonic()
@@ -197,10 +203,17 @@ def _pg_ready() -> bool:
     not (shutil.which("pg_ctlcluster") and os.path.isdir("/etc/postgresql") and os.geteuid() == 0),
     reason="needs the local PostgreSQL cluster and root to stop and start it",
 )
+@SHADOWS
 def test_postgresql_stopped_and_restarted_mid_traffic_loses_nothing(
-    quickstart_bundle: Path, quickstart_record: dict[str, Any], tmp_path: Path, pg_store: str
+    shadow: str,
+    quickstart_bundle: Path,
+    quickstart_record: dict[str, Any],
+    tmp_path: Path,
+    pg_store: str,
 ) -> None:
-    proc, port = _serve(quickstart_bundle, pg_store, tmp_path / "server.log", workers=1)
+    proc, port = _serve(
+        quickstart_bundle, pg_store, tmp_path / "server.log", workers=1, shadow=shadow
+    )
     acked: list[tuple[str, float]] = []
     try:
         loader = threading.Thread(

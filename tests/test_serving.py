@@ -983,3 +983,52 @@ def test_guard_answers_nothing_to_a_client_that_left() -> None:
         return messages.pop(0)
 
     assert _guard(_scope(length="100"), receive) == ([], False)
+
+
+@pytest.mark.parametrize(
+    ("env", "store", "expected"),
+    [
+        ({}, "sqlite:///records.db", True),  # the default: no GIL shared with requests
+        ({"SIDECAR_SHADOW_PROCESS": "1"}, "postgresql://h/db", True),
+        ({"SIDECAR_SHADOW_PROCESS": "0"}, "sqlite:///records.db", False),
+        ({}, "memory://", False),  # a store in one process keeps the threads
+        ({"SIDECAR_SHADOW_PROCESS": "1"}, "memory://", False),
+    ],
+)
+def test_the_shadow_stage_runs_in_a_process_unless_told_or_unable(
+    env: dict[str, str], store: str, expected: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sidecar._settings import settings_from_env
+    from sidecar.serving._served import uses_shadow_process
+
+    settings = settings_from_env({**env, "SIDECAR_STORE": store})
+    with caplog.at_level("WARNING", logger="sidecar.serving"):
+        assert uses_shadow_process(settings) is expected
+    # asked for by name and refused: said so; the default falling back: silent
+    warned = "lives in one process" in caplog.text
+    assert warned == (store.startswith("memory:") and "SIDECAR_SHADOW_PROCESS" in env)
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_platform_without_seqpacket_pairs_serves_its_shadow_on_threads(
+    asked: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """macOS has no AF_UNIX SOCK_SEQPACKET: the default falls back to threads and says
+    why at INFO; asking for the process by name makes it a WARNING."""
+    import socket
+
+    from sidecar._settings import settings_from_env
+    from sidecar.serving._served import uses_shadow_process
+
+    def no_seqpacket(*args: object) -> None:
+        raise OSError(93, "Protocol not supported")  # what macOS answers
+
+    monkeypatch.setattr(socket, "socketpair", no_seqpacket)
+    env = {"SIDECAR_STORE": "sqlite:///records.db"}
+    if asked:
+        env["SIDECAR_SHADOW_PROCESS"] = "1"
+    with caplog.at_level("INFO", logger="sidecar.serving"):
+        assert uses_shadow_process(settings_from_env(env)) is False
+    [entry] = [r for r in caplog.records if "SOCK_SEQPACKET" in r.getMessage()]
+    assert entry.levelname == ("WARNING" if asked else "INFO")
+    assert "runs on threads in the worker" in entry.getMessage()

@@ -415,6 +415,8 @@ def test_the_window_holds_what_was_served_without_preprocessing_again(
     )
     np.testing.assert_allclose(window.raw_numeric["age"], [r["age"] for r in records])
     assert list(window.raw_categorical["color"]) == [r["color"] for r in records]
+    codes, table = window.categorical_codes["color"]  # what the diagnosis counts
+    assert list(table[codes]) == [r["color"] for r in records]
     assert window.unknown == {f: n for f, n in report.unknown.items() if f == "color"}
     assert window.labels.tolist() == list(y)
     recent = sidecar.recent_data(bundle, store)

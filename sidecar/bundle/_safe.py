@@ -40,26 +40,41 @@ ALLOWED_TYPES = frozenset(
 _IMPORT_LOCK = threading.Lock()
 
 
+#: Optional imports of scikit-learn's that skops's start-up would pull in for nothing:
+#: torch (through ``array_api_compat``) and pytest (``sklearn.utils._testing``).
+_UNNEEDED = ("torch", "pytest")
+
+
 def _skops_io() -> Any:
-    """``skops.io``, imported without importing PyTorch.
+    """``skops.io``, imported without importing PyTorch or pytest.
 
     On import, skops lists scikit-learn's estimators, and scikit-learn's package
     walk imports ``array_api_compat.torch`` -- and so torch, seconds of start-up --
-    whenever torch is installed, though no scikit-learn model needs it. While
-    skops is imported, torch is marked unavailable (the walk skips what it cannot
-    import); afterwards torch imports as usual, for a torch model that needs it.
+    whenever torch is installed, though no scikit-learn model needs it; and
+    ``sklearn.utils._testing``, which imports pytest (a tenth of a second) for its
+    test markers when pytest is installed. While skops is imported, each is
+    marked unavailable (scikit-learn skips what it cannot import, as where they
+    are not installed); afterwards each imports as usual, for a torch model that
+    needs it. One already imported is left alone.
     """
-    if "skops.io" in sys.modules or "torch" in sys.modules:
+    if "skops.io" in sys.modules:
         import skops.io
 
         return skops.io
+    # SciPy's array-API helpers look torch up in sys.modules and trip on the
+    # marker; scikit-learn imports scipy.stats first thing, so import it unmarked.
+    import scipy.stats  # noqa: F401
+
     with _IMPORT_LOCK:
-        sys.modules["torch"] = None  # type: ignore[assignment]
+        blocked = [name for name in _UNNEEDED if name not in sys.modules]
+        for name in blocked:
+            sys.modules[name] = None  # type: ignore[assignment]
         try:
             import skops.io
         finally:
-            if sys.modules.get("torch", 0) is None:
-                del sys.modules["torch"]
+            for name in blocked:
+                if name in sys.modules and sys.modules[name] is None:
+                    del sys.modules[name]
     return skops.io
 
 

@@ -170,10 +170,13 @@ def _typed_classes(classes: list[str] | None, data: tuple[Any, list[Any]]) -> li
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..bundle._bundle import load
-    from ..bundle._registry import ACTIVE, Registry
+    from ._analysis import quiet_start
 
-    bundle = load(args.bundle, trusted=trusted_env(), allow_pickle=False)
+    with quiet_start():
+        from ..bundle._bundle import load
+        from ..bundle._registry import ACTIVE, Registry
+
+        bundle = load(args.bundle, trusted=trusted_env(), allow_pickle=False)
     info = bundle.info()
     info["plan_sha256"] = bundle.plan.sha256
     history: list[dict[str, Any]] = []

@@ -85,7 +85,12 @@ def _drop_if_empty(store: Store, made: Any) -> None:
     A replay that refuses its input must leave no empty store behind: the next
     ``diagnose`` would read it as a store with nothing in it.
     """
-    if not isinstance(made, Path) or store.count()["predictions"]:
+    if not isinstance(made, Path):
+        return
+    try:
+        if store.count()["predictions"]:
+            return
+    except Exception:  # the store failing too must not hide why the replay failed
         return
     store.close()
     for suffix in ("", "-wal", "-shm"):

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from ._metric_data import row_sums
 from ._metric_registry import code_scorer
 from ._metrics import METRICS
 
@@ -184,7 +185,7 @@ class Calibration:
         values = np.empty(draws)
         score = code_scorer(self.metric, p, self.classes)  # the rows validated once
         for b in range(draws):
-            drawn = (rng.uniform(size=(len(sub), 1)) > cdf).sum(axis=1)
+            drawn = row_sums(rng.uniform(size=(len(sub), 1)) > cdf)
             values[b] = score(drawn)
             if pause is not None:
                 pause()

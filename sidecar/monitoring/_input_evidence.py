@@ -52,7 +52,10 @@ class Columns:
             for k in window.raw_numeric
             if k in reference.raw_numeric
         }
-        counts = {k: pool.submit(Counter, v) for k, v in window.raw_categorical.items()}
+        coded = window.categorical_codes
+        counts = {
+            k: pool.submit(count_values, v, coded.get(k)) for k, v in window.raw_categorical.items()
+        }
 
         def collect() -> Columns:
             cur = {k: job.result() for k, job in current.items()}
@@ -77,6 +80,30 @@ def input_evidence(
     health = tuple(_health(plan, reference, window, columns))
     drift = _drift(plan, reference, window, columns)
     return health, drift, _distributions(plan, reference, window, drift)
+
+
+def count_values(values: Any, coded: tuple[np.ndarray, np.ndarray] | None = None) -> Counter[Any]:
+    """``Counter(values)`` -- the same keys, counts and key order -- from ``coded``
+    (``(codes, table)``, ``values == table[codes]``) when given: a bincount, not a
+    Python loop over a million objects."""
+    if coded is None:
+        return Counter(values)
+    codes, table = coded
+    counts = np.bincount(codes, minlength=len(table))
+    out: Counter[Any] = Counter()
+    for code in _first_seen(codes, int(np.count_nonzero(counts))):
+        out[table[code]] += int(counts[code])  # equal values of several codes merge, as in Counter
+    return out
+
+
+def _first_seen(codes: np.ndarray, n_distinct: int) -> np.ndarray:
+    """The distinct codes in the order they first occur, from the shortest prefix holding all."""
+    m = 4096
+    while True:
+        seen, first = np.unique(codes[:m], return_index=True)
+        if seen.size == n_distinct or m >= codes.size:
+            return np.asarray(seen[np.argsort(first)])
+        m *= 8
 
 
 def _present_sorted(values: Any) -> tuple[np.ndarray, int]:

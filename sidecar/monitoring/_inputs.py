@@ -35,6 +35,9 @@ class WindowData:
     notes: Sequence[str] = field(default_factory=list)
     #: per categorical field, which records' values encoded to the unknown code
     unknown_flags: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: per categorical field (optional), ``(codes, table)`` with
+    #: ``raw_categorical[f] == table[codes]``: its values counted without a Python loop
+    categorical_codes: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:

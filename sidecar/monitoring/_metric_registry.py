@@ -26,6 +26,7 @@ from ._metric_data import (
     _prepare_regression,
     _proba,
     _residuals,
+    row_sums,
 )
 from ._stat_tools import _problem
 
@@ -43,7 +44,7 @@ def _brier_values(d: _Data) -> FloatArray:
     p = _proba(d)
     onehot = np.zeros_like(p)
     onehot[np.arange(d.n), np.asarray(d.y, dtype=np.intp)] = 1.0
-    values = np.asarray(((p - onehot) ** 2).sum(axis=1), dtype=np.float64)
+    values = np.asarray(row_sums((p - onehot) ** 2), dtype=np.float64)
     return values / 2.0 if d.k == 2 else values
 
 

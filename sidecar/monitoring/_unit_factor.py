@@ -141,9 +141,8 @@ def _best_conversion(
 ) -> tuple[float, float, float, tuple[str, ...]] | None:
     """The fitting (and, where needed, pinned) conversion with the smallest worst z."""
     n, n_ref = present.size, q.n_ref
-    mean, sd = float(present.mean()), float(present.std())
+    mean, sd, kurtosis = _moments(present)
     mean_ref, sd_ref = float(sketch["mean"]), float(sketch["std"])
-    kurtosis = float(np.mean((present - mean) ** 4) / sd**4) if sd > 0 else 3.0
     ratio_se = math.sqrt(max(kurtosis - 1, 0.5) / 4 * (1 / n + 1 / n_ref))
     centre, centre_se = float(q.ref[len(q.ref) // 2]), float(q.se[len(q.se) // 2])
     best: tuple[float, float, float, tuple[str, ...]] | None = None
@@ -170,6 +169,20 @@ def _best_conversion(
         if best is None or z < best[0]:
             best = (z, a, b, names)
     return best
+
+
+def _moments(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean, standard deviation (``x.std()``, the same bits) and kurtosis of ``x``.
+
+    One pass of squared deviations serves both: ``d**4`` as ``(d*d)**2`` is a
+    multiplication, where ``d ** 4`` calls ``pow`` per element (20x slower on a
+    million rows; the two differ at most in the last bits).
+    """
+    mean = float(x.mean())
+    squared = np.square(x - mean)
+    sd = math.sqrt(float(squared.mean()))
+    kurtosis = float(np.square(squared).mean() / sd**4) if sd > 0 else 3.0
+    return mean, sd, kurtosis
 
 
 def _finding(

@@ -60,6 +60,34 @@ class Served:
     candidate: Bundle | None
 
 
+def uses_shadow_process(settings: Settings) -> bool:
+    """Whether each worker runs its shadow stage in a process of its own.
+
+    The default: the shadow work (baseline, candidate, recorder) then takes no
+    GIL from the requests. On threads in the worker, each wake-up of the shadow
+    or recorder thread delays the request thread: on two cores that cost 1.38-1.45x
+    the bare service's p99 at one client, against 1.16x in a process
+    (``tests/benchmarks/README.md``, session 8). A ``memory:`` store lives in
+    one process, and a platform without ``SOCK_SEQPACKET`` pairs (macOS) has
+    no channel to the process: both keep the threads, with a warning when
+    ``SIDECAR_SHADOW_PROCESS=1`` asked for the process by name.
+    """
+    from ..shadow._process import process_supported
+
+    if settings.shadow_process is False:
+        return False
+    why_not = (
+        f"SIDECAR_STORE={redact_url(settings.store)} lives in one process"
+        if settings.store.startswith("memory:")
+        else process_supported()
+    )
+    if why_not is None:
+        return True
+    log = logger.warning if settings.shadow_process else logger.info
+    log("%s: the shadow stage runs on threads in the worker", why_not)
+    return False
+
+
 def _start(settings: Settings) -> Served:
     try:
         bundle, candidate = check_servable(settings)
@@ -67,13 +95,7 @@ def _start(settings: Settings) -> Served:
         stop_server_if_worker(settings, exc)
         raise
     one_thread(bundle.advanced)
-    in_memory = settings.store.startswith("memory:")
-    if settings.shadow_process and in_memory:
-        logger.warning(
-            "SIDECAR_STORE=%s lives in one process: the shadow runs on threads in the worker",
-            settings.store,
-        )
-    if settings.shadow_process and not in_memory:
+    if uses_shadow_process(settings):
         from ..recording import open_store
         from ..shadow import ShadowProcess
         from ._metrics import RECORDER, SHADOW

@@ -4,8 +4,8 @@ Serve it with ``bentoml serve`` from the repository root (``bentofile.yaml``
 names this class) or with ``sidecar serve BUNDLE``; the bundle comes from the
 ``SIDECAR_BUNDLE`` setting. Everything it does is ``Bundle.predict(records,
 shadow=sink)``: the baseline, a candidate and the recorder run in a shadow
-pipeline on threads of the worker (``SIDECAR_SHADOW_PROCESS=1``: in a process
-of each worker's own), so they can never fail or slow a response.
+process of each worker's own (``SIDECAR_SHADOW_PROCESS=0``, or a ``memory:``
+store: on threads of the worker), so they can never fail or slow a response.
 
 - Start-up: the bundle and the candidate are checked once, before any worker
   starts (``on_deployment``); a refusal ends ``bentoml serve`` with the reason.

@@ -52,7 +52,7 @@ from ._items import ShadowItem
 from ._runner import ShadowRunner
 from ._wire import Batch, Close, Flush, Prepare, Reply, recv, send
 
-__all__ = ["ShadowProcess"]
+__all__ = ["ShadowProcess", "process_supported"]
 
 logger = logging.getLogger("sidecar.serving")
 
@@ -62,6 +62,21 @@ RETIRE_TIMEOUT = 60.0
 SEND_BUFFER = 4 << 20
 #: Least time between two restarts of a child that keeps dying.
 RESTART_EVERY = 5.0
+
+
+def process_supported() -> str | None:
+    """``None`` if this platform can run a shadow process, else why not.
+
+    The channel is an ``AF_UNIX`` ``SOCK_SEQPACKET`` socket pair, which Linux
+    has and macOS does not.
+    """
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except (AttributeError, OSError) as exc:
+        return f"this platform has no AF_UNIX SOCK_SEQPACKET socket pairs ({exc})"
+    ours.close()
+    theirs.close()
+    return None
 
 
 # -- the worker's side --------------------------------------------------------------------

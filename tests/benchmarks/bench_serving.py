@@ -16,7 +16,7 @@ stopped with SIGTERM and the store must hold one record for every request
 answered 200.
 
     python tests/benchmarks/bench_serving.py [--seconds 1] [--rounds 40]
-    SIDECAR_SHADOW_PROCESS=1 python tests/benchmarks/bench_serving.py   # the shadow process
+    SIDECAR_SHADOW_PROCESS=0 python tests/benchmarks/bench_serving.py   # shadow on threads
 
 Targets: sidecar throughput >= 0.9x the bare service's, p99 <= 1.25x, zero records lost.
 Prints one JSON object; exits 1 if a target is missed.
@@ -240,7 +240,7 @@ def main() -> int:
         "rounds": args.rounds,
         "workers": 1,
         "record_store": "sqlite",
-        "shadow": "process" if os.environ.get("SIDECAR_SHADOW_PROCESS") == "1" else "threads",
+        "shadow": "threads" if os.environ.get("SIDECAR_SHADOW_PROCESS") == "0" else "process",
     }
     ok = True
     gen = LoadGenerator()

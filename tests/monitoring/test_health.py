@@ -445,3 +445,25 @@ def test_errors_name_the_argument(reference: dict[str, dict[str, Any]]) -> None:
             sorted_present={"weight": np.array([3.0, 2.0, 1.0])},  # descending
         )
         check_health(reference, bad, alpha=0.05)
+
+
+def test_values_counted_from_their_codes_are_counter_exactly() -> None:
+    """Same keys, counts and key order as ``Counter``: codes whose values are equal merge
+    (as canonical categories may), missing is ``None``, a value first seen late keeps its
+    place, and a column without codes is counted as it is."""
+    from collections import Counter
+
+    from sidecar.monitoring._input_evidence import count_values
+
+    rng = np.random.default_rng(3)
+    table = np.array(["b", "a", "B", "b", "late", None], dtype=object)
+    codes = rng.choice([0, 1, 2, 3, 5], size=50_000)
+    codes[-7] = 4  # seen once, at the end: beyond the first prefixes scanned
+    values = table[codes]
+    want = Counter(values)
+    got = count_values(values, (codes, table))
+    assert list(got.items()) == list(want.items())
+    assert got["b"] == int(np.isin(codes, [0, 3]).sum()) and got["late"] == 1
+    assert list(count_values(values).items()) == list(want.items())
+    empty = np.zeros(0, dtype=np.intp)
+    assert count_values(table[empty], (empty, table)) == Counter()

@@ -458,3 +458,48 @@ ERROR_CASES: dict[str, tuple[Callable[[], object], str]] = {
 def test_bad_input_names_the_argument(call: Callable[[], object], match: str) -> None:
     with pytest.raises(InputError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([0, 1, 2, 1, 0]),
+        np.array([0.0, 2.0, 1.0]),
+        np.array([0, 1], dtype=np.uint8),
+        np.array([0.0, 1.5]),  # not a class: refused
+        np.array([0, 3]),  # beyond the classes: refused
+        np.array([-1, 0]),
+    ],
+    ids=["int", "float", "uint8", "fraction", "above", "negative"],
+)
+def test_encoding_labels_0_to_k_by_cast_is_the_binary_search(values: np.ndarray) -> None:
+    """The cast for classes 0..k-1 gives the general path's positions, and the same refusal."""
+    from sidecar.monitoring._metric_data import _encode, _encode_range
+
+    classes = np.array([0, 1, 2])
+    shuffled = np.array([2, 0, 1])  # not 0..k-1 in order: the general path
+    assert _encode_range(values, shuffled) is None
+    try:
+        want = shuffled[_encode(values, shuffled, "y")]  # the value at each found position
+    except InputError:
+        with pytest.raises(InputError, match="labels among `classes`"):
+            _encode(values, classes, "y")
+        assert _encode_range(values, classes) is None
+        return
+    fast = _encode_range(values, classes)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, want)
+    np.testing.assert_array_equal(_encode(values, classes, "y"), want)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 11])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.bool_])
+def test_row_sums_are_numpys_to_the_bit(k: int, dtype: Any) -> None:
+    from sidecar.monitoring._metric_data import row_sums
+
+    rng = np.random.default_rng(k)
+    scale = rng.choice([1e-9, 1.0, 1e9], size=(5000, k))
+    a = (rng.random((5000, k)) * scale).astype(dtype) if dtype != np.bool_ else scale > 1
+    got, want = row_sums(a), a.sum(axis=1)
+    assert got.dtype == want.dtype
+    assert got.tobytes() == want.tobytes()
