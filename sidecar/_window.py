@@ -186,19 +186,22 @@ class _RawColumns:
         return np.array([_number(v) for v in self.values(name)], dtype=np.float64)
 
     def categories(self, name: str) -> tuple[np.ndarray, list[Any]]:
-        """``(codes, values)``: each record's index into ``values`` (-1: missing)."""
+        """``(codes, values)``: each record's index into ``values`` (``len(values)``: missing;
+        Arrow's int32 indices as they come, not a widened copy)."""
         import pyarrow.compute as pc
 
         col = self.column(name)
         if self._json is None and col is not None:
             encoded = pc.dictionary_encode(col).combine_chunks()
-            codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-            return codes.astype(np.int64), encoded.dictionary.to_pylist()
-        values = self.values(name)
+            values = encoded.dictionary.to_pylist()
+            codes = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+            return codes, values
+        found = self.values(name)
         uniq: dict[Any, int] = {}
         codes = np.array(
-            [-1 if v is None else uniq.setdefault(v, len(uniq)) for v in values], dtype=np.int64
+            [-1 if v is None else uniq.setdefault(v, len(uniq)) for v in found], dtype=np.int64
         )
+        codes[codes < 0] = len(uniq)
         return codes, list(uniq)
 
 
@@ -228,9 +231,7 @@ def _categories(
     the ``(codes, table)`` they were taken from (the diagnosis counts values on those)."""
     from .preprocessing import TabularPreprocessor
 
-    codes, values = coded
-    missing = codes < 0
-    pick = np.where(missing, len(values), codes)
+    pick, values = coded  # len(values): missing, the tables' last entry
     if not isinstance(pre, TabularPreprocessor):
         table = np.array([*values, None], dtype=object)
         return table[pick], None, (pick, table)

@@ -395,3 +395,19 @@ def test_numpy_is_kept_out_of_huge_pages_while_a_window_is_read(
             assert switch(True) is True
     finally:
         switch(before)
+
+
+def test_a_missing_category_reads_as_none_and_is_not_unknown() -> None:
+    import sidecar
+    from sidecar._window import _categories
+
+    codes = np.array([0, 3, 1, 3, 2], dtype=np.int32)  # 3 = len(values): missing
+    got, flag, (pick, table) = _categories(object(), "c", (codes, ["a", "b", "z"]))
+    assert got.tolist() == ["a", None, "b", None, "z"] and flag is None
+    assert table[pick].tolist() == got.tolist()
+    pre = sidecar.TabularPreprocessor(columns=[sidecar.CategoricalColumn(name="c")]).fit(
+        [{"c": "a"}, {"c": "b"}]
+    )
+    got, flag, _ = _categories(pre, "c", (codes, ["a", "b", "z"]))
+    assert got.tolist()[:2] == ["a", None] and got[3] is None
+    assert flag is not None and flag.tolist() == [False, False, False, False, True]
