@@ -22,7 +22,13 @@ import pytest
 from sidecar.recording import Store, _ipc
 from sidecar.recording._columnar import to_ipc
 from tests.stores import fresh_store
-from tests.test_store_window_copy import ANALYSIS, batch, expected, window
+from tests.test_store_window_copy import (
+    ANALYSIS,
+    batch,
+    expected,
+    window,
+    write_compressed_segment,
+)
 
 
 def every_type(n: int = 50) -> pa.Table:
@@ -262,17 +268,7 @@ def test_a_stream_of_another_shape_is_an_error() -> None:
 def test_ranges_of_a_compressed_postgresql_segment_are_refused(tmp_path: Any) -> None:
     """A value stored compressed gives no slices (the caller reads it whole)."""
     with fresh_store("postgresql", tmp_path) as store:
-        store._run(  # type: ignore[attr-defined]
-            lambda cur: cur.execute(
-                "ALTER TABLE sidecar_segments ALTER COLUMN data SET STORAGE EXTENDED"
-            ),
-            write=True,
-        )
-        rows = batch("z", 3_000, 0.0)
-        zeros = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(3 * 3_000)), 3)
-        store.write_batch(
-            rows.set_column(rows.column_names.index("features"), "features", zeros), None
-        )
+        write_compressed_segment(store)
         out = np.zeros(1 << 16, dtype=np.uint8)
 
         def ranged(cur: Any) -> bool:

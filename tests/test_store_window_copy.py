@@ -134,28 +134,34 @@ def test_a_window_longer_than_its_size_when_taken_is_read_whole(
     window(store, expected(batches))
 
 
+def write_compressed_segment(store: Store, n: int = 3_000) -> pa.Table:
+    """Write ``n`` records into a PostgreSQL segment stored compressed, as before version 3.
+
+    The features are all zeros, so pglz compresses the value (it gives up on noise).
+    """
+    store._run(  # type: ignore[attr-defined]
+        lambda cur: cur.execute(
+            "ALTER TABLE sidecar_segments ALTER COLUMN data SET STORAGE EXTENDED"
+        ),
+        write=True,
+    )
+    rows = batch("z", n, 0.0)
+    zeros = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(3 * n)), 3)
+    rows = rows.set_column(rows.column_names.index("features"), "features", zeros)
+    store.write_batch(rows, None)
+    compressed = store._run(  # type: ignore[attr-defined]
+        lambda cur: cur.execute(
+            "SELECT pg_column_compression(data) FROM sidecar_segments"
+        ).fetchall()
+    )
+    assert compressed == [("pglz",)]
+    return rows
+
+
 def test_a_compressed_postgresql_segment_is_read_whole(tmp_path: Path) -> None:
     """Segments stored before version 3 may be compressed: read whole, not in slices."""
     with fresh_store("postgresql", tmp_path) as store:
-        store._run(  # type: ignore[attr-defined]
-            lambda cur: cur.execute(
-                "ALTER TABLE sidecar_segments ALTER COLUMN data SET STORAGE EXTENDED"
-            ),
-            write=True,
-        )
-        same_rows = batch("z", 3_000, 0.0)
-        zeros = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(3 * 3_000)), 3)
-        same_rows = same_rows.set_column(
-            same_rows.column_names.index("features"), "features", zeros
-        )
-        store.write_batch(same_rows, None)
-        compressed = store._run(  # type: ignore[attr-defined]
-            lambda cur: cur.execute(
-                "SELECT pg_column_compression(data) FROM sidecar_segments"
-            ).fetchall()
-        )
-        assert compressed == [("pglz",)]
-        window(store, expected([same_rows]))
+        window(store, expected([write_compressed_segment(store)]))
 
 
 def test_labels_find_their_records_when_time_and_write_order_differ(store: Store) -> None:
