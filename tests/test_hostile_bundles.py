@@ -705,6 +705,31 @@ def test_splitting_a_file_in_two_changes_the_part_hash(tmp_path: Path) -> None:
     assert scan_part(one, "p").sha256 != scan_part(two, "p").sha256
 
 
+@pytest.mark.parametrize("framed", [True, False])
+def test_a_part_hash_is_the_documented_framing_when_checked_and_when_read(
+    tmp_path: Path, framed: bool
+) -> None:
+    """The check at load (scan_part) and the read of a lazily loaded part (read_part) hash
+    alike, and both are the framing the manifest documents, computed here by hand."""
+    from sidecar.bundle._integrity import read_part, scan_part
+
+    (tmp_path / "p" / "sub").mkdir(parents=True)
+    files = {"a": b"x\0b", "sub/c": b"", "z": bytes(range(256)) * 300}
+    for rel, data in files.items():
+        (tmp_path / "p" / rel).write_bytes(data)
+    digest = hashlib.sha256()
+    for rel in sorted(files, key=lambda r: r.split("/")):
+        digest.update(rel.encode() + b"\0")
+        if framed:
+            digest.update(len(files[rel]).to_bytes(8, "big"))
+        digest.update(files[rel])
+        if not framed:
+            digest.update(b"\0")
+    sha, read = read_part(tmp_path / "p", "p", framed=framed)
+    assert scan_part(tmp_path / "p", "p", framed=framed).sha256 == sha == digest.hexdigest()
+    assert read == files
+
+
 @pytest.mark.parametrize("where", [0.1, 0.3, 0.5, 0.7, 0.9])
 def test_a_flipped_byte_anywhere_in_a_model_file_is_a_hash_failure(
     sklearn_bundle: Path, tmp_path: Path, where: float

@@ -122,13 +122,9 @@ def scan_part(
     total = 0
     problem: str | None = None
     for rel in files:
-        path = directory / rel
-        digest.update(rel.encode() + b"\0")
-        size, inside = _hash_file(path, digest, where, f"{part}/{rel}", framed)
+        size, inside = _hash_file(directory, rel, digest, where, f"{part}/{rel}", framed)
         total += size
         problem = problem or inside
-        if not framed:
-            digest.update(b"\0")
         if total > max_part_bytes and problem is None:
             problem = (
                 f"{where}: its files hold more than {max_part_bytes} bytes once inflated "
@@ -172,12 +168,9 @@ def read_part(directory: Path, part: str, *, framed: bool = True) -> tuple[str, 
         with os.fdopen(fd, "rb") as fh:
             _check_stat(os.fstat(fh.fileno()), path, where)
             data = fh.read()
-        digest.update(rel.encode() + b"\0")
-        if framed:
-            digest.update(len(data).to_bytes(8, "big"))
+        _frame(digest, rel, len(data), framed)
         digest.update(data)
-        if not framed:
-            digest.update(b"\0")
+        _end(digest, framed)
         out[rel] = data
     return digest.hexdigest(), out
 
@@ -196,11 +189,25 @@ def _walk(directory: Path, where: str, prefix: str = "") -> list[str]:
     return out
 
 
+def _frame(digest: hashlib._Hash, rel: str, size: int, framed: bool) -> None:
+    """What precedes a file's bytes in its part's hash: its path, a NUL and (framed) its size."""
+    digest.update(rel.encode() + b"\0")
+    if framed:
+        digest.update(size.to_bytes(8, "big"))
+
+
+def _end(digest: hashlib._Hash, framed: bool) -> None:
+    """What follows a file's bytes in its part's hash: a NUL, in format 1 (no size frame)."""
+    if not framed:
+        digest.update(b"\0")
+
+
 def _hash_file(
-    path: Path, digest: hashlib._Hash, where: str, name: str, framed: bool
+    directory: Path, rel: str, digest: hashlib._Hash, where: str, name: str, framed: bool
 ) -> tuple[int, str | None]:
-    """Feed the file's (size and) bytes to ``digest``; return the bytes it holds inflated
-    and what is wrong inside it (a zip that cannot be read), if anything."""
+    """Feed the file ``rel``, framed (:func:`_frame`), to ``digest``; return the bytes it holds
+    inflated and what is wrong inside it (a zip that cannot be read), if anything."""
+    path = directory / rel
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags)
@@ -209,14 +216,14 @@ def _hash_file(
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         _check_stat(st, path, where)  # the file opened is the one checked
-        if framed:
-            digest.update(st.st_size.to_bytes(8, "big"))
+        _frame(digest, rel, st.st_size, framed)
         head = fh.read(4)
         digest.update(head)
         size = len(head)
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
             size += len(chunk)
+        _end(digest, framed)
     if framed and size != st.st_size:
         raise BundleError(f"{where}: {path} changed while it was read; refusing it.")
     if head == _ZIP_MAGIC:
