@@ -132,3 +132,27 @@ def test_a_pickled_model_is_refused_at_a_lazy_load_without_allow_pickle(tmp_path
         lazy.predict(records, shadow=False).predictions,
         eager.predict(records, shadow=False).predictions,
     )
+
+
+@pytest.mark.parametrize("lazy", [True, False])
+def test_a_torch_part_of_an_unknown_format_is_refused_by_one_rule_eager_or_lazy(
+    tmp_path: Path, lazy: bool
+) -> None:
+    """Eager or lazy, one rule refuses a `format` other than torchscript and state_dict,
+    naming the field and what came."""
+    from sidecar.runtimes._lazy import check_part
+    from sidecar.runtimes._torch import TorchPredictor
+
+    part = tmp_path / "advanced"
+    part.mkdir()
+    (part / "model.pt").write_bytes(b"not read")
+    meta = {"framework": "torch", "task": "classification", "file": "model.pt", "format": "pkl"}
+    with pytest.raises(sidecar.BundleError) as refused:
+        if lazy:
+            check_part(part, meta, trusted=(), allow_pickle=False)
+        else:
+            TorchPredictor.load(part, meta)
+    assert "part 'advanced' field `format` must be 'torchscript' or 'state_dict'" in str(
+        refused.value
+    )
+    assert "got 'pkl'" in str(refused.value)

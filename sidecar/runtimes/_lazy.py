@@ -115,12 +115,9 @@ def check_part(
         path = confined_file(directory, meta.get("file"), part=part, field="file")
         skops_untrusted(path, trusted)
     elif framework == "torch":
-        if meta.get("format") not in ("torchscript", "state_dict"):
-            raise BundleError(
-                f"part {part!r} field `format` must be 'torchscript' or 'state_dict'; got "
-                f"{meta.get('format')!r}."
-            )
-        if meta["format"] == "state_dict":
+        from ._torch import torch_format
+
+        if torch_format(meta, part) == "state_dict":
             check_trusted(meta.get("factory"), trusted, part=part, field="factory")
     elif framework == "pickle":
         check_pickle_allowed(directory, allow_pickle)

@@ -28,6 +28,19 @@ def require_torch() -> Any:
     )
 
 
+def torch_format(meta: dict[str, Any], part: str) -> str:
+    """A torch part's field ``format``: ``torchscript`` or ``state_dict``, anything else refused.
+
+    Read before torch is imported, by a load and by the lazy check (``_lazy``).
+    """
+    fmt = meta.get("format")
+    if fmt not in ("torchscript", "state_dict"):
+        raise BundleError(
+            f"part {part!r} field `format` must be 'torchscript' or 'state_dict'; got {fmt!r}."
+        )
+    return str(fmt)
+
+
 class TorchPredictor:
     """An ``nn.Module`` in inference mode on the CPU.
 
@@ -114,14 +127,9 @@ class TorchPredictor:
         """Load the module; a state dict's ``factory`` is imported only if ``trusted`` names it."""
         part = directory.name
         path = confined_file(directory, meta.get("file"), part=part, field="file")
-        if meta.get("format") not in ("torchscript", "state_dict"):
-            raise BundleError(
-                f"part {part!r} field `format` must be 'torchscript' or 'state_dict'; got "
-                f"{meta.get('format')!r}."
-            )
         factory: Any = None
         kwargs: dict[str, Any] = {}
-        if meta["format"] == "state_dict":
+        if torch_format(meta, part) == "state_dict":
             factory = import_trusted(meta.get("factory"), trusted, part=part, field="factory")
             kwargs = meta.get("factory_kwargs") or {}
             if not isinstance(kwargs, dict):
