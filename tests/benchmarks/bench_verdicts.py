@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -50,16 +51,45 @@ DAY = 86_400.0
 # --------------------------------------------------------------------------- the worker
 
 
+def _api() -> SimpleNamespace:
+    """The names the worker calls, from this tree or from the layout of c438dbe (``--before``).
+
+    The worker runs in both trees; the older one had them in private modules only.
+    """
+    try:
+        from sidecar.bundle._reference import _numeric_sketch
+        from sidecar.monitoring import (
+            MonitoringPlan,
+            ReferenceInputs,
+            WindowData,
+            default_plan,
+            diagnose,
+            metric_with_ci,
+        )
+    except ImportError:  # before the tiers exported them (#14) and the bundle package
+        from sidecar._reference import _numeric_sketch  # type: ignore[no-redef]
+
+        from sidecar.monitoring import MonitoringPlan, default_plan  # type: ignore[no-redef]
+        from sidecar.monitoring._diagnosis import diagnose  # type: ignore[no-redef]
+        from sidecar.monitoring._inputs import (  # type: ignore[no-redef]
+            ReferenceInputs,
+            WindowData,
+        )
+        from sidecar.monitoring._metrics import metric_with_ci  # type: ignore[no-redef]
+    return SimpleNamespace(
+        numeric_sketch=_numeric_sketch,
+        MonitoringPlan=MonitoringPlan,
+        ReferenceInputs=ReferenceInputs,
+        WindowData=WindowData,
+        default_plan=default_plan,
+        diagnose=diagnose,
+        metric_with_ci=metric_with_ci,
+    )
+
+
 def _world(task: str, seed: int, n_ref: int, n: int, acc: float = 0.9) -> tuple[Any, Any, Any]:
     """(plan, reference, window) for one simulated day; the reference depends on ``n_ref`` only."""
-    from sidecar.bundle._reference import _numeric_sketch
-    from sidecar.monitoring import (
-        MonitoringPlan,
-        ReferenceInputs,
-        WindowData,
-        default_plan,
-        metric_with_ci,
-    )
+    api = _api()
 
     def draw(rng: np.random.Generator, size: int, acc_now: float) -> dict[str, Any]:
         x = {"x0": rng.normal(0, 1, size), "x1": rng.normal(0, 1, size)}
@@ -84,7 +114,7 @@ def _world(task: str, seed: int, n_ref: int, n: int, acc: float = 0.9) -> tuple[
         }
 
     r = draw(np.random.default_rng((7, n_ref)), n_ref, 0.9)
-    reference = ReferenceInputs(
+    reference = api.ReferenceInputs(
         task=task,
         classes=(0, 1) if task == "classification" else None,
         y=r["y"],
@@ -93,14 +123,14 @@ def _world(task: str, seed: int, n_ref: int, n: int, acc: float = 0.9) -> tuple[
         baseline=r["base"],
         baseline_proba=r["bp"],
         raw_numeric=r["x"],
-        sketches={k: _numeric_sketch(v) for k, v in r["x"].items()},
+        sketches={k: api.numeric_sketch(v) for k, v in r["x"].items()},
         features=np.column_stack(list(r["x"].values())),
         feature_names=tuple(r["x"]),
         categorical_fields=(),
         monotone_of={k: k for k in r["x"]},
     )
     w = draw(np.random.default_rng((seed, n)), n, acc)
-    window = WindowData(
+    window = api.WindowData(
         ts=np.sort(np.random.default_rng(seed).uniform(0, DAY, n)),
         raw_numeric=w["x"],
         raw_categorical={},
@@ -113,20 +143,18 @@ def _world(task: str, seed: int, n_ref: int, n: int, acc: float = 0.9) -> tuple[
         labels=w["y"],
         labelled=np.ones(n, dtype=bool),
     )
-    probe = default_plan(task)
-    value = metric_with_ci(
+    probe = api.default_plan(task)
+    value = api.metric_with_ci(
         probe.primary_metric, r["y"], r["adv"], r["ap"], reference.classes, n_boot=1
     ).value
-    plan = default_plan(task, reference_metric=value)
-    plan = MonitoringPlan.from_mapping({**plan.model_dump(), "secondary_metrics": []})
+    plan = api.default_plan(task, reference_metric=value)
+    plan = api.MonitoringPlan.from_mapping({**plan.model_dump(), "secondary_metrics": []})
     return plan, reference, window
 
 
 def _verdict(task: str, seed: int, n_ref: int, n: int, acc: float = 0.9) -> str:
-    from sidecar.monitoring import diagnose
-
     plan, reference, window = _world(task, seed, n_ref, n, acc)
-    return str(diagnose(plan=plan, reference=reference, window=window, seed=seed).verdict)
+    return str(_api().diagnose(plan=plan, reference=reference, window=window, seed=seed).verdict)
 
 
 def worker(days: int, runs: int) -> dict[str, Any]:
